@@ -1,0 +1,277 @@
+//! The per-packet decision for one subscriber leg of one track.
+//!
+//! [`Forwarder::decide`] looks at a packet's header fields and returns a
+//! [`Forward`] value: send with these rewritten fields, or drop for this
+//! reason. It never touches the packet or the network; the server applies the
+//! decision. No allocation happens here.
+
+use std::time::Instant;
+
+use crate::extmap::ExtensionMap;
+use crate::seq::{SeqOutcome, SeqRewriter};
+use crate::timestamp::TsRewriter;
+
+/// The header fields of an incoming RTP packet the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub payload_type: u8,
+    pub marker: bool,
+    /// Payload bytes after removing RTP padding.
+    pub payload_len: usize,
+}
+
+/// Why a packet was not forwarded to one subscriber. Becomes a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// The publisher muted the track.
+    Muted,
+    /// The subscriber leg is not negotiated yet, or paused.
+    Paused,
+    /// A padding-only packet (bandwidth probe): nothing for the subscriber.
+    Padding,
+    /// The payload type was not negotiated on the publish leg for this track.
+    UnknownPayloadType,
+    /// Too late to place in the subscriber's sequence.
+    TooOld,
+}
+
+impl DropReason {
+    pub const ALL: &'static [DropReason] = &[
+        DropReason::Muted,
+        DropReason::Paused,
+        DropReason::Padding,
+        DropReason::UnknownPayloadType,
+        DropReason::TooOld,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Muted => "muted",
+            DropReason::Paused => "paused",
+            DropReason::Padding => "padding",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
+            DropReason::TooOld => "too_old",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The rewritten header fields for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendParams {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+}
+
+/// What to do with a packet for one subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forward {
+    Send(SendParams),
+    Drop(DropReason),
+}
+
+/// One payload-type pair: the publisher's number and the subscriber's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PtMap {
+    pub from: u8,
+    pub to: u8,
+}
+
+/// Everything a subscriber leg negotiated for one track: set when its
+/// negotiation completes, replaced on renegotiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkParams {
+    /// The SSRC of the subscriber leg's sender.
+    pub ssrc: u32,
+    /// Payload types, publisher → subscriber (at most a few; small array, no allocation).
+    pub payload_types: [Option<PtMap>; 4],
+    /// Header extension ids, publisher → subscriber.
+    pub extensions: ExtensionMap,
+}
+
+impl SinkParams {
+    pub fn map_pt(&self, from: u8) -> Option<u8> {
+        self.payload_types
+            .iter()
+            .flatten()
+            .find(|m| m.from == from)
+            .map(|m| m.to)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Forwarder {
+    params: Option<SinkParams>,
+    seq: SeqRewriter,
+    ts: TsRewriter,
+    /// SSRC of the publisher stream currently feeding this leg.
+    source_ssrc: Option<u32>,
+    muted: bool,
+}
+
+impl Forwarder {
+    pub fn new(clock_rate: u32) -> Self {
+        Forwarder {
+            params: None,
+            seq: SeqRewriter::new(0),
+            ts: TsRewriter::new(clock_rate),
+            source_ssrc: None,
+            muted: false,
+        }
+    }
+
+    /// Set (or replace) what the subscriber leg negotiated. Until this is
+    /// called, packets are dropped as [`DropReason::Paused`].
+    pub fn set_params(&mut self, params: Option<SinkParams>) {
+        self.params = params;
+    }
+
+    pub fn params(&self) -> Option<&SinkParams> {
+        self.params.as_ref()
+    }
+
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
+    }
+
+    /// Decide what to do with one packet.
+    pub fn decide(&mut self, now: Instant, p: &PacketMeta) -> Forward {
+        // A new publisher stream behind the same track (the publisher restarted
+        // its encoder or renegotiated): keep the subscriber's numbering continuous.
+        if self.source_ssrc != Some(p.ssrc) {
+            if self.source_ssrc.is_some() {
+                self.seq.restart();
+                self.ts.restart();
+            }
+            self.source_ssrc = Some(p.ssrc);
+        }
+        let Some(params) = &self.params else {
+            self.seq.drop_packet(p.seq);
+            return Forward::Drop(DropReason::Paused);
+        };
+        // Muted: the subscriber gets nothing and no hole to NACK; numbering
+        // continues seamlessly on unmute.
+        if self.muted {
+            self.seq.drop_packet(p.seq);
+            return Forward::Drop(DropReason::Muted);
+        }
+        // Padding-only packets probe the publisher's uplink; they carry nothing
+        // for a subscriber, and the subscriber leg does its own probing.
+        if p.payload_len == 0 {
+            self.seq.drop_packet(p.seq);
+            return Forward::Drop(DropReason::Padding);
+        }
+        let Some(pt) = params.map_pt(p.payload_type) else {
+            self.seq.drop_packet(p.seq);
+            return Forward::Drop(DropReason::UnknownPayloadType);
+        };
+        let ssrc = params.ssrc;
+        match self.seq.forward(p.seq) {
+            SeqOutcome::Send(seq) => Forward::Send(SendParams {
+                ssrc,
+                payload_type: pt,
+                seq,
+                timestamp: self.ts.rewrite(now, p.timestamp),
+            }),
+            SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn params() -> SinkParams {
+        SinkParams {
+            ssrc: 0xAAAA,
+            payload_types: [Some(PtMap { from: 96, to: 120 }), None, None, None],
+            extensions: ExtensionMap::default(),
+        }
+    }
+
+    fn pkt(ssrc: u32, seq: u16, ts: u32) -> PacketMeta {
+        PacketMeta {
+            ssrc,
+            seq,
+            timestamp: ts,
+            payload_type: 96,
+            marker: false,
+            payload_len: 100,
+        }
+    }
+
+    fn sent(f: Forward) -> SendParams {
+        match f {
+            Forward::Send(s) => s,
+            Forward::Drop(r) => panic!("dropped: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn paused_until_negotiated() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        assert_eq!(f.decide(t, &pkt(1, 10, 0)), Forward::Drop(DropReason::Paused));
+        f.set_params(Some(params()));
+        let s = sent(f.decide(t, &pkt(1, 11, 3000)));
+        assert_eq!((s.ssrc, s.payload_type, s.timestamp), (0xAAAA, 120, 3000));
+    }
+
+    #[test]
+    fn mute_unmute_keeps_sequence_and_time_continuous() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_params(Some(params()));
+        let a = sent(f.decide(t, &pkt(1, 100, 1000)));
+        f.set_muted(true);
+        for i in 1..50u16 {
+            assert_eq!(
+                f.decide(t, &pkt(1, 100 + i, 1000 + i as u32 * 3000)),
+                Forward::Drop(DropReason::Muted)
+            );
+        }
+        f.set_muted(false);
+        let b = sent(f.decide(t, &pkt(1, 150, 151_000)));
+        assert_eq!(b.seq, a.seq.wrapping_add(1), "no hole after unmute");
+        assert_eq!(b.timestamp, 151_000, "timestamps follow the publisher's clock");
+    }
+
+    #[test]
+    fn new_source_ssrc_continues_the_leg() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_params(Some(params()));
+        let a = sent(f.decide(t, &pkt(1, 100, 1000)));
+        let b = sent(f.decide(t + Duration::from_millis(50), &pkt(2, 9, 55)));
+        assert_eq!(b.seq, a.seq.wrapping_add(1));
+        assert_eq!(b.timestamp, 1000 + 4500);
+        assert_eq!(b.ssrc, a.ssrc);
+    }
+
+    #[test]
+    fn padding_and_unknown_pt_are_dropped_without_holes() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000);
+        f.set_params(Some(params()));
+        let a = sent(f.decide(t, &pkt(1, 1, 0)));
+        let mut pad = pkt(1, 2, 0);
+        pad.payload_len = 0;
+        assert_eq!(f.decide(t, &pad), Forward::Drop(DropReason::Padding));
+        let mut other = pkt(1, 3, 0);
+        other.payload_type = 97;
+        assert_eq!(f.decide(t, &other), Forward::Drop(DropReason::UnknownPayloadType));
+        let b = sent(f.decide(t, &pkt(1, 4, 0)));
+        assert_eq!(b.seq, a.seq.wrapping_add(1));
+    }
+}

@@ -1,0 +1,23 @@
+//! prism-core: the SFU's brain, sans-I/O.
+//!
+//! Rooms, publications, subscriptions and the per-subscriber forwarders that
+//! rewrite SSRC, payload type, sequence number and timestamp. No sockets, no
+//! tasks, no clock: every call that needs the time takes `now`, and decisions
+//! are returned as values ([`Forward`]) for the driver to apply.
+//!
+//! Bad input is an error value or a counted [`DropReason`]; a panic is a bug.
+
+pub mod extmap;
+pub mod forwarder;
+pub mod room;
+pub mod seq;
+pub mod timestamp;
+
+pub use extmap::ExtensionMap;
+pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams};
+pub use room::{
+    LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent, SinkId, Source,
+    Track, TrackId, TrackSpec,
+};
+pub use seq::{SeqOutcome, SeqRewriter};
+pub use timestamp::TsRewriter;

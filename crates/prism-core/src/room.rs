@@ -1,0 +1,547 @@
+//! One room: who is in it, what they publish, who receives what.
+//!
+//! # Order of calls
+//!
+//! A driver (the server's shard task) owns each `Room` and calls it from one
+//! thread:
+//!
+//! - **Inputs** change state: [`Room::join`], [`Room::leave`], [`Room::publish`],
+//!   [`Room::unpublish`], [`Room::set_muted`], [`Room::subscribe`],
+//!   [`Room::unsubscribe`], and, once a subscriber leg is negotiated,
+//!   [`Room::attach`] / [`Room::detach`].
+//! - **Packets**: [`Room::forward`] for each RTP packet of a published track;
+//!   it calls back once per attached subscriber with a [`Forward`] decision.
+//! - **Outputs**: after any input, drain [`Room::poll_event`] and tell the
+//!   participants; on [`RoomEvent::SubscriptionsChanged`], compare
+//!   [`Room::wanted_tracks`] with what that subscriber leg carries and
+//!   renegotiate.
+//! - **Time**: [`Room::poll_timeout`] says when the empty room should close;
+//!   [`Room::is_expired`] answers whether it has.
+//!
+//! Nothing here reads a clock: every call that needs the time takes `now`.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::forwarder::{DropReason, Forward, Forwarder, PacketMeta, SinkParams};
+
+/// A participant's id within its room. On the wire: `PA_<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParticipantId(pub u32);
+
+/// A published track's id within its room. On the wire: `TR_<n>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TrackId(pub u32);
+
+/// The driver's handle for one subscriber leg's sender of one track: opaque here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SinkId(pub u64);
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PA_{}", self.0)
+    }
+}
+
+impl fmt::Display for TrackId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TR_{}", self.0)
+    }
+}
+
+impl ParticipantId {
+    pub fn parse(s: &str) -> Option<Self> {
+        s.strip_prefix("PA_")?.parse().ok().map(ParticipantId)
+    }
+}
+
+impl TrackId {
+    pub fn parse(s: &str) -> Option<Self> {
+        s.strip_prefix("TR_")?.parse().ok().map(TrackId)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    Camera,
+    Microphone,
+    Screen,
+    ScreenAudio,
+}
+
+/// Why a participant left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveCause {
+    Left,
+    Disconnected,
+    Timeout,
+    Replaced,
+    ServerShutdown,
+}
+
+/// Errors of room operations. Each maps to one signaling error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoomError {
+    /// The participant id names nobody in this room.
+    #[error("no participant {0} in this room")]
+    UnknownParticipant(ParticipantId),
+    /// The track id names no track in this room.
+    #[error("no track {0} in this room")]
+    UnknownTrack(TrackId),
+    /// The track exists but belongs to someone else.
+    #[error("track {0} is not yours")]
+    NotOwner(TrackId),
+}
+
+#[derive(Debug, Clone)]
+pub struct RoomConfig {
+    /// How long an empty room stays open before it closes.
+    pub empty_timeout: Duration,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            empty_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Participant {
+    pub id: ParticipantId,
+    pub identity: String,
+    pub name: String,
+    pub joined_at: Instant,
+    /// Tracks this participant asked not to receive. Everything else is wanted.
+    unsubscribed: BTreeSet<TrackId>,
+}
+
+/// What the publisher negotiated for a track.
+#[derive(Debug, Clone)]
+pub struct TrackSpec {
+    pub kind: MediaKind,
+    pub source: Source,
+    /// The publish leg's m-section.
+    pub mid: String,
+    /// Codec MIME type, e.g. `video/VP8`.
+    pub codec: String,
+    pub clock_rate: u32,
+}
+
+/// Plain counters for one track, read by the metrics exporter.
+#[derive(Debug, Clone, Default)]
+pub struct TrackCounters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+}
+
+#[derive(Debug)]
+pub struct Track {
+    pub id: TrackId,
+    pub owner: ParticipantId,
+    pub spec: TrackSpec,
+    pub muted: bool,
+    pub counters: TrackCounters,
+    downstream: Vec<Downstream>,
+}
+
+impl Track {
+    /// Subscribers currently attached to this track.
+    pub fn subscriber_count(&self) -> usize {
+        self.downstream.len()
+    }
+}
+
+#[derive(Debug)]
+struct Downstream {
+    subscriber: ParticipantId,
+    sink: SinkId,
+    fwd: Forwarder,
+}
+
+/// What changed, for the driver to tell participants and renegotiate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomEvent {
+    ParticipantJoined(ParticipantId),
+    ParticipantLeft {
+        id: ParticipantId,
+        cause: LeaveCause,
+    },
+    TrackPublished(TrackId),
+    TrackUnpublished {
+        track: TrackId,
+        owner: ParticipantId,
+    },
+    TrackMuted {
+        track: TrackId,
+        owner: ParticipantId,
+        muted: bool,
+    },
+    /// The set of tracks this participant should receive changed.
+    SubscriptionsChanged(ParticipantId),
+}
+
+/// Room-wide plain counters.
+#[derive(Debug, Clone, Default)]
+pub struct RoomCounters {
+    pub packets_forwarded: u64,
+    pub drops: [u64; 8],
+}
+
+#[derive(Debug)]
+pub struct Room {
+    name: String,
+    cfg: RoomConfig,
+    next_id: u32,
+    participants: BTreeMap<ParticipantId, Participant>,
+    tracks: BTreeMap<TrackId, Track>,
+    events: VecDeque<RoomEvent>,
+    empty_since: Option<Instant>,
+    pub counters: RoomCounters,
+}
+
+impl Room {
+    pub fn new(name: impl Into<String>, cfg: RoomConfig, now: Instant) -> Self {
+        Room {
+            name: name.into(),
+            cfg,
+            next_id: 1,
+            participants: BTreeMap::new(),
+            tracks: BTreeMap::new(),
+            events: VecDeque::new(),
+            empty_since: Some(now),
+            counters: RoomCounters::default(),
+        }
+    }
+
+    // ----- getters -----
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn participant(&self, id: ParticipantId) -> Option<&Participant> {
+        self.participants.get(&id)
+    }
+
+    pub fn participants(&self) -> impl Iterator<Item = &Participant> {
+        self.participants.values()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn find_identity(&self, identity: &str) -> Option<ParticipantId> {
+        self.participants
+            .values()
+            .find(|p| p.identity == identity)
+            .map(|p| p.id)
+    }
+
+    pub fn track(&self, id: TrackId) -> Option<&Track> {
+        self.tracks.get(&id)
+    }
+
+    pub fn tracks(&self) -> impl Iterator<Item = &Track> {
+        self.tracks.values()
+    }
+
+    pub fn tracks_of(&self, owner: ParticipantId) -> impl Iterator<Item = &Track> {
+        self.tracks.values().filter(move |t| t.owner == owner)
+    }
+
+    /// The tracks this participant should receive now: every track of the
+    /// others that it did not unsubscribe from.
+    pub fn wanted_tracks(&self, id: ParticipantId) -> impl Iterator<Item = &Track> {
+        let p = self.participants.get(&id);
+        self.tracks
+            .values()
+            .filter(move |t| p.is_some_and(|p| t.owner != id && !p.unsubscribed.contains(&t.id)))
+    }
+
+    // ----- inputs -----
+
+    fn next(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Adds a participant. If one with the same identity is in the room, it is
+    /// removed first (cause [`LeaveCause::Replaced`]) and its id returned.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        identity: &str,
+        name: &str,
+    ) -> (ParticipantId, Option<ParticipantId>) {
+        let replaced = self.find_identity(identity);
+        if let Some(old) = replaced {
+            self.leave(now, old, LeaveCause::Replaced);
+        }
+        let id = ParticipantId(self.next());
+        self.participants.insert(
+            id,
+            Participant {
+                id,
+                identity: identity.to_owned(),
+                name: name.to_owned(),
+                joined_at: now,
+                unsubscribed: BTreeSet::new(),
+            },
+        );
+        self.empty_since = None;
+        self.events.push_back(RoomEvent::ParticipantJoined(id));
+        if self.wanted_tracks(id).next().is_some() {
+            self.events.push_back(RoomEvent::SubscriptionsChanged(id));
+        }
+        (id, replaced)
+    }
+
+    /// Removes a participant, its tracks, and its subscriptions.
+    pub fn leave(&mut self, now: Instant, id: ParticipantId, cause: LeaveCause) -> bool {
+        if !self.participants.contains_key(&id) {
+            return false;
+        }
+        let own: Vec<TrackId> = self.tracks_of(id).map(|t| t.id).collect();
+        for t in own {
+            // Cannot fail: the track was just listed.
+            let _ = self.unpublish(t);
+        }
+        for t in self.tracks.values_mut() {
+            t.downstream.retain(|d| d.subscriber != id);
+        }
+        self.participants.remove(&id);
+        self.events
+            .push_back(RoomEvent::ParticipantLeft { id, cause });
+        if self.participants.is_empty() {
+            self.empty_since = Some(now);
+        }
+        true
+    }
+
+    pub fn publish(&mut self, owner: ParticipantId, spec: TrackSpec) -> Result<TrackId, RoomError> {
+        if !self.participants.contains_key(&owner) {
+            return Err(RoomError::UnknownParticipant(owner));
+        }
+        let id = TrackId(self.next());
+        self.tracks.insert(
+            id,
+            Track {
+                id,
+                owner,
+                spec,
+                muted: false,
+                counters: TrackCounters::default(),
+                downstream: Vec::new(),
+            },
+        );
+        self.events.push_back(RoomEvent::TrackPublished(id));
+        let subscribers: Vec<ParticipantId> = self
+            .participants
+            .values()
+            .filter(|p| p.id != owner && !p.unsubscribed.contains(&id))
+            .map(|p| p.id)
+            .collect();
+        for p in subscribers {
+            self.events.push_back(RoomEvent::SubscriptionsChanged(p));
+        }
+        Ok(id)
+    }
+
+    pub fn unpublish(&mut self, id: TrackId) -> Result<(), RoomError> {
+        let t = self.tracks.remove(&id).ok_or(RoomError::UnknownTrack(id))?;
+        self.events.push_back(RoomEvent::TrackUnpublished {
+            track: id,
+            owner: t.owner,
+        });
+        let others: Vec<ParticipantId> = self
+            .participants
+            .keys()
+            .copied()
+            .filter(|p| *p != t.owner)
+            .collect();
+        for p in others {
+            if let Some(part) = self.participants.get_mut(&p) {
+                part.unsubscribed.remove(&id);
+            }
+            self.events.push_back(RoomEvent::SubscriptionsChanged(p));
+        }
+        Ok(())
+    }
+
+    /// Mutes or unmutes a track; only its owner may.
+    pub fn set_muted(
+        &mut self,
+        who: ParticipantId,
+        id: TrackId,
+        muted: bool,
+    ) -> Result<(), RoomError> {
+        let t = self.tracks.get_mut(&id).ok_or(RoomError::UnknownTrack(id))?;
+        if t.owner != who {
+            return Err(RoomError::NotOwner(id));
+        }
+        if t.muted != muted {
+            t.muted = muted;
+            for d in &mut t.downstream {
+                d.fwd.set_muted(muted);
+            }
+            self.events.push_back(RoomEvent::TrackMuted {
+                track: id,
+                owner: t.owner,
+                muted,
+            });
+        }
+        Ok(())
+    }
+
+    /// Receive these tracks again (the default is to receive everything).
+    pub fn subscribe(&mut self, who: ParticipantId, ids: &[TrackId]) -> Result<(), RoomError> {
+        self.set_subscribed(who, ids, true)
+    }
+
+    /// Stop receiving these tracks.
+    pub fn unsubscribe(&mut self, who: ParticipantId, ids: &[TrackId]) -> Result<(), RoomError> {
+        self.set_subscribed(who, ids, false)
+    }
+
+    fn set_subscribed(
+        &mut self,
+        who: ParticipantId,
+        ids: &[TrackId],
+        on: bool,
+    ) -> Result<(), RoomError> {
+        if let Some(bad) = ids.iter().find(|t| !self.tracks.contains_key(t)) {
+            return Err(RoomError::UnknownTrack(*bad));
+        }
+        let p = self
+            .participants
+            .get_mut(&who)
+            .ok_or(RoomError::UnknownParticipant(who))?;
+        let mut changed = false;
+        for id in ids {
+            changed |= if on {
+                p.unsubscribed.remove(id)
+            } else {
+                p.unsubscribed.insert(*id)
+            };
+        }
+        if !on {
+            for id in ids {
+                if let Some(t) = self.tracks.get_mut(id) {
+                    t.downstream.retain(|d| d.subscriber != who);
+                }
+            }
+        }
+        if changed {
+            self.events.push_back(RoomEvent::SubscriptionsChanged(who));
+        }
+        Ok(())
+    }
+
+    /// Connects a subscriber leg's sender to a track. `params` is `None` while
+    /// the leg's negotiation is in flight (packets are then dropped as paused).
+    /// Attaching again replaces the params and keeps the numbering state.
+    pub fn attach(
+        &mut self,
+        track: TrackId,
+        subscriber: ParticipantId,
+        sink: SinkId,
+        params: Option<SinkParams>,
+    ) -> Result<(), RoomError> {
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(RoomError::UnknownTrack(track))?;
+        if let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) {
+            d.sink = sink;
+            d.fwd.set_params(params);
+        } else {
+            let mut fwd = Forwarder::new(t.spec.clock_rate);
+            fwd.set_params(params);
+            fwd.set_muted(t.muted);
+            t.downstream.push(Downstream {
+                subscriber,
+                sink,
+                fwd,
+            });
+        }
+        Ok(())
+    }
+
+    /// Disconnects a subscriber from a track.
+    pub fn detach(&mut self, track: TrackId, subscriber: ParticipantId) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.downstream.retain(|d| d.subscriber != subscriber);
+        }
+    }
+
+    /// Decides, for every subscriber attached to `track`, what to do with one
+    /// packet, and calls `apply` with each decision. No allocation.
+    pub fn forward(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        meta: &PacketMeta,
+        mut apply: impl FnMut(SinkId, &SinkParams, Forward),
+    ) -> bool {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        t.counters.packets_in += 1;
+        t.counters.bytes_in += meta.payload_len as u64;
+        for d in &mut t.downstream {
+            let decision = d.fwd.decide(now, meta);
+            match decision {
+                Forward::Send(_) => {
+                    t.counters.packets_out += 1;
+                    t.counters.bytes_out += meta.payload_len as u64;
+                    self.counters.packets_forwarded += 1;
+                }
+                Forward::Drop(r) => self.counters.drops[r.index()] += 1,
+            }
+            // A sink with no params yet only ever gets Drop(Paused), and the
+            // driver needs no params for a drop; skip the call.
+            if let Some(params) = d.fwd.params() {
+                apply(d.sink, params, decision);
+            }
+        }
+        true
+    }
+
+    /// Counts a packet dropped before any forwarder saw it.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drops[reason.index()] += 1;
+    }
+
+    // ----- outputs -----
+
+    pub fn poll_event(&mut self) -> Option<RoomEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the room, now empty, should close.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.empty_since.map(|t| t + self.cfg.empty_timeout)
+    }
+
+    /// The room is empty and has been for the configured time.
+    pub fn is_expired(&self, now: Instant) -> bool {
+        self.poll_timeout().is_some_and(|at| now >= at)
+    }
+}
+
+#[cfg(test)]
+mod tests;
