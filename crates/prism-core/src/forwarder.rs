@@ -222,7 +222,10 @@ mod tests {
     fn paused_until_negotiated() {
         let t = Instant::now();
         let mut f = Forwarder::new(90_000);
-        assert_eq!(f.decide(t, &pkt(1, 10, 0)), Forward::Drop(DropReason::Paused));
+        assert_eq!(
+            f.decide(t, &pkt(1, 10, 0)),
+            Forward::Drop(DropReason::Paused)
+        );
         f.set_params(Some(params()));
         let s = sent(f.decide(t, &pkt(1, 11, 3000)));
         assert_eq!((s.ssrc, s.payload_type, s.timestamp), (0xAAAA, 120, 3000));
@@ -244,7 +247,10 @@ mod tests {
         f.set_muted(false);
         let b = sent(f.decide(t, &pkt(1, 150, 151_000)));
         assert_eq!(b.seq, a.seq.wrapping_add(1), "no hole after unmute");
-        assert_eq!(b.timestamp, 151_000, "timestamps follow the publisher's clock");
+        assert_eq!(
+            b.timestamp, 151_000,
+            "timestamps follow the publisher's clock"
+        );
     }
 
     #[test]
@@ -270,7 +276,10 @@ mod tests {
         assert_eq!(f.decide(t, &pad), Forward::Drop(DropReason::Padding));
         let mut other = pkt(1, 3, 0);
         other.payload_type = 97;
-        assert_eq!(f.decide(t, &other), Forward::Drop(DropReason::UnknownPayloadType));
+        assert_eq!(
+            f.decide(t, &other),
+            Forward::Drop(DropReason::UnknownPayloadType)
+        );
         let b = sent(f.decide(t, &pkt(1, 4, 0)));
         assert_eq!(b.seq, a.seq.wrapping_add(1));
     }

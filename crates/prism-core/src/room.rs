@@ -389,7 +389,10 @@ impl Room {
         id: TrackId,
         muted: bool,
     ) -> Result<(), RoomError> {
-        let t = self.tracks.get_mut(&id).ok_or(RoomError::UnknownTrack(id))?;
+        let t = self
+            .tracks
+            .get_mut(&id)
+            .ok_or(RoomError::UnknownTrack(id))?;
         if t.owner != who {
             return Err(RoomError::NotOwner(id));
         }

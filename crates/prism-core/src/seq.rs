@@ -178,25 +178,102 @@ mod tests {
     #[test]
     fn table() {
         let rows: &[(&str, u16, &[Op])] = &[
-            ("in order", 100, &[F(5, Send(100)), F(6, Send(101)), F(7, Send(102))]),
-            ("upstream loss keeps the hole", 0, &[F(10, Send(0)), F(12, Send(2)), F(13, Send(3))]),
-            ("a drop closes the hole", 0, &[F(10, Send(0)), D(11), F(12, Send(1)), F(13, Send(2))]),
+            (
+                "in order",
+                100,
+                &[F(5, Send(100)), F(6, Send(101)), F(7, Send(102))],
+            ),
+            (
+                "upstream loss keeps the hole",
+                0,
+                &[F(10, Send(0)), F(12, Send(2)), F(13, Send(3))],
+            ),
+            (
+                "a drop closes the hole",
+                0,
+                &[F(10, Send(0)), D(11), F(12, Send(1)), F(13, Send(2))],
+            ),
             ("two drops", 0, &[F(1, Send(0)), D(2), D(3), F(4, Send(1))]),
             ("drop, then loss", 0, &[F(1, Send(0)), D(2), F(4, Send(2))]),
-            ("wraparound in", 0, &[F(65534, Send(0)), F(65535, Send(1)), F(0, Send(2)), F(1, Send(3))]),
-            ("wraparound out", 65535, &[F(7, Send(65535)), F(8, Send(0)), F(9, Send(1))]),
-            ("0 is newer than 65000", 0, &[F(65000, Send(0)), F(0, Send(536))]),
-            ("drop across wrap", 0, &[F(65535, Send(0)), D(0), F(1, Send(1))]),
-            ("reordered packet", 0, &[F(1, Send(0)), F(3, Send(2)), F(2, Send(1)), F(4, Send(3))]),
-            ("late packet before a drop", 0, &[F(1, Send(0)), F(3, Send(2)), D(4), F(2, Send(1)), F(5, Send(3))]),
-            ("late packet after a drop", 0, &[F(1, Send(0)), D(2), F(4, Send(2)), F(3, Send(1))]),
-            ("duplicate of newest", 0, &[F(1, Send(0)), F(2, Send(1)), F(2, Send(1))]),
-            ("too old", 0, &[F(5000, Send(0)), F(5001, Send(1)), F(1000, TooOld)]),
+            (
+                "wraparound in",
+                0,
+                &[
+                    F(65534, Send(0)),
+                    F(65535, Send(1)),
+                    F(0, Send(2)),
+                    F(1, Send(3)),
+                ],
+            ),
+            (
+                "wraparound out",
+                65535,
+                &[F(7, Send(65535)), F(8, Send(0)), F(9, Send(1))],
+            ),
+            (
+                "0 is newer than 65000",
+                0,
+                &[F(65000, Send(0)), F(0, Send(536))],
+            ),
+            (
+                "drop across wrap",
+                0,
+                &[F(65535, Send(0)), D(0), F(1, Send(1))],
+            ),
+            (
+                "reordered packet",
+                0,
+                &[F(1, Send(0)), F(3, Send(2)), F(2, Send(1)), F(4, Send(3))],
+            ),
+            (
+                "late packet before a drop",
+                0,
+                &[
+                    F(1, Send(0)),
+                    F(3, Send(2)),
+                    D(4),
+                    F(2, Send(1)),
+                    F(5, Send(3)),
+                ],
+            ),
+            (
+                "late packet after a drop",
+                0,
+                &[F(1, Send(0)), D(2), F(4, Send(2)), F(3, Send(1))],
+            ),
+            (
+                "duplicate of newest",
+                0,
+                &[F(1, Send(0)), F(2, Send(1)), F(2, Send(1))],
+            ),
+            (
+                "too old",
+                0,
+                &[F(5000, Send(0)), F(5001, Send(1)), F(1000, TooOld)],
+            ),
             ("before start", 0, &[F(10, Send(0)), F(9, TooOld)]),
-            ("restart continues numbering", 0, &[F(10, Send(0)), F(11, Send(1)), R, F(40000, Send(2)), F(40001, Send(3))]),
-            ("restart after drops", 0, &[F(10, Send(0)), D(11), R, F(7, Send(1))]),
+            (
+                "restart continues numbering",
+                0,
+                &[
+                    F(10, Send(0)),
+                    F(11, Send(1)),
+                    R,
+                    F(40000, Send(2)),
+                    F(40001, Send(3)),
+                ],
+            ),
+            (
+                "restart after drops",
+                0,
+                &[F(10, Send(0)), D(11), R, F(7, Send(1))],
+            ),
             ("drop before start is no-op", 0, &[D(3), F(4, Send(0))]),
-            ("big forward jump is loss", 0, &[F(1, Send(0)), F(30001, Send(30000))]),
+            (
+                "big forward jump is loss",
+                0,
+                &[F(1, Send(0)), F(30001, Send(30000))],
+            ),
         ];
         for (name, first_out, ops) in rows {
             eprintln!("row: {name}");

@@ -40,8 +40,7 @@ impl TsRewriter {
                 None => 0,
                 Some((last_ts, at)) => {
                     let elapsed = now.saturating_duration_since(at);
-                    let ticks = (elapsed.as_micros() as u64 * self.clock_rate as u64
-                        / 1_000_000)
+                    let ticks = (elapsed.as_micros() as u64 * self.clock_rate as u64 / 1_000_000)
                         .clamp(1, u32::MAX as u64 / 2) as u32;
                     let want = last_ts.wrapping_add(ticks);
                     ts.wrapping_sub(want)
@@ -82,7 +81,10 @@ mod tests {
         // 100 ms later at 90 kHz is 9000 ticks.
         let out = r.rewrite(t0 + Duration::from_millis(100), 777_777);
         assert_eq!(out, 10_000);
-        assert_eq!(r.rewrite(t0 + Duration::from_millis(133), 777_777 + 3000), 13_000);
+        assert_eq!(
+            r.rewrite(t0 + Duration::from_millis(133), 777_777 + 3000),
+            13_000
+        );
     }
 
     #[test]

@@ -173,9 +173,8 @@ pub fn parse_client(text: &str) -> Result<ClientEnvelope, SignalError> {
             ),
         ));
     }
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-        SignalError::new(ErrorCode::BadJson, format!("not valid JSON: {e}"))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| SignalError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
     let serde_json::Value::Object(mut map) = value else {
         return Err(SignalError::new(
             ErrorCode::BadJson,
@@ -195,14 +194,10 @@ pub fn parse_client(text: &str) -> Result<ClientEnvelope, SignalError> {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(_) => {
             return Err(
-                SignalError::new(ErrorCode::UnknownType, "`type` must be a string").with_id(id)
+                SignalError::new(ErrorCode::UnknownType, "`type` must be a string").with_id(id),
             )
         }
-        None => {
-            return Err(
-                SignalError::new(ErrorCode::UnknownType, "missing `type`").with_id(id)
-            )
-        }
+        None => return Err(SignalError::new(ErrorCode::UnknownType, "missing `type`").with_id(id)),
     };
     if !ClientMessage::TYPES.contains(&ty.as_str()) {
         return Err(SignalError::new(
@@ -211,13 +206,13 @@ pub fn parse_client(text: &str) -> Result<ClientEnvelope, SignalError> {
         )
         .with_id(id));
     }
-    let msg: ClientMessage = serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| {
-            SignalError::new(ErrorCode::InvalidMessage, format!("`{ty}`: {e}"))
-                .with_id(id.clone())
+    let msg: ClientMessage =
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+            SignalError::new(ErrorCode::InvalidMessage, format!("`{ty}`: {e}")).with_id(id.clone())
         })?;
-    msg.validate()
-        .map_err(|m| SignalError::new(ErrorCode::InvalidMessage, format!("`{ty}`: {m}")).with_id(id.clone()))?;
+    msg.validate().map_err(|m| {
+        SignalError::new(ErrorCode::InvalidMessage, format!("`{ty}`: {m}")).with_id(id.clone())
+    })?;
     Ok(ClientEnvelope { id, msg })
 }
 

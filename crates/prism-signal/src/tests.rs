@@ -51,13 +51,28 @@ fn rejects_bad_input_with_precise_codes() {
         (r#"{"type":"join"}"#, ErrorCode::InvalidMessage),
         (r#"{"type":"join","room":""}"#, ErrorCode::InvalidMessage),
         (r#"{"type":"join","room":"a b"}"#, ErrorCode::InvalidMessage),
-        (r#"{"type":"join","room":"a","name":"x\u0000"}"#, ErrorCode::InvalidMessage),
-        (r#"{"type":"offer","leg":"sideways","sdp":"v=0"}"#, ErrorCode::InvalidMessage),
-        (r#"{"type":"offer","leg":"publish","sdp":""}"#, ErrorCode::InvalidMessage),
-        (r#"{"type":"offer","leg":"publish"}"#, ErrorCode::InvalidMessage),
+        (
+            r#"{"type":"join","room":"a","name":"x\u0000"}"#,
+            ErrorCode::InvalidMessage,
+        ),
+        (
+            r#"{"type":"offer","leg":"sideways","sdp":"v=0"}"#,
+            ErrorCode::InvalidMessage,
+        ),
+        (
+            r#"{"type":"offer","leg":"publish","sdp":""}"#,
+            ErrorCode::InvalidMessage,
+        ),
+        (
+            r#"{"type":"offer","leg":"publish"}"#,
+            ErrorCode::InvalidMessage,
+        ),
         (r#"{"type":"mute"}"#, ErrorCode::InvalidMessage),
         (r#"{"type":"ping","id":[1]}"#, ErrorCode::InvalidMessage),
-        (r#"{"type":"subscribe","track_ids":"TR_1"}"#, ErrorCode::InvalidMessage),
+        (
+            r#"{"type":"subscribe","track_ids":"TR_1"}"#,
+            ErrorCode::InvalidMessage,
+        ),
     ];
     for (text, want) in rows {
         assert_eq!(code(text), *want, "{text}");

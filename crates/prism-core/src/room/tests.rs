@@ -23,10 +23,23 @@ impl Rng {
 fn spec(kind: MediaKind) -> TrackSpec {
     TrackSpec {
         kind,
-        source: if kind == MediaKind::Audio { Source::Microphone } else { Source::Camera },
+        source: if kind == MediaKind::Audio {
+            Source::Microphone
+        } else {
+            Source::Camera
+        },
         mid: "0".into(),
-        codec: if kind == MediaKind::Audio { "audio/opus" } else { "video/VP8" }.into(),
-        clock_rate: if kind == MediaKind::Audio { 48_000 } else { 90_000 },
+        codec: if kind == MediaKind::Audio {
+            "audio/opus"
+        } else {
+            "video/VP8"
+        }
+        .into(),
+        clock_rate: if kind == MediaKind::Audio {
+            48_000
+        } else {
+            90_000
+        },
     }
 }
 
@@ -56,10 +69,20 @@ fn join_publish_subscribe_leave_events() {
     let (b, _) = room.join(t0, "bo", "Bo");
     assert_eq!(
         drain(&mut room),
-        vec![RoomEvent::ParticipantJoined(b), RoomEvent::SubscriptionsChanged(b)]
+        vec![
+            RoomEvent::ParticipantJoined(b),
+            RoomEvent::SubscriptionsChanged(b)
+        ]
     );
-    assert_eq!(room.wanted_tracks(b).map(|t| t.id).collect::<Vec<_>>(), vec![ta]);
-    assert_eq!(room.wanted_tracks(a).count(), 0, "nobody receives their own track");
+    assert_eq!(
+        room.wanted_tracks(b).map(|t| t.id).collect::<Vec<_>>(),
+        vec![ta]
+    );
+    assert_eq!(
+        room.wanted_tracks(a).count(),
+        0,
+        "nobody receives their own track"
+    );
 
     room.unsubscribe(b, &[ta]).unwrap();
     assert_eq!(drain(&mut room), vec![RoomEvent::SubscriptionsChanged(b)]);
@@ -75,25 +98,40 @@ fn join_publish_subscribe_leave_events() {
     assert_eq!(room.set_muted(b, ta, true), Err(RoomError::NotOwner(ta)));
     assert_eq!(
         drain(&mut room),
-        vec![RoomEvent::TrackMuted { track: ta, owner: a, muted: true }]
+        vec![RoomEvent::TrackMuted {
+            track: ta,
+            owner: a,
+            muted: true
+        }]
     );
 
     assert!(room.leave(t0, a, LeaveCause::Left));
     assert_eq!(
         drain(&mut room),
         vec![
-            RoomEvent::TrackUnpublished { track: ta, owner: a },
+            RoomEvent::TrackUnpublished {
+                track: ta,
+                owner: a
+            },
             RoomEvent::SubscriptionsChanged(b),
-            RoomEvent::ParticipantLeft { id: a, cause: LeaveCause::Left },
+            RoomEvent::ParticipantLeft {
+                id: a,
+                cause: LeaveCause::Left
+            },
         ]
     );
-    assert!(!room.leave(t0, a, LeaveCause::Left), "leaving twice is a no-op");
+    assert!(
+        !room.leave(t0, a, LeaveCause::Left),
+        "leaving twice is a no-op"
+    );
 }
 
 #[test]
 fn same_identity_replaces_and_empty_room_expires() {
     let t0 = Instant::now();
-    let cfg = RoomConfig { empty_timeout: Duration::from_secs(5) };
+    let cfg = RoomConfig {
+        empty_timeout: Duration::from_secs(5),
+    };
     let mut room = Room::new("r", cfg, t0);
     let (a1, _) = room.join(t0, "ana", "Ana");
     room.publish(a1, spec(MediaKind::Audio)).unwrap();
@@ -102,9 +140,16 @@ fn same_identity_replaces_and_empty_room_expires() {
     assert_eq!(replaced, Some(a1));
     assert_ne!(a1, a2);
     let ev = drain(&mut room);
-    assert!(ev.contains(&RoomEvent::ParticipantLeft { id: a1, cause: LeaveCause::Replaced }));
+    assert!(ev.contains(&RoomEvent::ParticipantLeft {
+        id: a1,
+        cause: LeaveCause::Replaced
+    }));
     assert_eq!(room.participant_count(), 1);
-    assert_eq!(room.tracks().count(), 0, "the old connection's tracks are gone");
+    assert_eq!(
+        room.tracks().count(),
+        0,
+        "the old connection's tracks are gone"
+    );
 
     assert_eq!(room.poll_timeout(), None, "occupied rooms do not expire");
     let t1 = t0 + Duration::from_secs(1);
@@ -122,7 +167,10 @@ fn same_identity_replaces_and_empty_room_expires() {
 fn fan_out_three_participants_simulated() {
     let t0 = Instant::now();
     let mut room = Room::new("sim", RoomConfig::default(), t0);
-    let ids: Vec<ParticipantId> = ["a", "b", "c"].iter().map(|n| room.join(t0, n, n).0).collect();
+    let ids: Vec<ParticipantId> = ["a", "b", "c"]
+        .iter()
+        .map(|n| room.join(t0, n, n).0)
+        .collect();
     let mut tracks = Vec::new();
     for &p in &ids {
         tracks.push((p, room.publish(p, spec(MediaKind::Audio)).unwrap()));
@@ -137,7 +185,8 @@ fn fan_out_three_participants_simulated() {
         for t in wanted {
             next_ssrc += 1;
             let sink = SinkId(s.0 as u64 * 100 + t.0 as u64);
-            room.attach(t, s, sink, Some(sink_params(next_ssrc))).unwrap();
+            room.attach(t, s, sink, Some(sink_params(next_ssrc)))
+                .unwrap();
         }
     }
     let mut rng = Rng(42);
@@ -194,5 +243,8 @@ fn fan_out_three_participants_simulated() {
         assert!(sent.iter().all(|p| p.payload_type == 100));
     }
     let drops = room.counters.drops[DropReason::Muted.index()];
-    assert!(drops > 450 * 2 && drops <= 500 * 2, "muted packets were dropped for both subscribers: {drops}");
+    assert!(
+        drops > 450 * 2 && drops <= 500 * 2,
+        "muted packets were dropped for both subscribers: {drops}"
+    );
 }

@@ -1,0 +1,731 @@
+//! A whole participant, driven by one task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::{Bytes, BytesMut};
+use prism_signal::{
+    Answer, Candidate, ClientMessage, ErrorBody, Join, Leg, MidTrack, Offer, ServerMessage,
+    TrackDecl, TrackRef, TrackSource,
+};
+use rtc::interceptor::Registry;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{
+    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::sansio::Protocol;
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::payload::{now_us, Probe};
+use crate::signaling::Signaling;
+
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `ws://127.0.0.1:8080/ws`
+    pub url: String,
+    pub room: String,
+    pub name: String,
+    pub identity: Option<String>,
+    /// Written into every payload so receivers know who sent it.
+    pub sender_id: u32,
+    pub publish_audio: bool,
+    pub publish_video: bool,
+    pub audio_bytes: usize,
+    pub video_bytes: usize,
+    pub audio_interval: Duration,
+    pub video_interval: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(url: &str, room: &str, name: &str, sender_id: u32) -> Self {
+        ClientOptions {
+            url: url.to_owned(),
+            room: room.to_owned(),
+            name: name.to_owned(),
+            identity: Some(name.to_owned()),
+            sender_id,
+            publish_audio: true,
+            publish_video: true,
+            audio_bytes: 120,
+            video_bytes: 1000,
+            audio_interval: Duration::from_millis(20),
+            video_interval: Duration::from_millis(33),
+        }
+    }
+}
+
+/// What one subscribed track delivered.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedTrack {
+    pub track_id: String,
+    pub packets: u64,
+    /// Payloads whose bytes did not verify.
+    pub corrupt: u64,
+    /// RTP sequence numbers as received on the subscribe leg.
+    pub rtp_seqs: Vec<u16>,
+    /// RTP SSRCs seen on the subscribe leg.
+    pub ssrcs: Vec<u32>,
+    /// (sender, probe sequence) of each verified payload.
+    pub probes: Vec<(u32, u32)>,
+    pub video: bool,
+    /// One-way delay per packet, µs (same clock on loopback).
+    pub latencies_us: Vec<u64>,
+}
+
+/// Everything the client saw, for tests to assert on.
+#[derive(Debug, Clone, Default)]
+pub struct ClientState {
+    pub participant_id: Option<String>,
+    /// Every server message, in order.
+    pub messages: Vec<ServerMessage>,
+    pub errors: Vec<ErrorBody>,
+    pub received: HashMap<String, ReceivedTrack>,
+    /// Track ids the server gave our published m-sections.
+    pub published: Vec<MidTrack>,
+    pub sent_audio: u32,
+    pub sent_video: u32,
+    pub publish_connected: bool,
+    pub subscribe_connected: bool,
+    /// Every `a=candidate` line the server sent, on either leg.
+    pub server_candidates: Vec<String>,
+    /// Subscribe-leg offers received.
+    pub offers: u32,
+    /// The signaling socket closed.
+    pub closed: bool,
+}
+
+impl ClientState {
+    /// Track ids of other participants currently published, from events.
+    pub fn remote_tracks(&self) -> Vec<String> {
+        let mut live: Vec<String> = Vec::new();
+        for m in &self.messages {
+            match m {
+                ServerMessage::Joined(j) => {
+                    for p in &j.participants {
+                        live.extend(p.tracks.iter().map(|t| t.id.clone()));
+                    }
+                }
+                ServerMessage::ParticipantJoined(p) => {
+                    live.extend(p.participant.tracks.iter().map(|t| t.id.clone()))
+                }
+                ServerMessage::TrackPublished(t) => live.push(t.track.id.clone()),
+                ServerMessage::TrackUnpublished(t) => live.retain(|x| *x != t.track_id),
+                _ => {}
+            }
+        }
+        live
+    }
+}
+
+#[derive(Debug)]
+pub enum ClientCommand {
+    /// Send `leave` and stop.
+    Leave,
+    Mute(String),
+    Unmute(String),
+    /// Stop all media traffic (both legs) but keep signaling open: the server
+    /// sees a client whose network died.
+    FreezeMedia,
+    /// Send any message.
+    Send(ClientMessage),
+}
+
+pub struct MediaClient {
+    pub state: Arc<Mutex<ClientState>>,
+    cmd: mpsc::Sender<ClientCommand>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl MediaClient {
+    /// Connects, joins, starts publishing; returns once `joined` arrived.
+    pub async fn start(opts: ClientOptions) -> anyhow::Result<MediaClient> {
+        let mut sig = Signaling::connect(&opts.url).await?;
+        sig.send(ClientMessage::Join(Join {
+            room: opts.room.clone(),
+            name: opts.name.clone(),
+            token: None,
+            identity: opts.identity.clone(),
+        }))
+        .await?;
+        let joined = sig.recv_timeout(Duration::from_secs(10)).await?;
+        let ServerMessage::Joined(j) = &joined.msg else {
+            bail!("expected joined, got {:?}", joined.msg);
+        };
+        let state = Arc::new(Mutex::new(ClientState {
+            participant_id: Some(j.participant_id.clone()),
+            messages: vec![joined.msg.clone()],
+            ..Default::default()
+        }));
+        let (cmd, rx) = mpsc::channel(64);
+        let driver = Driver::new(opts, sig, state.clone(), rx).await?;
+        let task = tokio::spawn(driver.run());
+        Ok(MediaClient { state, cmd, task })
+    }
+
+    pub fn snapshot(&self) -> ClientState {
+        self.state.lock().expect("state lock poisoned").clone()
+    }
+
+    pub async fn command(&self, c: ClientCommand) -> anyhow::Result<()> {
+        self.cmd
+            .send(c)
+            .await
+            .map_err(|_| anyhow!("client task ended"))
+    }
+
+    /// Ends the client abruptly: sockets close, nothing is said to the server.
+    pub fn kill(self) {
+        self.task.abort();
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Waits until `pred` holds for the client's state.
+    pub async fn wait_for(
+        &self,
+        limit: Duration,
+        what: &str,
+        pred: impl Fn(&ClientState) -> bool,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if pred(&self.state.lock().expect("state lock poisoned")) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("timed out after {limit:?} waiting for: {what}");
+            }
+            if self.task.is_finished() {
+                bail!("client task ended while waiting for: {what}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// One peer connection on its own socket.
+struct LegConn {
+    pc: RTCPeerConnection,
+    socket: UdpSocket,
+    local: SocketAddr,
+    connected: bool,
+}
+
+impl LegConn {
+    async fn new() -> anyhow::Result<LegConn> {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let local = socket.local_addr()?;
+        let se = SettingEngineBuilder::new()
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            .build();
+        let mut me = MediaEngine::default();
+        me.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut me)?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(se)
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .build(Instant::now())?;
+        let host = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()?;
+        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        Ok(LegConn {
+            pc,
+            socket,
+            local,
+            connected: false,
+        })
+    }
+
+    fn read(&mut self, data: &[u8], from: SocketAddr) {
+        let msg = TaggedBytesMut {
+            now: Instant::now(),
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: from,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        };
+        if let Err(e) = self.pc.handle_read(msg) {
+            tracing::trace!("client handle_read: {e}");
+        }
+    }
+}
+
+struct OutTrack {
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    video: bool,
+    pt: Option<u8>,
+    rtp_seq: u16,
+    probe_seq: u32,
+    ts: u32,
+    next_at: Instant,
+    interval: Duration,
+    bytes: usize,
+}
+
+struct Driver {
+    opts: ClientOptions,
+    sig: Signaling,
+    state: Arc<Mutex<ClientState>>,
+    cmds: mpsc::Receiver<ClientCommand>,
+    publish: Option<LegConn>,
+    subscribe: Option<LegConn>,
+    out: Vec<OutTrack>,
+    frozen: bool,
+}
+
+impl Driver {
+    async fn new(
+        opts: ClientOptions,
+        sig: Signaling,
+        state: Arc<Mutex<ClientState>>,
+        cmds: mpsc::Receiver<ClientCommand>,
+    ) -> anyhow::Result<Driver> {
+        let mut d = Driver {
+            opts,
+            sig,
+            state,
+            cmds,
+            publish: None,
+            subscribe: None,
+            out: Vec::new(),
+            frozen: false,
+        };
+        if d.opts.publish_audio || d.opts.publish_video {
+            d.start_publishing().await?;
+        }
+        Ok(d)
+    }
+
+    async fn start_publishing(&mut self) -> anyhow::Result<()> {
+        let mut leg = LegConn::new().await?;
+        let now = Instant::now();
+        let mut specs = Vec::new();
+        if self.opts.publish_audio {
+            specs.push((
+                false,
+                MIME_TYPE_OPUS,
+                48_000,
+                2,
+                "minptime=10;useinbandfec=1",
+            ));
+        }
+        if self.opts.publish_video {
+            specs.push((true, MIME_TYPE_VP8, 90_000, 0, ""));
+        }
+        for (video, mime, clock_rate, channels, fmtp) in specs {
+            let ssrc = rand::random::<u32>();
+            let kind = if video {
+                RtpCodecKind::Video
+            } else {
+                RtpCodecKind::Audio
+            };
+            let track = MediaStreamTrack::new(
+                format!("stream-{}", self.opts.sender_id),
+                format!(
+                    "{}-{}",
+                    if video { "video" } else { "audio" },
+                    self.opts.sender_id
+                ),
+                "synthetic".to_owned(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: mime.to_owned(),
+                        clock_rate,
+                        channels,
+                        sdp_fmtp_line: fmtp.to_owned(),
+                        rtcp_feedback: vec![],
+                    },
+                    ..Default::default()
+                }],
+            );
+            let sender = leg.pc.add_track(track)?;
+            self.out.push(OutTrack {
+                sender,
+                ssrc,
+                video,
+                pt: None,
+                rtp_seq: rand::random(),
+                probe_seq: 0,
+                ts: rand::random(),
+                next_at: now,
+                interval: if video {
+                    self.opts.video_interval
+                } else {
+                    self.opts.audio_interval
+                },
+                bytes: if video {
+                    self.opts.video_bytes
+                } else {
+                    self.opts.audio_bytes
+                },
+            });
+        }
+        let offer = leg.pc.create_offer(None)?;
+        leg.pc.set_local_description(now, offer)?;
+        let sdp = leg
+            .pc
+            .local_description()
+            .ok_or_else(|| anyhow!("no local offer"))?
+            .sdp;
+        let tracks = crate::client::mids(&sdp)
+            .into_iter()
+            .map(|(mid, video)| TrackDecl {
+                mid,
+                source: if video {
+                    TrackSource::Camera
+                } else {
+                    TrackSource::Microphone
+                },
+            })
+            .collect();
+        self.sig
+            .send(ClientMessage::Offer(Offer {
+                leg: Leg::Publish,
+                sdp,
+                tracks,
+            }))
+            .await?;
+        self.publish = Some(leg);
+        Ok(())
+    }
+
+    async fn run(mut self) -> anyhow::Result<()> {
+        let mut buf_p = vec![0u8; 2048];
+        let mut buf_s = vec![0u8; 2048];
+        let res = loop {
+            self.drain();
+            let now = Instant::now();
+            let mut deadline = now + Duration::from_secs(1);
+            for l in [self.publish.as_mut(), self.subscribe.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(t) = l.pc.poll_timeout() {
+                    deadline = deadline.min(t);
+                }
+            }
+            if self.publish.as_ref().is_some_and(|l| l.connected) {
+                for o in &self.out {
+                    deadline = deadline.min(o.next_at);
+                }
+            }
+            let pub_sock = self.publish.as_ref().map(|l| &l.socket);
+            let sub_sock = self.subscribe.as_ref().map(|l| &l.socket);
+            tokio::select! {
+                c = self.cmds.recv() => match c {
+                    None => break Ok(()),
+                    Some(c) => if let Err(e) = self.on_command(c).await { break Err(e) },
+                },
+                m = self.sig.recv() => match m {
+                    Ok(Some(env)) => if let Err(e) = self.on_server(env.msg).await { break Err(e) },
+                    Ok(None) | Err(_) => {
+                        self.state.lock().expect("state lock").closed = true;
+                        break Ok(());
+                    }
+                },
+                r = recv_opt(pub_sock, &mut buf_p) => if let Some((n, from)) = r {
+                    if let Some(l) = self.publish.as_mut() { l.read(&buf_p[..n], from) }
+                },
+                r = recv_opt(sub_sock, &mut buf_s) => if let Some((n, from)) = r {
+                    if let Some(l) = self.subscribe.as_mut() { l.read(&buf_s[..n], from) }
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    for l in [self.publish.as_mut(), self.subscribe.as_mut()].into_iter().flatten() {
+                        let _ = l.pc.handle_timeout(now);
+                    }
+                    self.send_media(now);
+                }
+            }
+        };
+        self.state.lock().expect("state lock").closed = true;
+        res
+    }
+
+    fn drain(&mut self) {
+        let state = &self.state;
+        for (is_pub, leg) in [
+            (true, self.publish.as_mut()),
+            (false, self.subscribe.as_mut()),
+        ] {
+            let Some(l) = leg else { continue };
+            while let Some(w) = l.pc.poll_write() {
+                let _ = l.socket.try_send_to(&w.message, w.transport.peer_addr);
+            }
+            while let Some(ev) = l.pc.poll_event() {
+                if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
+                    let up = s == RTCPeerConnectionState::Connected;
+                    l.connected = up;
+                    let mut st = state.lock().expect("state lock");
+                    if is_pub {
+                        st.publish_connected = up;
+                    } else {
+                        st.subscribe_connected = up;
+                    }
+                }
+            }
+            while let Some(m) = l.pc.poll_read() {
+                if let RTCMessage::RtpPacket(track_id, pkt) = m.message {
+                    record(&mut state.lock().expect("state lock"), track_id, &pkt);
+                }
+            }
+        }
+    }
+
+    fn send_media(&mut self, now: Instant) {
+        if self.frozen {
+            return;
+        }
+        let Some(leg) = self.publish.as_mut() else {
+            return;
+        };
+        if !leg.connected {
+            return;
+        }
+        let mut sent = (0, 0);
+        for o in &mut self.out {
+            let Some(pt) = o.pt else { continue };
+            while o.next_at <= now {
+                o.next_at += o.interval;
+                let probe = Probe {
+                    sender: self.opts.sender_id,
+                    video: o.video,
+                    seq: o.probe_seq,
+                    sent_at_us: now_us(),
+                };
+                o.probe_seq += 1;
+                o.rtp_seq = o.rtp_seq.wrapping_add(1);
+                o.ts = o.ts.wrapping_add(if o.video {
+                    90 * o.interval.as_millis() as u32
+                } else {
+                    48 * o.interval.as_millis() as u32
+                });
+                let pkt = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: o.video,
+                        payload_type: pt,
+                        sequence_number: o.rtp_seq,
+                        timestamp: o.ts,
+                        ssrc: o.ssrc,
+                        ..Default::default()
+                    },
+                    payload: Bytes::from(probe.encode(o.bytes)),
+                };
+                if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
+                    if s.write_rtp(now, pkt).is_ok() {
+                        if o.video {
+                            sent.1 += 1;
+                        } else {
+                            sent.0 += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut st = self.state.lock().expect("state lock");
+        st.sent_audio += sent.0;
+        st.sent_video += sent.1;
+    }
+
+    async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
+        match c {
+            ClientCommand::Leave => {
+                self.sig
+                    .send(ClientMessage::Leave(Default::default()))
+                    .await?;
+            }
+            ClientCommand::Mute(t) => {
+                self.sig
+                    .send(ClientMessage::Mute(TrackRef { track_id: t }))
+                    .await?
+            }
+            ClientCommand::Unmute(t) => {
+                self.sig
+                    .send(ClientMessage::Unmute(TrackRef { track_id: t }))
+                    .await?
+            }
+            ClientCommand::FreezeMedia => {
+                self.frozen = true;
+                self.publish = None;
+                self.subscribe = None;
+            }
+            ClientCommand::Send(m) => self.sig.send(m).await?,
+        }
+        Ok(())
+    }
+
+    async fn on_server(&mut self, msg: ServerMessage) -> anyhow::Result<()> {
+        {
+            let mut st = self.state.lock().expect("state lock");
+            st.messages.push(msg.clone());
+            if let ServerMessage::Error(e) = &msg {
+                st.errors.push(e.clone());
+            }
+        }
+        match msg {
+            ServerMessage::Answer(a) if a.leg == Leg::Publish && !self.frozen => {
+                self.note_candidates(&a.sdp);
+                let Some(leg) = self.publish.as_mut() else {
+                    return Ok(());
+                };
+                leg.pc
+                    .set_remote_description(Instant::now(), RTCSessionDescription::answer(a.sdp)?)
+                    .context("publish answer")?;
+                for o in &mut self.out {
+                    if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
+                        let mime = if o.video {
+                            MIME_TYPE_VP8
+                        } else {
+                            MIME_TYPE_OPUS
+                        };
+                        o.pt = s
+                            .get_parameters()
+                            .rtp_parameters
+                            .codecs
+                            .iter()
+                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
+                            .map(|c| c.payload_type);
+                    }
+                }
+                self.state.lock().expect("state lock").published = a.tracks;
+            }
+            ServerMessage::Offer(o) if o.leg == Leg::Subscribe && !self.frozen => {
+                self.note_candidates(&o.sdp);
+                if self.subscribe.is_none() {
+                    self.subscribe = Some(LegConn::new().await?);
+                }
+                let leg = self.subscribe.as_mut().expect("created just above");
+                let now = Instant::now();
+                leg.pc
+                    .set_remote_description(now, RTCSessionDescription::offer(o.sdp)?)
+                    .context("subscribe offer")?;
+                let answer = leg.pc.create_answer(None)?;
+                leg.pc.set_local_description(now, answer)?;
+                let sdp = leg
+                    .pc
+                    .local_description()
+                    .ok_or_else(|| anyhow!("no local answer"))?
+                    .sdp;
+                self.state.lock().expect("state lock").offers += 1;
+                self.sig
+                    .send(ClientMessage::Answer(Answer {
+                        leg: Leg::Subscribe,
+                        sdp,
+                    }))
+                    .await?;
+                // Trickle is not needed (our candidate is in the SDP); say so.
+                self.sig
+                    .send(ClientMessage::Candidate(Candidate {
+                        leg: Leg::Subscribe,
+                        candidate: None,
+                    }))
+                    .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn note_candidates(&self, sdp: &str) {
+        let mut st = self.state.lock().expect("state lock");
+        for l in sdp.lines() {
+            if let Some(c) = l.trim_end().strip_prefix("a=candidate:") {
+                st.server_candidates.push(c.to_owned());
+            }
+        }
+    }
+}
+
+fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
+    let probe = Probe::decode(&pkt.payload, true).or_else(|_| Probe::decode(&pkt.payload, false));
+    let t = st
+        .received
+        .entry(track_id.clone())
+        .or_insert_with(|| ReceivedTrack {
+            track_id,
+            ..Default::default()
+        });
+    t.packets += 1;
+    t.rtp_seqs.push(pkt.header.sequence_number);
+    if !t.ssrcs.contains(&pkt.header.ssrc) {
+        t.ssrcs.push(pkt.header.ssrc);
+    }
+    match probe {
+        Ok(p) => {
+            t.video = p.video;
+            t.probes.push((p.sender, p.seq));
+            t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
+        }
+        Err(_) => t.corrupt += 1,
+    }
+}
+
+async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+    match s {
+        Some(s) => s.recv_from(buf).await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// (mid, is_video) of each audio/video m-section.
+pub(crate) fn mids(sdp: &str) -> Vec<(String, bool)> {
+    let mut out = Vec::new();
+    let mut video = None;
+    for l in sdp.lines().map(str::trim_end) {
+        if let Some(m) = l.strip_prefix("m=") {
+            video = if m.starts_with("video") {
+                Some(true)
+            } else if m.starts_with("audio") {
+                Some(false)
+            } else {
+                None
+            };
+        } else if let (Some(mid), Some(v)) = (l.strip_prefix("a=mid:"), video) {
+            out.push((mid.to_owned(), v));
+        }
+    }
+    out
+}

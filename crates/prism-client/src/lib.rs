@@ -1,0 +1,21 @@
+//! A Rust client for Prism.
+//!
+//! - [`Signaling`]: the `/ws` WebSocket with typed messages (and raw frames,
+//!   for tests that send garbage).
+//! - [`MediaClient`]: a whole participant: joins a room, publishes synthetic
+//!   Opus and VP8 tracks on its publish leg, answers the server's offers on its
+//!   subscribe leg, and counts and checks every packet it receives. Each peer
+//!   connection is an `rtc` sans-I/O core on its own loopback UDP socket,
+//!   driven by one task.
+//!
+//! Synthetic payloads carry (sender, track kind, sequence, send time) and a
+//! deterministic filler, so a receiver can prove the bytes arrived intact and
+//! measure latency without decoding.
+
+pub mod client;
+pub mod payload;
+pub mod signaling;
+
+pub use client::{ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack};
+pub use payload::{Probe, ProbeError};
+pub use signaling::Signaling;

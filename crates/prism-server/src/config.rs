@@ -1,0 +1,274 @@
+//! Configuration: embedded defaults, then a TOML file (`--config`), then
+//! `PRISM_*` environment variables, then command-line flags, each overriding
+//! the one before. Every default works on a fresh machine (dev mode on
+//! loopback). `docs/configuration.md` documents each key.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The effective configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP server (WebSocket signaling, health).
+    pub http_addr: SocketAddr,
+    /// Address the media UDP sockets bind to. Never a wildcard: a socket bound
+    /// to 0.0.0.0 may answer from another address than the client sent to.
+    pub media_ip: IpAddr,
+    /// First media UDP port; shard i listens on `udp_port + i`. 0 picks free ports.
+    pub udp_port: u16,
+    /// Addresses put in ICE candidates (NAT 1:1 / public IPs). Empty: `media_ip`.
+    pub advertised_ips: Vec<IpAddr>,
+    /// Media shards (one UDP socket and one thread each). 0: one per CPU core.
+    pub shards: usize,
+    /// A participant whose media connection is silent this long is removed.
+    #[serde(with = "humantime_serde")]
+    pub peer_timeout: Duration,
+    /// An empty room closes after this long.
+    #[serde(with = "humantime_serde")]
+    pub room_empty_timeout: Duration,
+    /// `text` (human) or `json` logs.
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            udp_port: 50000,
+            advertised_ips: Vec::new(),
+            shards: 1,
+            peer_timeout: Duration::from_secs(15),
+            room_empty_timeout: Duration::from_secs(20),
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "prism",
+    version,
+    about = "Prism: a WebRTC selective forwarding unit"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the effective configuration (after file, environment and flags) and exit.
+    PrintConfig,
+}
+
+/// Flags and environment variables; each overrides the config file.
+#[derive(Debug, Args, Default)]
+pub struct Overrides {
+    /// TOML configuration file.
+    #[arg(long, env = "PRISM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (signaling, health) [default: 127.0.0.1:8080].
+    #[arg(long, env = "PRISM_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// IP the media UDP sockets bind to [default: 127.0.0.1].
+    #[arg(long, env = "PRISM_MEDIA_IP")]
+    pub media_ip: Option<IpAddr>,
+    /// First media UDP port; shard i uses port + i; 0 picks free ports [default: 50000].
+    #[arg(long, env = "PRISM_UDP_PORT")]
+    pub udp_port: Option<u16>,
+    /// Comma-separated IPs advertised in ICE candidates [default: the media IP].
+    #[arg(long, env = "PRISM_ADVERTISED_IPS", value_delimiter = ',')]
+    pub advertised_ips: Option<Vec<IpAddr>>,
+    /// Media shards; 0 = one per CPU core [default: 1].
+    #[arg(long, env = "PRISM_SHARDS")]
+    pub shards: Option<usize>,
+    /// Remove a participant whose media is silent this long, e.g. 15s [default: 15s].
+    #[arg(long, env = "PRISM_PEER_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub peer_timeout: Option<Duration>,
+    /// Close an empty room after this long, e.g. 20s [default: 20s].
+    #[arg(long, env = "PRISM_ROOM_EMPTY_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub room_empty_timeout: Option<Duration>,
+    /// Log format [default: text].
+    #[arg(long, env = "PRISM_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults ← file ← environment/flags (clap has already merged the last two,
+    /// flags winning).
+    pub fn load(o: &Overrides) -> Result<Config, ConfigError> {
+        let mut c = match &o.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+                    path: path.clone(),
+                    message,
+                })?
+            }
+            None => Config::default(),
+        };
+        if let Some(v) = o.http_addr {
+            c.http_addr = v;
+        }
+        if let Some(v) = o.media_ip {
+            c.media_ip = v;
+        }
+        if let Some(v) = o.udp_port {
+            c.udp_port = v;
+        }
+        if let Some(v) = &o.advertised_ips {
+            c.advertised_ips = v.clone();
+        }
+        if let Some(v) = o.shards {
+            c.shards = v;
+        }
+        if let Some(v) = o.peer_timeout {
+            c.peer_timeout = v;
+        }
+        if let Some(v) = o.room_empty_timeout {
+            c.room_empty_timeout = v;
+        }
+        if let Some(v) = o.log_format {
+            c.log_format = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Parses a TOML document; unknown keys are an error naming the key.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.media_ip.is_unspecified() {
+            return Err(ConfigError::Invalid(format!(
+                "media_ip {} is a wildcard; bind the media sockets to the address clients reach \
+                 (a wildcard socket may answer from another address, and clients drop that)",
+                self.media_ip
+            )));
+        }
+        if let Some(ip) = self.advertised_ips.iter().find(|ip| ip.is_unspecified()) {
+            return Err(ConfigError::Invalid(format!(
+                "advertised_ips contains the wildcard {ip}; list the addresses clients reach"
+            )));
+        }
+        if self.peer_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "peer_timeout must be at least 1s".into(),
+            ));
+        }
+        if self.udp_port != 0 && (self.udp_port as usize + self.shard_count()) > 65536 {
+            return Err(ConfigError::Invalid(format!(
+                "udp_port {} + {} shards runs past port 65535",
+                self.udp_port,
+                self.shard_count()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The number of media shards to run.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            self.shards
+        }
+    }
+
+    /// The IPs to put in ICE candidates.
+    pub fn candidate_ips(&self) -> Vec<IpAddr> {
+        if self.advertised_ips.is_empty() {
+            vec![self.media_ip]
+        } else {
+            self.advertised_ips.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml("http_addr = \"127.0.0.1:1\"\nudp_prot = 5\n").unwrap_err();
+        assert!(err.contains("udp_prot"), "{err}");
+    }
+
+    #[test]
+    fn file_values_and_durations() {
+        let c = Config::from_toml(
+            "udp_port = 40000\nshards = 0\npeer_timeout = \"3s\"\nroom_empty_timeout = \"1m\"\nadvertised_ips = [\"203.0.113.7\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.udp_port, 40000);
+        assert_eq!(c.peer_timeout, Duration::from_secs(3));
+        assert_eq!(c.room_empty_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.candidate_ips(),
+            vec!["203.0.113.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(c.shard_count() >= 1);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("prism-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.toml");
+        std::fs::write(&path, "udp_port = 40000\nshards = 3\n").unwrap();
+        let o = Overrides {
+            config: Some(path),
+            udp_port: Some(41000),
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert_eq!((c.udp_port, c.shards), (41000, 3));
+    }
+
+    #[test]
+    fn wildcard_media_ip_is_refused() {
+        let o = Overrides {
+            media_ip: Some("0.0.0.0".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::load(&o).unwrap_err().to_string();
+        assert!(err.contains("wildcard"), "{err}");
+    }
+}

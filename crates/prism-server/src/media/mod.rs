@@ -1,0 +1,189 @@
+//! The media engine: shards that each own one UDP socket, the `rtc` peer
+//! connections on it, and the rooms whose peers live there.
+//!
+//! # Concurrency
+//!
+//! Each shard is one OS thread running a current-thread tokio runtime and one
+//! task ([`shard::Shard::run`]). That task owns, with no locks: the socket,
+//! every peer connection on it, and the rooms assigned to the shard. Forwarding
+//! a packet from a publisher to its subscribers never leaves the task.
+//!
+//! Other tasks talk to a shard only through its command channel
+//! ([`ShardHandle`]): WebSocket sessions send [`ShardCommand`]s; the shard
+//! answers through each participant's [`SessionTx`]. A shard ends when every
+//! [`ShardHandle`] is dropped (its command channel closes).
+
+pub mod peer;
+pub mod sdp;
+pub mod shard;
+pub mod stun;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use prism_core::ParticipantId;
+use prism_signal::{ClientEnvelope, ServerEnvelope, SignalError};
+use tokio::sync::{mpsc, oneshot};
+
+/// What a shard sends to a WebSocket session.
+#[derive(Debug)]
+pub enum Outbound {
+    Msg(ServerEnvelope),
+    /// Close the socket after the messages before this one.
+    Close,
+}
+
+/// A session's inbox. Bounded: a session that stops reading is disconnected
+/// rather than let its queue grow.
+pub type SessionTx = mpsc::Sender<Outbound>;
+
+/// Capacity of a session's inbox.
+pub const SESSION_QUEUE: usize = 1024;
+
+#[derive(Debug)]
+pub enum ShardCommand {
+    /// Join (creating the room if needed). The shard sends `joined` through
+    /// `session` before any other message for this participant, then answers
+    /// `reply` with the participant id.
+    Join {
+        room: String,
+        identity: String,
+        name: String,
+        session: SessionTx,
+        reply: oneshot::Sender<Result<ParticipantId, SignalError>>,
+    },
+    /// Any message after `join`; replies go through the participant's session.
+    Signal {
+        room: String,
+        participant: ParticipantId,
+        env: ClientEnvelope,
+    },
+    /// The participant's WebSocket closed.
+    Disconnected {
+        room: String,
+        participant: ParticipantId,
+    },
+}
+
+/// A cheap handle to a running shard.
+#[derive(Clone, Debug)]
+pub struct ShardHandle {
+    pub index: usize,
+    pub media_addr: SocketAddr,
+    tx: mpsc::Sender<ShardCommand>,
+    /// Rooms on this shard, for placing new rooms on the least loaded one.
+    pub rooms: Arc<AtomicUsize>,
+}
+
+impl ShardHandle {
+    pub async fn send(&self, cmd: ShardCommand) -> Result<(), SignalError> {
+        self.tx.send(cmd).await.map_err(|_| {
+            SignalError::new(
+                prism_signal::ErrorCode::Internal,
+                "media shard is not running",
+            )
+        })
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.load(Ordering::Relaxed)
+    }
+}
+
+/// Room name → shard index. A room lives on exactly one shard.
+#[derive(Debug)]
+pub struct Directory {
+    rooms: dashmap::DashMap<String, usize>,
+    shards: std::sync::OnceLock<Vec<ShardHandle>>,
+}
+
+impl Directory {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Directory {
+            rooms: dashmap::DashMap::new(),
+            shards: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub fn set_shards(&self, shards: Vec<ShardHandle>) {
+        // Set once at startup; a second call is a programming error we ignore.
+        let _ = self.shards.set(shards);
+    }
+
+    pub fn shards(&self) -> &[ShardHandle] {
+        self.shards.get().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// The shard that hosts `room`, placing a new room on the shard with the
+    /// fewest rooms.
+    pub fn shard_for(&self, room: &str) -> Option<ShardHandle> {
+        let shards = self.shards();
+        if shards.is_empty() {
+            return None;
+        }
+        let idx = *self.rooms.entry(room.to_owned()).or_insert_with(|| {
+            shards
+                .iter()
+                .min_by_key(|s| s.room_count())
+                .map(|s| s.index)
+                .unwrap_or(0)
+        });
+        shards.get(idx).cloned()
+    }
+
+    /// A shard closed `room`; forget it unless it was re-placed meanwhile.
+    pub fn release(&self, room: &str, shard: usize) {
+        self.rooms.remove_if(room, |_, v| *v == shard);
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+}
+
+/// Binds every shard's socket and starts its thread.
+pub fn start_shards(
+    cfg: Arc<crate::config::Config>,
+    directory: Arc<Directory>,
+) -> anyhow::Result<Vec<ShardHandle>> {
+    let n = cfg.shard_count();
+    let mut handles = Vec::with_capacity(n);
+    for index in 0..n {
+        let port = if cfg.udp_port == 0 {
+            0
+        } else {
+            cfg.udp_port + index as u16
+        };
+        let bind = SocketAddr::new(cfg.media_ip, port);
+        let socket = shard::bind_udp(bind)
+            .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {bind}: {e}"))?;
+        let local = socket.local_addr()?;
+        let (tx, rx) = mpsc::channel(4096);
+        let rooms = Arc::new(AtomicUsize::new(0));
+        let handle = ShardHandle {
+            index,
+            media_addr: local,
+            tx,
+            rooms: rooms.clone(),
+        };
+        let cfg = cfg.clone();
+        let dir = directory.clone();
+        std::thread::Builder::new()
+            .name(format!("prism-shard-{index}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a current-thread runtime builds with the default settings");
+                rt.block_on(async move {
+                    match shard::Shard::new(index, socket, cfg, dir, rx, rooms) {
+                        Ok(s) => s.run().await,
+                        Err(e) => tracing::error!(shard = index, "shard failed to start: {e}"),
+                    }
+                });
+            })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}

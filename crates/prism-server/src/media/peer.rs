@@ -1,0 +1,162 @@
+//! One `rtc` peer connection on a shard's socket, and what Prism knows about it.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prism_core::{ParticipantId, TrackId};
+use prism_signal::Leg;
+use rand::distr::{Alphanumeric, SampleString};
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCDtlsRole, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+/// A track the client publishes on its publish leg.
+#[derive(Debug)]
+pub struct PubTrack {
+    pub track: TrackId,
+    pub mid: String,
+    pub receiver: RTCRtpReceiverId,
+    /// SSRCs seen for this track (learned from the engine's track events or the first packet).
+    pub ssrcs: Vec<u32>,
+    /// Codecs negotiated on this m-section, publisher payload types.
+    pub codecs: Vec<RTCRtpCodecParameters>,
+    /// Header extensions negotiated on this m-section: (uri, publisher id).
+    pub extensions: Vec<(String, u16)>,
+    /// Last keyframe request sent upstream, for throttling.
+    pub last_pli_at: Option<Instant>,
+}
+
+/// One sender on a subscribe leg: carries one track of another participant.
+#[derive(Debug)]
+pub struct SenderSlot {
+    pub track: TrackId,
+    pub sender: RTCRtpSenderId,
+    pub ssrc: u32,
+    pub codec: RTCRtpCodec,
+    /// This sender's m-section id, stamped into every packet (`sdes:mid`).
+    pub mid: Option<Bytes>,
+    /// The subscriber's extension id for `sdes:mid`.
+    pub mid_ext_id: Option<u8>,
+}
+
+pub struct Peer {
+    pub pc: RTCPeerConnection,
+    pub room: usize,
+    pub participant: ParticipantId,
+    pub leg: Leg,
+    pub ufrag: String,
+    /// Remote addresses routed to this peer.
+    pub addrs: Vec<SocketAddr>,
+    pub created_at: Instant,
+    pub last_rx_at: Instant,
+    pub connected: bool,
+    /// The deadline currently registered in the shard's timer set.
+    pub timer_at: Option<Instant>,
+    /// Queued for draining this turn.
+    pub dirty: bool,
+    // Publish leg.
+    pub pub_tracks: Vec<PubTrack>,
+    // Subscribe leg.
+    pub senders: Vec<Option<SenderSlot>>,
+    pub offer_pending: bool,
+    pub renegotiate: bool,
+}
+
+/// Engine settings shared by every peer of a shard.
+#[derive(Debug, Clone)]
+pub struct PeerSettings {
+    /// The address put in candidates and given to the engine as the local address.
+    pub advertised: Vec<SocketAddr>,
+    pub ice_disconnected: Duration,
+    pub ice_failed: Duration,
+}
+
+impl Peer {
+    pub fn new(
+        now: Instant,
+        settings: &PeerSettings,
+        room: usize,
+        participant: ParticipantId,
+        leg: Leg,
+    ) -> Result<(Peer, Vec<String>), rtc::shared::error::Error> {
+        let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
+        let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(true)
+            .with_ice_credentials(ufrag.clone(), pwd)
+            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            // The client starts DTLS: it knows our address from the first
+            // moment, while we learn its address only from its first check.
+            .with_answering_dtls_role(RTCDtlsRole::Server)
+            // ICE-lite counts only STUN; the client's consent checks come every
+            // few seconds, so the engine must not flap before the peer timeout.
+            .with_ice_timeouts(
+                Some(settings.ice_disconnected),
+                Some(settings.ice_failed),
+                None,
+            )
+            .build();
+        let mut media_engine = MediaEngine::default();
+        media_engine.register_default_codecs()?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .build(now)?;
+        let mut candidates = Vec::new();
+        for (i, addr) in settings.advertised.iter().enumerate() {
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "udp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    foundation: format!("{}", i + 1),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }
+            .new_candidate_host()?;
+            let init = RTCIceCandidate::from(&host).to_json()?;
+            candidates.push(init.candidate.clone());
+            pc.add_local_candidate(init)?;
+        }
+        Ok((
+            Peer {
+                pc,
+                room,
+                participant,
+                leg,
+                ufrag,
+                addrs: Vec::new(),
+                created_at: now,
+                last_rx_at: now,
+                connected: false,
+                timer_at: None,
+                dirty: false,
+                pub_tracks: Vec::new(),
+                senders: Vec::new(),
+                offer_pending: false,
+                renegotiate: false,
+            },
+            candidates,
+        ))
+    }
+
+    /// The published track a packet with this SSRC belongs to.
+    #[inline]
+    pub fn track_for_ssrc(&self, ssrc: u32) -> Option<&PubTrack> {
+        self.pub_tracks.iter().find(|t| t.ssrcs.contains(&ssrc))
+    }
+}

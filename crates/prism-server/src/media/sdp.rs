@@ -1,0 +1,149 @@
+//! SDP text edits the engine needs and the m-section facts Prism reads.
+
+use prism_signal::TrackKind;
+
+/// One m-section of an offer, as far as publishing cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaSection {
+    pub mid: String,
+    pub kind: Option<TrackKind>,
+    /// The offerer sends on this section (sendrecv or sendonly, port not 0).
+    pub sending: bool,
+}
+
+/// Lists the m-sections of an SDP with their mid, kind and whether the
+/// offerer sends. Sections without a mid are skipped (bundle requires one).
+pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    let mut out: Vec<MediaSection> = Vec::new();
+    let mut cur: Option<(MediaSection, bool, Option<bool>)> = None; // (section, port0, dir)
+    let finish = |cur: Option<(MediaSection, bool, Option<bool>)>, out: &mut Vec<MediaSection>| {
+        if let Some((mut s, port0, dir)) = cur {
+            // Default direction is sendrecv (RFC 3264).
+            s.sending = !port0 && dir.unwrap_or(true) && s.kind.is_some();
+            if !s.mid.is_empty() {
+                out.push(s);
+            }
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if let Some(rest) = line.strip_prefix("m=") {
+            finish(cur.take(), &mut out);
+            let mut parts = rest.split_whitespace();
+            let kind = match parts.next() {
+                Some("audio") => Some(TrackKind::Audio),
+                Some("video") => Some(TrackKind::Video),
+                _ => None,
+            };
+            let port0 = parts.next() == Some("0");
+            cur = Some((
+                MediaSection {
+                    mid: String::new(),
+                    kind,
+                    sending: false,
+                },
+                port0,
+                None,
+            ));
+        } else if let Some((s, _, dir)) = cur.as_mut() {
+            if let Some(mid) = line.strip_prefix("a=mid:") {
+                s.mid = mid.trim().to_owned();
+            } else if line == "a=sendrecv" || line == "a=sendonly" {
+                *dir = Some(true);
+            } else if line == "a=recvonly" || line == "a=inactive" {
+                *dir = Some(false);
+            }
+        }
+    }
+    finish(cur, &mut out);
+    out
+}
+
+/// Puts the server's candidates in every m-section, followed by
+/// `a=end-of-candidates`, replacing whatever candidate lines the engine wrote.
+///
+/// The engine writes candidates only into the first bundled section (plus a
+/// component-2 copy) and never ends them; some clients (aiortc) read them from
+/// another section and then never send a check.
+pub fn with_candidates(sdp: &str, candidates: &[String]) -> String {
+    let mut out = String::with_capacity(sdp.len() + 256);
+    let mut in_media = false;
+    let flush = |out: &mut String, in_media: bool| {
+        if in_media {
+            for c in candidates {
+                out.push_str("a=");
+                out.push_str(c.strip_prefix("a=").unwrap_or(c));
+                out.push_str("\r\n");
+            }
+            out.push_str("a=end-of-candidates\r\n");
+        }
+    };
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with("a=candidate:") || line == "a=end-of-candidates" {
+            continue;
+        }
+        if line.starts_with("m=") {
+            flush(&mut out, in_media);
+            in_media = true;
+        }
+        out.push_str(line);
+        out.push_str("\r\n");
+    }
+    flush(&mut out, in_media);
+    out
+}
+
+/// The `candidate:` strings (component 1) an SDP carries.
+pub fn candidates_in(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix("a="))
+        .filter(|l| l.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n\
+m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=sendonly\r\na=candidate:1 1 udp 1 10.0.0.1 5 typ host\r\na=candidate:1 2 udp 1 10.0.0.1 5 typ host\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=recvonly\r\n\
+m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:3\r\n\
+m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
+
+    #[test]
+    fn sections_and_directions() {
+        let s = media_sections(OFFER);
+        let sending: Vec<(&str, bool)> = s.iter().map(|m| (m.mid.as_str(), m.sending)).collect();
+        assert_eq!(
+            sending,
+            vec![
+                ("0", true),
+                ("1", true),
+                ("2", false),
+                ("3", false),
+                ("4", false)
+            ]
+        );
+        assert_eq!(s[1].kind, Some(TrackKind::Video));
+    }
+
+    #[test]
+    fn candidates_go_in_every_section() {
+        let c = vec!["candidate:9 1 udp 2130706431 127.0.0.1 50000 typ host".to_owned()];
+        let out = with_candidates(OFFER, &c);
+        assert_eq!(out.matches("a=candidate:").count(), 5);
+        assert_eq!(out.matches("a=end-of-candidates").count(), 5);
+        assert!(!out.contains("10.0.0.1"));
+        assert_eq!(candidates_in(&out).len(), 5);
+        // Each section's candidate block sits before the next m= line.
+        let video = out.find("m=video").unwrap();
+        assert!(out[..video].contains("a=end-of-candidates"));
+    }
+}

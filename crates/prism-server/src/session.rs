@@ -1,0 +1,133 @@
+//! One WebSocket signaling session (`GET /ws`).
+//!
+//! The session task owns the socket. It parses each frame (prism-signal),
+//! answers `ping` and protocol errors itself, and sends everything else to the
+//! shard that hosts its room. The shard answers through the session's inbox
+//! ([`SessionTx`]), which this task writes to the socket in order. The task
+//! ends when the socket closes or the shard says `Close`; it then tells the
+//! shard, which removes the participant.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket};
+use prism_core::ParticipantId;
+use prism_signal::{
+    parse_client, ClientMessage, Empty, ErrorCode, ServerEnvelope, ServerMessage, SignalError,
+};
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::media::{Directory, Outbound, ShardCommand, ShardHandle, SESSION_QUEUE};
+
+/// How long a `join` may wait for its shard.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Joined {
+    shard: ShardHandle,
+    room: String,
+    participant: ParticipantId,
+}
+
+pub async fn run(mut ws: WebSocket, directory: Arc<Directory>) {
+    let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
+    let mut joined: Option<Joined> = None;
+    loop {
+        tokio::select! {
+            frame = ws.recv() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        let e = SignalError::new(ErrorCode::BadJson, "binary frames are not accepted; send JSON text");
+                        if send(&mut ws, &e.to_message()).await.is_err() { break; }
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => continue, // ping/pong frames: axum answers pings
+                };
+                let reply = match parse_client(text.as_str()) {
+                    Err(e) => Some(e.to_message()),
+                    Ok(env) => match env.msg {
+                        ClientMessage::Ping(_) => Some(ServerEnvelope::reply(env.id, ServerMessage::Pong(Empty {}))),
+                        ClientMessage::Join(j) => {
+                            if joined.is_some() {
+                                Some(SignalError::new(ErrorCode::AlreadyJoined, "this socket already joined a room; open another socket for another room").with_id(env.id).to_message())
+                            } else {
+                                match join(&directory, j, tx.clone()).await {
+                                    Ok(j) => { joined = Some(j); None }
+                                    Err(e) => Some(e.with_id(env.id).to_message()),
+                                }
+                            }
+                        }
+                        _ => match &joined {
+                            None => Some(SignalError::new(ErrorCode::NotJoined, format!("`{}` needs a joined room; send `join` first", env.msg.type_name())).with_id(env.id).to_message()),
+                            Some(j) => {
+                                let cmd = ShardCommand::Signal { room: j.room.clone(), participant: j.participant, env };
+                                j.shard.send(cmd).await.err().map(|e| e.to_message())
+                            }
+                        },
+                    },
+                };
+                if let Some(r) = reply {
+                    if send(&mut ws, &r).await.is_err() { break; }
+                }
+            }
+            out = rx.recv() => match out {
+                Some(Outbound::Msg(env)) => {
+                    if send(&mut ws, &env).await.is_err() { break; }
+                }
+                Some(Outbound::Close) | None => {
+                    let _ = ws.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+        }
+    }
+    if let Some(j) = joined {
+        let _ = j
+            .shard
+            .send(ShardCommand::Disconnected {
+                room: j.room,
+                participant: j.participant,
+            })
+            .await;
+    }
+}
+
+async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Error> {
+    ws.send(Message::Text(env.to_json().into())).await
+}
+
+async fn join(
+    directory: &Directory,
+    j: prism_signal::Join,
+    session: crate::media::SessionTx,
+) -> Result<Joined, SignalError> {
+    // Dev mode: tokens are not checked yet; the identity is the client's
+    // choice or a fresh one.
+    let identity = j
+        .identity
+        .unwrap_or_else(|| format!("guest-{}", Alphanumeric.sample_string(&mut rand::rng(), 10)));
+    let shard = directory
+        .shard_for(&j.room)
+        .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no media shard is running"))?;
+    let (reply_tx, reply_rx) = oneshot::channel();
+    shard
+        .send(ShardCommand::Join {
+            room: j.room.clone(),
+            identity,
+            name: j.name,
+            session,
+            reply: reply_tx,
+        })
+        .await?;
+    let pid = tokio::time::timeout(JOIN_TIMEOUT, reply_rx)
+        .await
+        .map_err(|_| SignalError::new(ErrorCode::Internal, "join timed out"))?
+        .map_err(|_| SignalError::new(ErrorCode::Internal, "media shard dropped the join"))??;
+    Ok(Joined {
+        shard,
+        room: j.room,
+        participant: pid,
+    })
+}

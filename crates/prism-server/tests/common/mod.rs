@@ -1,0 +1,115 @@
+//! Starts the real `prism` binary on loopback (HTTP and media on free ports)
+//! and stops it when dropped.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct TestServer {
+    child: Child,
+    pub http: String,
+    pub media: Vec<String>,
+    pub log_path: std::path::PathBuf,
+}
+
+impl TestServer {
+    /// Starts prism with test-friendly timeouts plus `extra` flags.
+    pub fn start(extra: &[&str]) -> TestServer {
+        let dir = std::env::temp_dir().join("prism-tests");
+        std::fs::create_dir_all(&dir).unwrap();
+        let log_path = dir.join(format!(
+            "prism-{}-{}.log",
+            std::process::id(),
+            rand_suffix()
+        ));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--udp-port",
+                "0",
+                "--peer-timeout",
+                "3s",
+                "--room-empty-timeout",
+                "2s",
+            ])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                "info,rtc=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn",
+            )
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start prism");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.by_ref().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("PRISM_READY ") {
+                    let _ = tx.send(rest.to_owned());
+                }
+            }
+        });
+        let ready = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("prism did not report ready; log: {}", log_path.display()));
+        let mut http = String::new();
+        let mut media = Vec::new();
+        for kv in ready.split_whitespace() {
+            if let Some(v) = kv.strip_prefix("http=") {
+                http = v.to_owned();
+            } else if let Some(v) = kv.strip_prefix("media=") {
+                media = v.split(',').map(str::to_owned).collect();
+            }
+        }
+        TestServer {
+            child,
+            http,
+            media,
+            log_path,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.http)
+    }
+
+    /// The server is still running (did not crash or panic).
+    pub fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().unwrap().is_none(),
+            "prism exited; log: {}",
+            self.log_path.display()
+        );
+        let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        assert!(!log.contains("panicked"), "prism panicked:\n{log}");
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish()
+}

@@ -1,0 +1,198 @@
+//! Conference rooms end to end: the real `prism` binary and real WebRTC
+//! clients (`rtc` peer connections) on loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::TestServer;
+use prism_client::{ClientOptions, MediaClient, ReceivedTrack};
+use prism_signal::{LeaveReason, ServerMessage};
+
+async fn client(srv: &TestServer, room: &str, name: &str, id: u32) -> MediaClient {
+    MediaClient::start(ClientOptions::new(&srv.ws_url(), room, name, id))
+        .await
+        .unwrap_or_else(|e| panic!("{name} failed to start: {e:#}\nserver log:\n{}", srv.log()))
+}
+
+/// Fraction of a sender's probes that arrived, over the span this receiver saw.
+fn delivered(t: &ReceivedTrack) -> f64 {
+    let seqs: BTreeSet<u32> = t.probes.iter().map(|(_, s)| *s).collect();
+    let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
+        return 0.0;
+    };
+    seqs.len() as f64 / (last - first + 1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_clients_exchange_audio_and_video_through_one_port() {
+    let mut srv = TestServer::start(&[]);
+    let mut clients = Vec::new();
+    for (i, name) in ["ana", "bo", "cy"].iter().enumerate() {
+        clients.push(client(&srv, "conf", name, i as u32 + 1).await);
+    }
+    // Everyone receives the other two's audio and video.
+    for c in &clients {
+        c.wait_for(Duration::from_secs(20), "4 remote tracks flowing", |s| {
+            s.received.len() == 4 && s.received.values().all(|t| t.packets >= 20)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nserver log:\n{}", srv.log()));
+    }
+    // Let media flow for a few seconds.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let mut candidates = BTreeSet::new();
+    for (i, c) in clients.iter().enumerate() {
+        let me = i as u32 + 1;
+        let s = c.snapshot();
+        assert_eq!(
+            s.received.len(),
+            4,
+            "client {me} tracks: {:?}",
+            s.received.keys()
+        );
+        let mut from: BTreeSet<(u32, bool)> = BTreeSet::new();
+        for t in s.received.values() {
+            assert_eq!(
+                t.corrupt, 0,
+                "client {me} track {}: corrupt payloads",
+                t.track_id
+            );
+            let senders: BTreeSet<u32> = t.probes.iter().map(|(s, _)| *s).collect();
+            assert_eq!(senders.len(), 1, "one sender per track");
+            let sender = *senders.first().unwrap();
+            assert_ne!(sender, me, "nobody receives their own media");
+            from.insert((sender, t.video));
+            let d = delivered(t);
+            assert!(
+                d >= 0.99,
+                "client {me} track {}: delivered {d:.4}",
+                t.track_id
+            );
+            // Continuous sequence numbers on the subscribe leg.
+            let steps_bad = t
+                .rtp_seqs
+                .windows(2)
+                .filter(|w| w[1].wrapping_sub(w[0]) != 1)
+                .count();
+            assert!(
+                steps_bad * 100 <= t.rtp_seqs.len(),
+                "client {me} track {}: {steps_bad} discontinuities in {}",
+                t.track_id,
+                t.rtp_seqs.len()
+            );
+            assert_eq!(t.ssrcs.len(), 1, "one SSRC per subscribe-leg track");
+        }
+        let others: BTreeSet<(u32, bool)> = (1..=3u32)
+            .filter(|o| *o != me)
+            .flat_map(|o| [(o, false), (o, true)])
+            .collect();
+        assert_eq!(
+            from, others,
+            "client {me} gets exactly the others' audio+video"
+        );
+        candidates.extend(s.server_candidates.iter().map(|c| {
+            // candidate:<foundation> <component> udp <prio> <ip> <port> typ host
+            let f: Vec<&str> = c.split_whitespace().collect();
+            (f[4].to_owned(), f[5].to_owned())
+        }));
+        assert!(s.publish_connected && s.subscribe_connected);
+    }
+    assert_eq!(
+        candidates.len(),
+        1,
+        "all six legs use one server address and port: {candidates:?}"
+    );
+    let (ip, port) = candidates.first().unwrap();
+    assert_eq!(format!("{ip}:{port}"), srv.media[0]);
+    srv.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_joiner_leave_kill_and_silent_client() {
+    let mut srv = TestServer::start(&[]);
+    let a = client(&srv, "life", "a", 1).await;
+    let b = client(&srv, "life", "b", 2).await;
+    let d = client(&srv, "life", "d", 4).await;
+    let e = client(&srv, "life", "e", 5).await;
+    for x in [&a, &b] {
+        x.wait_for(Duration::from_secs(20), "publishing", |s| {
+            s.published.len() == 2
+        })
+        .await
+        .unwrap();
+    }
+    // A late joiner receives the tracks that already exist.
+    let c = client(&srv, "life", "c", 3).await;
+    c.wait_for(Duration::from_secs(20), "8 remote tracks flowing", |s| {
+        s.received.len() == 8 && s.received.values().all(|t| t.packets > 10)
+    })
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", srv.log()));
+    let joined = c.snapshot();
+    let ServerMessage::Joined(j) = &joined.messages[0] else {
+        panic!("first message is joined")
+    };
+    assert_eq!(j.participants.len(), 4, "joined lists the others");
+
+    let pid = |m: &MediaClient| m.snapshot().participant_id.unwrap();
+    let left_with = |s: &prism_client::ClientState, who: &str, why: LeaveReason| {
+        s.messages.iter().any(|m| {
+            matches!(m, ServerMessage::ParticipantLeft(l) if l.participant_id == who && l.reason == why)
+        })
+    };
+
+    // `leave`: gone at everyone, its tracks unpublished.
+    let a_id = pid(&a);
+    let a_tracks: Vec<String> = a
+        .snapshot()
+        .published
+        .iter()
+        .map(|t| t.track_id.clone())
+        .collect();
+    a.command(prism_client::ClientCommand::Leave).await.unwrap();
+    c.wait_for(Duration::from_secs(5), "a left", |s| {
+        left_with(s, &a_id, LeaveReason::Left)
+            && a_tracks.iter().all(|t| !s.remote_tracks().contains(t))
+    })
+    .await
+    .unwrap();
+
+    // Killed (process gone, sockets closed): removed at once.
+    let d_id = pid(&d);
+    d.kill();
+    c.wait_for(Duration::from_secs(5), "d disconnected", |s| {
+        left_with(s, &d_id, LeaveReason::Disconnected)
+    })
+    .await
+    .unwrap();
+
+    // Media dies but the signaling socket stays: removed after the peer
+    // timeout (3 s in tests), and told so.
+    let e_id = pid(&e);
+    e.command(prism_client::ClientCommand::FreezeMedia)
+        .await
+        .unwrap();
+    c.wait_for(Duration::from_secs(10), "e timed out", |s| {
+        left_with(s, &e_id, LeaveReason::Timeout)
+    })
+    .await
+    .unwrap();
+    e.wait_for(Duration::from_secs(5), "e told it timed out", |s| {
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left(l) if l.reason == LeaveReason::Timeout))
+    })
+    .await
+    .unwrap();
+
+    // b is still there and c still receives b.
+    let before: u64 = c.snapshot().received.values().map(|t| t.packets).sum();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: u64 = c.snapshot().received.values().map(|t| t.packets).sum();
+    assert!(after > before + 20, "media keeps flowing from b to c");
+    let _ = b;
+    srv.assert_alive();
+}
