@@ -196,3 +196,96 @@ async fn late_joiner_leave_kill_and_silent_client() {
     let _ = b;
     srv.assert_alive();
 }
+
+fn seq_steps_ok(t: &ReceivedTrack) -> bool {
+    t.rtp_seqs.windows(2).all(|w| w[1].wrapping_sub(w[0]) == 1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_unsubscribe_and_refresh() {
+    let mut srv = TestServer::start(&[]);
+    let a = client(&srv, "ctl", "a", 1).await;
+    let b = client(&srv, "ctl", "b", 2).await;
+    b.wait_for(Duration::from_secs(20), "b receives a", |s| {
+        s.received.len() == 2 && s.received.values().all(|t| t.packets > 10)
+    })
+    .await
+    .unwrap();
+    let a_video = a
+        .snapshot()
+        .published
+        .iter()
+        .find(|t| b.snapshot().received.get(&t.track_id).is_some_and(|r| r.video))
+        .map(|t| t.track_id.clone())
+        .expect("a's video track");
+
+    // Mute: b is told, packets stop; unmute: they resume with no sequence hole.
+    a.command(prism_client::ClientCommand::Mute(a_video.clone())).await.unwrap();
+    b.wait_for(Duration::from_secs(5), "track_muted", |s| {
+        s.messages.iter().any(|m| matches!(m, ServerMessage::TrackMuted(t) if t.track_id == a_video))
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = b.snapshot().received[&a_video].packets;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.snapshot().received[&a_video].packets, during, "muted video is not forwarded");
+    a.command(prism_client::ClientCommand::Unmute(a_video.clone())).await.unwrap();
+    b.wait_for(Duration::from_secs(5), "video resumes", |s| s.received[&a_video].packets > during + 10)
+        .await
+        .unwrap();
+    let t = &b.snapshot().received[&a_video];
+    assert!(seq_steps_ok(t), "sequence numbers continuous across mute/unmute");
+    assert!(t.probes.len() as u64 == t.packets && t.corrupt == 0);
+
+    // Unsubscribe: a new offer without the track, packets stop; subscribe again.
+    let offers = b.snapshot().offers;
+    b.command(prism_client::ClientCommand::Send(prism_signal::ClientMessage::Unsubscribe(
+        prism_signal::TrackIds { track_ids: vec![a_video.clone()] },
+    )))
+    .await
+    .unwrap();
+    b.wait_for(Duration::from_secs(5), "renegotiated", |s| s.offers > offers).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = b.snapshot().received[&a_video].packets;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.snapshot().received[&a_video].packets, stopped, "unsubscribed video is not sent");
+    b.command(prism_client::ClientCommand::Send(prism_signal::ClientMessage::Subscribe(
+        prism_signal::TrackIds { track_ids: vec![a_video.clone()] },
+    )))
+    .await
+    .unwrap();
+    b.wait_for(Duration::from_secs(10), "video back", |s| {
+        s.received.values().filter(|t| t.video).map(|t| t.packets).sum::<u64>() > stopped + 10
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+
+    // A second join with b's identity replaces b (a browser refresh): a sees b
+    // leave as replaced and the new b join; the new b receives a.
+    let b_old = b.snapshot().participant_id.unwrap();
+    let b2 = client(&srv, "ctl", "b", 22).await;
+    b.wait_for(Duration::from_secs(5), "old b told it was replaced", |s| {
+        s.messages.iter().any(|m| matches!(m, ServerMessage::Left(l) if l.reason == LeaveReason::Replaced))
+    })
+    .await
+    .unwrap();
+    a.wait_for(Duration::from_secs(5), "a sees the replacement", |s| {
+        s.messages.iter().any(|m| {
+            matches!(m, ServerMessage::ParticipantLeft(l) if l.participant_id == b_old && l.reason == LeaveReason::Replaced)
+        })
+    })
+    .await
+    .unwrap();
+    b2.wait_for(Duration::from_secs(20), "new b receives a", |s| {
+        s.received.len() == 2 && s.received.values().all(|t| t.packets > 10)
+    })
+    .await
+    .unwrap();
+    a.wait_for(Duration::from_secs(20), "a receives the new b", |s| {
+        s.received.values().any(|t| t.probes.iter().any(|(snd, _)| *snd == 22))
+    })
+    .await
+    .unwrap();
+    srv.assert_alive();
+}
