@@ -297,7 +297,7 @@ mod tests {
         let mut expect = 1234u16;
         for seq in 60000u32..(60000 + 140000) {
             let seq = seq as u16;
-            if seq % 7 == 0 {
+            if seq.is_multiple_of(7) {
                 s.drop_packet(seq);
             } else {
                 assert_eq!(s.forward(seq), Send(expect));

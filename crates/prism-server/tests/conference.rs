@@ -215,48 +215,85 @@ async fn mute_unsubscribe_and_refresh() {
         .snapshot()
         .published
         .iter()
-        .find(|t| b.snapshot().received.get(&t.track_id).is_some_and(|r| r.video))
+        .find(|t| {
+            b.snapshot()
+                .received
+                .get(&t.track_id)
+                .is_some_and(|r| r.video)
+        })
         .map(|t| t.track_id.clone())
         .expect("a's video track");
 
     // Mute: b is told, packets stop; unmute: they resume with no sequence hole.
-    a.command(prism_client::ClientCommand::Mute(a_video.clone())).await.unwrap();
+    a.command(prism_client::ClientCommand::Mute(a_video.clone()))
+        .await
+        .unwrap();
     b.wait_for(Duration::from_secs(5), "track_muted", |s| {
-        s.messages.iter().any(|m| matches!(m, ServerMessage::TrackMuted(t) if t.track_id == a_video))
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::TrackMuted(t) if t.track_id == a_video))
     })
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let during = b.snapshot().received[&a_video].packets;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(b.snapshot().received[&a_video].packets, during, "muted video is not forwarded");
-    a.command(prism_client::ClientCommand::Unmute(a_video.clone())).await.unwrap();
-    b.wait_for(Duration::from_secs(5), "video resumes", |s| s.received[&a_video].packets > during + 10)
+    assert_eq!(
+        b.snapshot().received[&a_video].packets,
+        during,
+        "muted video is not forwarded"
+    );
+    a.command(prism_client::ClientCommand::Unmute(a_video.clone()))
         .await
         .unwrap();
+    b.wait_for(Duration::from_secs(5), "video resumes", |s| {
+        s.received[&a_video].packets > during + 10
+    })
+    .await
+    .unwrap();
     let t = &b.snapshot().received[&a_video];
-    assert!(seq_steps_ok(t), "sequence numbers continuous across mute/unmute");
+    assert!(
+        seq_steps_ok(t),
+        "sequence numbers continuous across mute/unmute"
+    );
     assert!(t.probes.len() as u64 == t.packets && t.corrupt == 0);
 
     // Unsubscribe: a new offer without the track, packets stop; subscribe again.
     let offers = b.snapshot().offers;
-    b.command(prism_client::ClientCommand::Send(prism_signal::ClientMessage::Unsubscribe(
-        prism_signal::TrackIds { track_ids: vec![a_video.clone()] },
-    )))
+    b.command(prism_client::ClientCommand::Send(
+        prism_signal::ClientMessage::Unsubscribe(prism_signal::TrackIds {
+            track_ids: vec![a_video.clone()],
+        }),
+    ))
     .await
     .unwrap();
-    b.wait_for(Duration::from_secs(5), "renegotiated", |s| s.offers > offers).await.unwrap();
+    b.wait_for(Duration::from_secs(5), "renegotiated", |s| {
+        s.offers > offers
+    })
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopped = b.snapshot().received[&a_video].packets;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(b.snapshot().received[&a_video].packets, stopped, "unsubscribed video is not sent");
-    b.command(prism_client::ClientCommand::Send(prism_signal::ClientMessage::Subscribe(
-        prism_signal::TrackIds { track_ids: vec![a_video.clone()] },
-    )))
+    assert_eq!(
+        b.snapshot().received[&a_video].packets,
+        stopped,
+        "unsubscribed video is not sent"
+    );
+    b.command(prism_client::ClientCommand::Send(
+        prism_signal::ClientMessage::Subscribe(prism_signal::TrackIds {
+            track_ids: vec![a_video.clone()],
+        }),
+    ))
     .await
     .unwrap();
     b.wait_for(Duration::from_secs(10), "video back", |s| {
-        s.received.values().filter(|t| t.video).map(|t| t.packets).sum::<u64>() > stopped + 10
+        s.received
+            .values()
+            .filter(|t| t.video)
+            .map(|t| t.packets)
+            .sum::<u64>()
+            > stopped + 10
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
@@ -266,7 +303,9 @@ async fn mute_unsubscribe_and_refresh() {
     let b_old = b.snapshot().participant_id.unwrap();
     let b2 = client(&srv, "ctl", "b", 22).await;
     b.wait_for(Duration::from_secs(5), "old b told it was replaced", |s| {
-        s.messages.iter().any(|m| matches!(m, ServerMessage::Left(l) if l.reason == LeaveReason::Replaced))
+        s.messages
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Left(l) if l.reason == LeaveReason::Replaced))
     })
     .await
     .unwrap();
@@ -283,7 +322,9 @@ async fn mute_unsubscribe_and_refresh() {
     .await
     .unwrap();
     a.wait_for(Duration::from_secs(20), "a receives the new b", |s| {
-        s.received.values().any(|t| t.probes.iter().any(|(snd, _)| *snd == 22))
+        s.received
+            .values()
+            .any(|t| t.probes.iter().any(|(snd, _)| *snd == 22))
     })
     .await
     .unwrap();

@@ -1,0 +1,955 @@
+//! The control side of a shard: commands from sessions, the publish and
+//! subscribe negotiations, and room events turned into signaling messages.
+
+//! The shard task: one UDP socket, its peers, its rooms.
+//!
+//! Each turn of [`Shard::run`] waits for one of: a command from a session, a
+//! datagram, the earliest peer deadline, or the one-second housekeeping tick.
+//! It feeds the input to the right peer, then drains every peer that was
+//! touched ([`Shard::flush`]): datagrams out, engine events, RTP/RTCP in. RTP
+//! from a publisher goes through the room's forwarders and straight into each
+//! subscriber's sender, within the same turn.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+use prism_core::{
+    ExtensionMap, LeaveCause, MediaKind, ParticipantId, PtMap, Room, RoomConfig, RoomError,
+    RoomEvent, SinkParams, Source, TrackId, TrackSpec,
+};
+use prism_signal::{
+    self as sig, ClientEnvelope, ClientMessage, ErrorCode, Leg, ServerEnvelope, ServerMessage,
+    SignalError,
+};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::transport::RTCIceCandidateInit;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
+
+use super::super::peer::{PubTrack, SenderSlot};
+use super::super::{sdp, Outbound, SessionTx, ShardCommand};
+use super::{pack_sink, Member, RoomState, Shard};
+
+/// Largest number of m-sections accepted in one publish offer.
+const MAX_PUBLISH_SECTIONS: usize = 16;
+
+impl Shard {
+    // ------------------------------------------------------------------
+    // Commands from sessions
+    // ------------------------------------------------------------------
+
+    pub(super) fn on_command(&mut self, cmd: ShardCommand) {
+        let now = Instant::now();
+        match cmd {
+            ShardCommand::Join {
+                room,
+                identity,
+                name,
+                session,
+                reply,
+            } => {
+                let pid = self.join(now, &room, &identity, &name, session);
+                let _ = reply.send(Ok(pid));
+            }
+            ShardCommand::Signal {
+                room,
+                participant,
+                env,
+            } => {
+                let Some(&rk) = self.rooms_by_name.get(&room) else {
+                    return;
+                };
+                let id = env.id.clone();
+                if let Err(e) = self.on_signal(now, rk, participant, env) {
+                    self.send_to(rk, participant, e.with_id(id).to_message());
+                }
+            }
+            ShardCommand::Disconnected { room, participant } => {
+                if let Some(&rk) = self.rooms_by_name.get(&room) {
+                    self.remove_participant(now, rk, participant, LeaveCause::Disconnected);
+                }
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        now: Instant,
+        room: &str,
+        identity: &str,
+        name: &str,
+        session: SessionTx,
+    ) -> ParticipantId {
+        let rk = match self.rooms_by_name.get(room) {
+            Some(&k) => k,
+            None => {
+                let cfg = RoomConfig {
+                    empty_timeout: self.cfg.room_empty_timeout,
+                };
+                let k = self.rooms.insert(RoomState {
+                    core: Room::new(room, cfg, now),
+                    members: HashMap::new(),
+                });
+                self.rooms_by_name.insert(room.to_owned(), k);
+                self.room_count.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(shard = self.index, room, "room opened");
+                k
+            }
+        };
+        let r = &mut self.rooms[rk];
+        let (pid, replaced) = r.core.join(now, identity, name);
+        if let Some(old) = replaced {
+            if let Some(m) = r.members.remove(&old) {
+                let _ =
+                    m.session
+                        .try_send(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
+                            sig::Left {
+                                reason: sig::LeaveReason::Replaced,
+                            },
+                        ))));
+                let _ = m.session.try_send(Outbound::Close);
+                for key in [m.publish, m.subscribe].into_iter().flatten() {
+                    self.close_peer(key);
+                }
+            }
+            tracing::info!(room, participant = %old, "replaced by a new connection");
+        }
+        let r = &mut self.rooms[rk];
+        let participants = r
+            .core
+            .participants()
+            .filter(|p| p.id != pid)
+            .map(|p| participant_info(&r.core, p.id))
+            .collect();
+        let joined = ServerMessage::Joined(sig::Joined {
+            room: room.to_owned(),
+            participant_id: pid.to_string(),
+            identity: identity.to_owned(),
+            participants,
+        });
+        let _ = session.try_send(Outbound::Msg(ServerEnvelope::new(joined)));
+        r.members.insert(
+            pid,
+            Member {
+                session,
+                publish: None,
+                subscribe: None,
+            },
+        );
+        tracing::info!(room, participant = %pid, identity, "joined");
+        self.process_room_events(now, rk);
+        pid
+    }
+
+    fn on_signal(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        env: ClientEnvelope,
+    ) -> Result<(), SignalError> {
+        if !self.rooms[rk].members.contains_key(&pid) {
+            // A message that raced the participant's removal.
+            return Ok(());
+        }
+        let id = env.id;
+        match env.msg {
+            ClientMessage::Offer(o) => {
+                if o.leg != Leg::Publish {
+                    return Err(SignalError::new(
+                        ErrorCode::WrongLeg,
+                        "the server makes the offers on the subscribe leg; send an answer",
+                    ));
+                }
+                let answer = self.publish_offer(now, rk, pid, &o.sdp, &o.tracks)?;
+                self.send_to(
+                    rk,
+                    pid,
+                    ServerEnvelope::reply(id, ServerMessage::Answer(answer)),
+                );
+                self.process_room_events(now, rk);
+            }
+            ClientMessage::Answer(a) => {
+                if a.leg != Leg::Subscribe {
+                    return Err(SignalError::new(
+                        ErrorCode::WrongLeg,
+                        "the server answers on the publish leg; send an offer",
+                    ));
+                }
+                self.subscribe_answer(now, rk, pid, &a.sdp)?;
+            }
+            ClientMessage::Candidate(c) => self.remote_candidate(rk, pid, c)?,
+            ClientMessage::Subscribe(t) => self.set_subscribed(now, rk, pid, &t.track_ids, true)?,
+            ClientMessage::Unsubscribe(t) => {
+                self.set_subscribed(now, rk, pid, &t.track_ids, false)?
+            }
+            ClientMessage::Mute(t) => self.set_muted(now, rk, pid, &t.track_id, true)?,
+            ClientMessage::Unmute(t) => self.set_muted(now, rk, pid, &t.track_id, false)?,
+            ClientMessage::Leave(_) => {
+                self.send_to(
+                    rk,
+                    pid,
+                    ServerEnvelope::reply(
+                        id,
+                        ServerMessage::Left(sig::Left {
+                            reason: sig::LeaveReason::Left,
+                        }),
+                    ),
+                );
+                if let Some(m) = self.rooms[rk].members.get(&pid) {
+                    let _ = m.session.try_send(Outbound::Close);
+                }
+                self.remove_participant(now, rk, pid, LeaveCause::Left);
+            }
+            ClientMessage::Join(_) | ClientMessage::Ping(_) => {
+                // Handled by the session task.
+            }
+        }
+        Ok(())
+    }
+
+    fn set_subscribed(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        track_ids: &[String],
+        on: bool,
+    ) -> Result<(), SignalError> {
+        let ids = track_ids
+            .iter()
+            .map(|t| parse_track(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let core = &mut self.rooms[rk].core;
+        let res = if on {
+            core.subscribe(pid, &ids)
+        } else {
+            core.unsubscribe(pid, &ids)
+        };
+        res.map_err(room_error)?;
+        self.process_room_events(now, rk);
+        Ok(())
+    }
+
+    fn set_muted(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        track: &str,
+        muted: bool,
+    ) -> Result<(), SignalError> {
+        let tid = parse_track(track)?;
+        self.rooms[rk]
+            .core
+            .set_muted(pid, tid, muted)
+            .map_err(room_error)?;
+        self.process_room_events(now, rk);
+        Ok(())
+    }
+
+    fn remote_candidate(
+        &mut self,
+        rk: usize,
+        pid: ParticipantId,
+        c: sig::Candidate,
+    ) -> Result<(), SignalError> {
+        let m = &self.rooms[rk].members[&pid];
+        let key = match c.leg {
+            Leg::Publish => m.publish,
+            Leg::Subscribe => m.subscribe,
+        };
+        let Some(key) = key else {
+            return Err(SignalError::new(
+                ErrorCode::InvalidCandidate,
+                format!("the {} leg has no session yet", c.leg.as_str()),
+            ));
+        };
+        let Some(cand) = c.candidate.filter(|c| !c.candidate.is_empty()) else {
+            // End of candidates: ICE-lite needs nothing more.
+            return Ok(());
+        };
+        let init = RTCIceCandidateInit {
+            candidate: cand.candidate,
+            sdp_mid: cand.sdp_mid,
+            sdp_mline_index: cand.sdp_mline_index,
+            username_fragment: cand.username_fragment,
+            ..Default::default()
+        };
+        let peer = &mut self.peers[key];
+        peer.pc.add_remote_candidate(init).map_err(|e| {
+            SignalError::new(
+                ErrorCode::InvalidCandidate,
+                format!("candidate refused: {e}"),
+            )
+        })?;
+        self.mark(key);
+        Ok(())
+    }
+
+    /// Applies a client's publish-leg offer and returns the answer.
+    fn publish_offer(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        offer_sdp: &str,
+        decls: &[sig::TrackDecl],
+    ) -> Result<sig::ServerAnswer, SignalError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("offer: {e}")))?;
+        let sections = sdp::media_sections(offer_sdp);
+        if sections.is_empty() {
+            return Err(SignalError::new(
+                ErrorCode::InvalidSdp,
+                "the offer has no m-section with a mid",
+            ));
+        }
+        if sections.len() > MAX_PUBLISH_SECTIONS {
+            return Err(SignalError::new(
+                ErrorCode::LimitExceeded,
+                format!("at most {MAX_PUBLISH_SECTIONS} m-sections per offer"),
+            ));
+        }
+        let existing = self.rooms[rk].members[&pid].publish;
+        let (key, fresh) = match existing {
+            Some(k) => (k, false),
+            None => (self.new_peer(now, rk, pid, Leg::Publish)?, true),
+        };
+        let result = (|| {
+            let pc = &mut self.peers[key].pc;
+            pc.set_remote_description(now, offer)
+                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("offer: {e}")))?;
+            let answer = pc
+                .create_answer(None)
+                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+            pc.set_local_description(now, answer)
+                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+            pc.local_description()
+                .map(|d| d.sdp)
+                .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))
+        })();
+        let answer_sdp = match result {
+            Ok(s) => s,
+            Err(e) => {
+                if fresh {
+                    self.close_peer(key);
+                }
+                return Err(e);
+            }
+        };
+        if fresh {
+            if let Some(m) = self.rooms[rk].members.get_mut(&pid) {
+                m.publish = Some(key);
+            }
+        }
+        let answer_sdp = sdp::with_candidates(&answer_sdp, &self.candidate_lines());
+
+        // Publish what the client now sends; unpublish what it stopped sending.
+        let peer = &mut self.peers[key];
+        let mut mids_by_transceiver: Vec<(RTCRtpTransceiverId, String)> = Vec::new();
+        let ids: Vec<RTCRtpTransceiverId> = peer.pc.get_transceivers().collect();
+        for tid in ids {
+            if let Some(t) = peer.pc.rtp_transceiver(tid) {
+                if let Some(mid) = t.mid().clone() {
+                    mids_by_transceiver.push((tid, mid));
+                }
+            }
+        }
+        let mut tracks_reply = Vec::new();
+        let mut still_sending = Vec::new();
+        for s in sections.iter().filter(|s| s.sending) {
+            still_sending.push(s.mid.clone());
+            let peer = &mut self.peers[key];
+            if let Some(t) = peer.pub_tracks.iter().find(|t| t.mid == s.mid) {
+                tracks_reply.push(sig::MidTrack {
+                    mid: s.mid.clone(),
+                    track_id: t.track.to_string(),
+                });
+                continue;
+            }
+            let Some(&(tid, _)) = mids_by_transceiver.iter().find(|(_, m)| *m == s.mid) else {
+                continue;
+            };
+            let rid = RTCRtpReceiverId::from(tid);
+            let Some(mut receiver) = peer.pc.rtp_receiver(rid) else {
+                continue;
+            };
+            let params = receiver.get_parameters().rtp_parameters.clone();
+            let Some(primary) = params.codecs.first() else {
+                continue; // nothing we can receive on this section
+            };
+            let kind = match s.kind {
+                Some(sig::TrackKind::Audio) => MediaKind::Audio,
+                _ => MediaKind::Video,
+            };
+            let source = decls
+                .iter()
+                .find(|d| d.mid == s.mid)
+                .map(|d| source_from_wire(d.source))
+                .unwrap_or(if kind == MediaKind::Audio {
+                    Source::Microphone
+                } else {
+                    Source::Camera
+                });
+            let spec = TrackSpec {
+                kind,
+                source,
+                mid: s.mid.clone(),
+                codec: primary.rtp_codec.mime_type.clone(),
+                clock_rate: primary.rtp_codec.clock_rate,
+            };
+            let track = self.rooms[rk].core.publish(pid, spec).map_err(room_error)?;
+            let peer = &mut self.peers[key];
+            peer.pub_tracks.push(PubTrack {
+                track,
+                mid: s.mid.clone(),
+                receiver: rid,
+                ssrcs: Vec::new(),
+                codecs: params.codecs.clone(),
+                extensions: params
+                    .header_extensions
+                    .iter()
+                    .map(|h| (h.uri.clone(), h.id))
+                    .collect(),
+                last_pli_at: None,
+            });
+            tracing::info!(participant = %pid, track = %track, mid = %s.mid, codec = %params.codecs[0].rtp_codec.mime_type, "published");
+            tracks_reply.push(sig::MidTrack {
+                mid: s.mid.clone(),
+                track_id: track.to_string(),
+            });
+        }
+        let peer = &mut self.peers[key];
+        let gone: Vec<TrackId> = peer
+            .pub_tracks
+            .iter()
+            .filter(|t| !still_sending.contains(&t.mid))
+            .map(|t| t.track)
+            .collect();
+        peer.pub_tracks.retain(|t| still_sending.contains(&t.mid));
+        for t in gone {
+            let _ = self.rooms[rk].core.unpublish(t);
+        }
+        self.mark(key);
+        Ok(sig::ServerAnswer {
+            leg: Leg::Publish,
+            sdp: answer_sdp,
+            tracks: tracks_reply,
+        })
+    }
+
+    // ------------------------------------------------------------------
+    // Subscribe leg: the server offers
+    // ------------------------------------------------------------------
+
+    /// Makes the participant's subscribe leg carry exactly the tracks it wants,
+    /// renegotiating if that changed. One offer is in flight at a time; a
+    /// change during it is picked up when the answer arrives.
+    fn reconcile(&mut self, now: Instant, rk: usize, pid: ParticipantId) {
+        if let Err(e) = self.try_reconcile(now, rk, pid) {
+            tracing::warn!(participant = %pid, "subscribe leg negotiation failed: {e}");
+            self.send_to(rk, pid, e.to_message());
+        }
+    }
+
+    fn try_reconcile(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+    ) -> Result<(), SignalError> {
+        let Some(member) = self.rooms[rk].members.get(&pid) else {
+            return Ok(());
+        };
+        let wanted: Vec<(TrackId, ParticipantId)> = self.rooms[rk]
+            .core
+            .wanted_tracks(pid)
+            .map(|t| (t.id, t.owner))
+            .collect();
+        let key = match member.subscribe {
+            Some(k) => k,
+            None => {
+                if wanted.is_empty() {
+                    return Ok(());
+                }
+                let k = self.new_peer(now, rk, pid, Leg::Subscribe)?;
+                if let Some(m) = self.rooms[rk].members.get_mut(&pid) {
+                    m.subscribe = Some(k);
+                }
+                k
+            }
+        };
+        if self.peers[key].offer_pending {
+            self.peers[key].renegotiate = true;
+            return Ok(());
+        }
+        let mut changed = false;
+        // Remove senders for tracks no longer wanted.
+        for slot in 0..self.peers[key].senders.len() {
+            let Some(s) = &self.peers[key].senders[slot] else {
+                continue;
+            };
+            if wanted.iter().any(|(t, _)| *t == s.track) {
+                continue;
+            }
+            let (track, sender) = (s.track, s.sender);
+            let _ = self.peers[key].pc.remove_track(sender);
+            self.peers[key].senders[slot] = None;
+            self.rooms[rk].core.detach(track, pid);
+            changed = true;
+        }
+        // Add senders for newly wanted tracks.
+        for (track, owner) in wanted {
+            if self.peers[key]
+                .senders
+                .iter()
+                .flatten()
+                .any(|s| s.track == track)
+            {
+                continue;
+            }
+            let Some(codec) = self.publisher_codec(rk, owner, track) else {
+                continue;
+            };
+            let kind = if codec.mime_type.to_ascii_lowercase().starts_with("audio") {
+                RtpCodecKind::Audio
+            } else {
+                RtpCodecKind::Video
+            };
+            let ssrc = rand::random::<u32>();
+            let stream = MediaStreamTrack::new(
+                owner.to_string(),
+                track.to_string(),
+                track.to_string(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        ..Default::default()
+                    },
+                    codec: codec.clone(),
+                    ..Default::default()
+                }],
+            );
+            let sender = self.peers[key]
+                .pc
+                .add_track(stream)
+                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+            let peer = &mut self.peers[key];
+            let slot = match peer.senders.iter().position(Option::is_none) {
+                Some(i) => i,
+                None => {
+                    peer.senders.push(None);
+                    peer.senders.len() - 1
+                }
+            };
+            peer.senders[slot] = Some(SenderSlot {
+                track,
+                sender,
+                ssrc,
+                codec,
+                mid: None,
+                mid_ext_id: None,
+            });
+            self.rooms[rk]
+                .core
+                .attach(track, pid, pack_sink(key, slot), None)
+                .map_err(room_error)?;
+            changed = true;
+        }
+        if !changed {
+            return Ok(());
+        }
+        let peer = &mut self.peers[key];
+        let offer = peer
+            .pc
+            .create_offer(None)
+            .map_err(|e| SignalError::new(ErrorCode::Internal, format!("create_offer: {e}")))?;
+        peer.pc
+            .set_local_description(now, offer)
+            .map_err(|e| SignalError::new(ErrorCode::Internal, format!("set offer: {e}")))?;
+        let sdp_text = peer
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))?;
+        let mut tracks = Vec::new();
+        for slot in peer.senders.iter_mut().flatten() {
+            let tid: RTCRtpTransceiverId = slot.sender.into();
+            if let Some(t) = peer.pc.rtp_transceiver(tid) {
+                if let Some(mid) = t.mid().clone() {
+                    slot.mid = Some(Bytes::from(mid.clone()));
+                    tracks.push(sig::MidTrack {
+                        mid,
+                        track_id: slot.track.to_string(),
+                    });
+                }
+            }
+        }
+        peer.offer_pending = true;
+        peer.renegotiate = false;
+        let sdp_text = sdp::with_candidates(&sdp_text, &self.candidate_lines());
+        self.mark(key);
+        self.send_to(
+            rk,
+            pid,
+            ServerEnvelope::new(ServerMessage::Offer(sig::ServerOffer {
+                leg: Leg::Subscribe,
+                sdp: sdp_text,
+                tracks,
+            })),
+        );
+        Ok(())
+    }
+
+    fn publisher_codec(
+        &self,
+        rk: usize,
+        owner: ParticipantId,
+        track: TrackId,
+    ) -> Option<rtc::rtp_transceiver::rtp_sender::RTCRtpCodec> {
+        let key = self.rooms[rk].members.get(&owner)?.publish?;
+        let pt = self
+            .peers
+            .get(key)?
+            .pub_tracks
+            .iter()
+            .find(|t| t.track == track)?;
+        pt.codecs.first().map(|c| c.rtp_codec.clone())
+    }
+
+    fn subscribe_answer(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        answer_sdp: &str,
+    ) -> Result<(), SignalError> {
+        let key = self.rooms[rk].members[&pid].subscribe;
+        let Some(key) = key.filter(|k| self.peers.get(*k).is_some_and(|p| p.offer_pending)) else {
+            return Err(SignalError::new(
+                ErrorCode::NoOfferPending,
+                "no subscribe-leg offer is waiting for an answer",
+            ));
+        };
+        let answer = RTCSessionDescription::answer(answer_sdp.to_owned())
+            .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+        self.peers[key]
+            .pc
+            .set_remote_description(now, answer)
+            .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
+        self.peers[key].offer_pending = false;
+        // Now the negotiated payload types and extension ids are known: give
+        // every sender's forwarder its parameters.
+        let slots: Vec<(usize, TrackId)> = self.peers[key]
+            .senders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.track)))
+            .collect();
+        let mut video = Vec::new();
+        for (slot, track) in slots {
+            let Some(owner) = self.rooms[rk].core.track(track).map(|t| t.owner) else {
+                continue;
+            };
+            let Some(pub_key) = self.rooms[rk].members.get(&owner).and_then(|m| m.publish) else {
+                continue;
+            };
+            let Some((pub_codecs, pub_exts)) = self.peers.get(pub_key).and_then(|p| {
+                p.pub_tracks
+                    .iter()
+                    .find(|t| t.track == track)
+                    .map(|t| (t.codecs.clone(), t.extensions.clone()))
+            }) else {
+                continue;
+            };
+            let peer = &mut self.peers[key];
+            let Some(s) = peer.senders[slot].as_mut() else {
+                continue;
+            };
+            let (sender_id, ssrc) = (s.sender, s.ssrc);
+            let Some(mut sender) = peer.pc.rtp_sender(sender_id) else {
+                continue;
+            };
+            let params = sender.get_parameters().rtp_parameters.clone();
+            let mut payload_types = [None; 4];
+            let mut n = 0;
+            for pc in &pub_codecs {
+                let to = params
+                    .codecs
+                    .iter()
+                    .find(|c| {
+                        c.rtp_codec
+                            .mime_type
+                            .eq_ignore_ascii_case(&pc.rtp_codec.mime_type)
+                            && c.rtp_codec.sdp_fmtp_line == pc.rtp_codec.sdp_fmtp_line
+                    })
+                    .or_else(|| {
+                        params.codecs.iter().find(|c| {
+                            c.rtp_codec
+                                .mime_type
+                                .eq_ignore_ascii_case(&pc.rtp_codec.mime_type)
+                        })
+                    });
+                if let Some(to) = to {
+                    if n < payload_types.len() {
+                        payload_types[n] = Some(PtMap {
+                            from: pc.payload_type,
+                            to: to.payload_type,
+                        });
+                        n += 1;
+                    }
+                }
+            }
+            let extensions = ExtensionMap::build(
+                pub_exts.iter().map(|(u, id)| (u.as_str(), *id)),
+                params
+                    .header_extensions
+                    .iter()
+                    .map(|h| (h.uri.as_str(), h.id)),
+            );
+            if let Some(s) = peer.senders[slot].as_mut() {
+                s.mid_ext_id = extensions.mid_id;
+            }
+            let sink = SinkParams {
+                ssrc,
+                payload_types,
+                extensions,
+            };
+            if n == 0 {
+                tracing::warn!(participant = %pid, track = %track, "subscriber negotiated none of the publisher's codecs");
+            }
+            let _ = self.rooms[rk]
+                .core
+                .attach(track, pid, pack_sink(key, slot), Some(sink));
+            video.push(track);
+        }
+        self.mark(key);
+        // A new subscriber starts at a keyframe: ask once (throttled per track).
+        for t in video {
+            self.request_keyframe(now, rk, t);
+        }
+        if self.peers[key].renegotiate {
+            self.reconcile(now, rk, pid);
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------
+    // Room events → participants
+    // ------------------------------------------------------------------
+
+    fn process_room_events(&mut self, now: Instant, rk: usize) {
+        let mut reconcile: Vec<ParticipantId> = Vec::new();
+        while let Some(ev) = self.rooms.get_mut(rk).and_then(|r| r.core.poll_event()) {
+            let r = &self.rooms[rk];
+            match ev {
+                RoomEvent::ParticipantJoined(id) => {
+                    let info = participant_info(&r.core, id);
+                    self.broadcast(
+                        rk,
+                        Some(id),
+                        ServerMessage::ParticipantJoined(sig::ParticipantJoined {
+                            participant: info,
+                        }),
+                    );
+                }
+                RoomEvent::ParticipantLeft { id, cause } => {
+                    self.broadcast(
+                        rk,
+                        Some(id),
+                        ServerMessage::ParticipantLeft(sig::ParticipantLeft {
+                            participant_id: id.to_string(),
+                            reason: leave_reason(cause),
+                        }),
+                    );
+                }
+                RoomEvent::TrackPublished(t) => {
+                    if let Some(track) = r.core.track(t) {
+                        let owner = track.owner;
+                        let info = track_info(track);
+                        self.broadcast(
+                            rk,
+                            Some(owner),
+                            ServerMessage::TrackPublished(sig::TrackPublished { track: info }),
+                        );
+                    }
+                }
+                RoomEvent::TrackUnpublished { track, owner } => {
+                    self.broadcast(
+                        rk,
+                        Some(owner),
+                        ServerMessage::TrackUnpublished(sig::TrackUnpublished {
+                            track_id: track.to_string(),
+                            participant_id: owner.to_string(),
+                        }),
+                    );
+                }
+                RoomEvent::TrackMuted {
+                    track,
+                    owner,
+                    muted,
+                } => {
+                    let body = sig::TrackMuteState {
+                        track_id: track.to_string(),
+                        participant_id: owner.to_string(),
+                    };
+                    let msg = if muted {
+                        ServerMessage::TrackMuted(body)
+                    } else {
+                        ServerMessage::TrackUnmuted(body)
+                    };
+                    self.broadcast(rk, None, msg);
+                }
+                RoomEvent::SubscriptionsChanged(p) => {
+                    if !reconcile.contains(&p) {
+                        reconcile.push(p);
+                    }
+                }
+            }
+        }
+        for p in reconcile {
+            self.reconcile(now, rk, p);
+        }
+    }
+
+    fn broadcast(&mut self, rk: usize, except: Option<ParticipantId>, msg: ServerMessage) {
+        let env = ServerEnvelope::new(msg);
+        let mut slow = Vec::new();
+        for (pid, m) in &self.rooms[rk].members {
+            if Some(*pid) == except {
+                continue;
+            }
+            if m.session.try_send(Outbound::Msg(env.clone())).is_err() {
+                slow.push(*pid);
+            }
+        }
+        for pid in slow {
+            self.drop_slow_session(rk, pid);
+        }
+    }
+
+    fn send_to(&mut self, rk: usize, pid: ParticipantId, env: ServerEnvelope) {
+        let Some(m) = self.rooms.get(rk).and_then(|r| r.members.get(&pid)) else {
+            return;
+        };
+        if m.session.try_send(Outbound::Msg(env)).is_err() {
+            self.drop_slow_session(rk, pid);
+        }
+    }
+
+    /// A session whose inbox is full (it stopped reading) or gone is removed
+    /// rather than let it hold the room back.
+    fn drop_slow_session(&mut self, rk: usize, pid: ParticipantId) {
+        tracing::warn!(participant = %pid, "signaling session not reading; disconnecting it");
+        if let Some(m) = self.rooms[rk].members.get(&pid) {
+            let _ = m.session.try_send(Outbound::Close);
+        }
+        // Deferred: removing now would re-enter broadcast while iterating.
+        let now = Instant::now();
+        self.remove_participant(now, rk, pid, LeaveCause::Disconnected);
+    }
+
+    pub(super) fn remove_participant(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        cause: LeaveCause,
+    ) {
+        let Some(r) = self.rooms.get_mut(rk) else {
+            return;
+        };
+        let Some(m) = r.members.remove(&pid) else {
+            return;
+        };
+        if matches!(cause, LeaveCause::Timeout) {
+            let _ = m
+                .session
+                .try_send(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
+                    sig::Left {
+                        reason: sig::LeaveReason::Timeout,
+                    },
+                ))));
+            let _ = m.session.try_send(Outbound::Close);
+        }
+        r.core.leave(now, pid, cause);
+        for key in [m.publish, m.subscribe].into_iter().flatten() {
+            self.close_peer(key);
+        }
+        tracing::info!(room = self.rooms[rk].core.name(), participant = %pid, cause = ?cause, "left");
+        self.process_room_events(now, rk);
+    }
+}
+
+fn parse_track(s: &str) -> Result<TrackId, SignalError> {
+    TrackId::parse(s).ok_or_else(|| {
+        SignalError::new(ErrorCode::UnknownTrack, format!("`{s}` is not a track id"))
+    })
+}
+
+fn room_error(e: RoomError) -> SignalError {
+    let code = match e {
+        RoomError::UnknownTrack(_) | RoomError::NotOwner(_) => ErrorCode::UnknownTrack,
+        _ => ErrorCode::Internal,
+    };
+    SignalError::new(code, e.to_string())
+}
+
+fn source_from_wire(s: sig::TrackSource) -> Source {
+    match s {
+        sig::TrackSource::Camera => Source::Camera,
+        sig::TrackSource::Microphone => Source::Microphone,
+        sig::TrackSource::Screen => Source::Screen,
+        sig::TrackSource::ScreenAudio => Source::ScreenAudio,
+    }
+}
+
+fn source_to_wire(s: Source) -> sig::TrackSource {
+    match s {
+        Source::Camera => sig::TrackSource::Camera,
+        Source::Microphone => sig::TrackSource::Microphone,
+        Source::Screen => sig::TrackSource::Screen,
+        Source::ScreenAudio => sig::TrackSource::ScreenAudio,
+    }
+}
+
+fn leave_reason(c: LeaveCause) -> sig::LeaveReason {
+    match c {
+        LeaveCause::Left => sig::LeaveReason::Left,
+        LeaveCause::Disconnected => sig::LeaveReason::Disconnected,
+        LeaveCause::Timeout => sig::LeaveReason::Timeout,
+        LeaveCause::Replaced => sig::LeaveReason::Replaced,
+        LeaveCause::ServerShutdown => sig::LeaveReason::ServerShutdown,
+    }
+}
+
+fn track_info(t: &prism_core::Track) -> sig::TrackInfo {
+    sig::TrackInfo {
+        id: t.id.to_string(),
+        participant_id: t.owner.to_string(),
+        kind: match t.spec.kind {
+            MediaKind::Audio => sig::TrackKind::Audio,
+            MediaKind::Video => sig::TrackKind::Video,
+        },
+        source: source_to_wire(t.spec.source),
+        muted: t.muted,
+        codec: t.spec.codec.clone(),
+    }
+}
+
+fn participant_info(room: &Room, id: ParticipantId) -> sig::ParticipantInfo {
+    let p = room.participant(id);
+    sig::ParticipantInfo {
+        id: id.to_string(),
+        identity: p.map(|p| p.identity.clone()).unwrap_or_default(),
+        name: p.map(|p| p.name.clone()).unwrap_or_default(),
+        tracks: room.tracks_of(id).map(track_info).collect(),
+    }
+}
