@@ -54,6 +54,8 @@ pub struct ClientOptions {
     pub video_bytes: usize,
     pub audio_interval: Duration,
     pub video_interval: Duration,
+    /// Video codec MIME type and fmtp line, e.g. (`video/VP8`, ``).
+    pub video_codec: (String, String),
 }
 
 impl ClientOptions {
@@ -70,6 +72,7 @@ impl ClientOptions {
             video_bytes: 1000,
             audio_interval: Duration::from_millis(20),
             video_interval: Duration::from_millis(33),
+            video_codec: (MIME_TYPE_VP8.to_owned(), String::new()),
         }
     }
 }
@@ -336,18 +339,14 @@ impl Driver {
     async fn start_publishing(&mut self) -> anyhow::Result<()> {
         let mut leg = LegConn::new().await?;
         let now = Instant::now();
-        let mut specs = Vec::new();
+        let mut specs: Vec<(bool, String, u32, u16, String)> = Vec::new();
         if self.opts.publish_audio {
-            specs.push((
-                false,
-                MIME_TYPE_OPUS,
-                48_000,
-                2,
-                "minptime=10;useinbandfec=1",
-            ));
+            let fmtp = "minptime=10;useinbandfec=1".to_owned();
+            specs.push((false, MIME_TYPE_OPUS.to_owned(), 48_000, 2, fmtp));
         }
         if self.opts.publish_video {
-            specs.push((true, MIME_TYPE_VP8, 90_000, 0, ""));
+            let (mime, fmtp) = self.opts.video_codec.clone();
+            specs.push((true, mime, 90_000, 0, fmtp));
         }
         for (video, mime, clock_rate, channels, fmtp) in specs {
             let ssrc = rand::random::<u32>();
@@ -371,10 +370,10 @@ impl Driver {
                         ..Default::default()
                     },
                     codec: RTCRtpCodec {
-                        mime_type: mime.to_owned(),
+                        mime_type: mime,
                         clock_rate,
                         channels,
-                        sdp_fmtp_line: fmtp.to_owned(),
+                        sdp_fmtp_line: fmtp,
                         rtcp_feedback: vec![],
                     },
                     ..Default::default()
@@ -616,18 +615,19 @@ impl Driver {
                     .context("publish answer")?;
                 for o in &mut self.out {
                     if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                        let mime = if o.video {
-                            MIME_TYPE_VP8
+                        let (mime, fmtp) = if o.video {
+                            (
+                                self.opts.video_codec.0.as_str(),
+                                self.opts.video_codec.1.as_str(),
+                            )
                         } else {
-                            MIME_TYPE_OPUS
+                            (MIME_TYPE_OPUS, "")
                         };
-                        o.pt = s
-                            .get_parameters()
-                            .rtp_parameters
-                            .codecs
-                            .iter()
-                            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(mime))
-                            .map(|c| c.payload_type);
+                        o.pt = pick_payload_type(
+                            &s.get_parameters().rtp_parameters.codecs,
+                            mime,
+                            fmtp,
+                        );
                     }
                 }
                 self.state.lock().expect("state lock").published = a.tracks;
@@ -701,6 +701,23 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
         }
         Err(_) => t.corrupt += 1,
     }
+}
+
+/// The payload type for a codec: same MIME type and fmtp, else same MIME type.
+fn pick_payload_type(
+    codecs: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters],
+    mime: &str,
+    fmtp: &str,
+) -> Option<u8> {
+    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
+        c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
+    };
+    codecs
+        .iter()
+        .filter(same_mime)
+        .find(|c| fmtp.is_empty() || c.rtp_codec.sdp_fmtp_line == fmtp)
+        .or_else(|| codecs.iter().find(same_mime))
+        .map(|c| c.payload_type)
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {

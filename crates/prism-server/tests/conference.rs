@@ -330,3 +330,69 @@ async fn mute_unsubscribe_and_refresh() {
     .unwrap();
     srv.assert_alive();
 }
+
+/// VP9, H264 and AV1 publishers in one room: each codec reaches the others
+/// with the payload type the subscriber negotiated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vp9_h264_and_av1_are_forwarded() {
+    let mut srv = TestServer::start(&[]);
+    let codecs = [
+        ("video/VP9", "profile-id=0"),
+        (
+            "video/H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+        ("video/AV1", "profile-id=0"),
+    ];
+    let mut clients = Vec::new();
+    for (i, (mime, fmtp)) in codecs.iter().enumerate() {
+        let mut o = ClientOptions::new(&srv.ws_url(), "codecs", &format!("c{i}"), i as u32 + 1);
+        o.publish_audio = false;
+        o.video_codec = (mime.to_string(), fmtp.to_string());
+        clients.push(MediaClient::start(o).await.unwrap());
+    }
+    for (i, c) in clients.iter().enumerate() {
+        c.wait_for(Duration::from_secs(20), "2 remote video tracks", |s| {
+            s.received.len() == 2
+                && s.received
+                    .values()
+                    .all(|t| t.packets > 20 && t.corrupt == 0)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let s = c.snapshot();
+            let got: Vec<_> = s
+                .received
+                .values()
+                .map(|t| (&t.track_id, t.packets, t.corrupt))
+                .collect();
+            panic!(
+                "client {i} ({}): {e}\nreceived {got:?} sent {} offers {} pub {} sub {}\n{}",
+                codecs[i].0,
+                s.sent_video,
+                s.offers,
+                s.publish_connected,
+                s.subscribe_connected,
+                srv.log()
+            )
+        });
+    }
+    // The published codec is what the others were told.
+    let s = clients[0].snapshot();
+    let announced: BTreeSet<String> = s
+        .messages
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::TrackPublished(t) => Some(t.track.codec.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        announced,
+        ["video/AV1", "video/H264"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    srv.assert_alive();
+}

@@ -270,6 +270,15 @@ impl Shard {
             tracing::info!(shard = self.index, participant = %pid, "media silent past peer_timeout");
             self.remove_participant(now, room, pid, LeaveCause::Timeout);
         }
+        for (_, r) in &self.rooms {
+            let c = &r.core.counters;
+            tracing::debug!(
+                room = r.core.name(),
+                forwarded = c.packets_forwarded,
+                drops = ?prism_core::DropReason::ALL.iter().map(|d| (d.as_str(), c.drops[d.index()])).filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
+                "room counters"
+            );
+        }
         let expired: Vec<usize> = self
             .rooms
             .iter()

@@ -39,7 +39,10 @@ impl TestServer {
             .args(extra)
             .env(
                 "RUST_LOG",
-                "info,rtc=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn",
+                // PRISM_TEST_LOG overrides the server's filter when debugging a test.
+                std::env::var("PRISM_TEST_LOG").unwrap_or_else(|_| {
+                    "info,rtc=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn".into()
+                }),
             )
             .stdout(Stdio::piped())
             .stderr(log)

@@ -528,19 +528,28 @@ impl Shard {
                 track.to_string(),
                 track.to_string(),
                 kind,
+                // No codec pinned on the encoding: pinning restricts this
+                // m-section to one codec, and the engine keeps only the codecs
+                // the first negotiation settled, so a track with another codec
+                // added later could never be negotiated. Every section offers
+                // all codecs; the sink's payload-type map picks the publisher's.
                 vec![RTCRtpEncodingParameters {
                     rtp_coding_parameters: RTCRtpCodingParameters {
                         ssrc: Some(ssrc),
                         ..Default::default()
                     },
-                    codec: codec.clone(),
                     ..Default::default()
                 }],
             );
-            let sender = self.peers[key]
-                .pc
-                .add_track(stream)
-                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+            let sender = self.peers[key].pc.add_track(stream).map_err(|e| {
+                SignalError::new(
+                    ErrorCode::Internal,
+                    format!(
+                        "add_track({} {:?}): {e}",
+                        codec.mime_type, codec.sdp_fmtp_line
+                    ),
+                )
+            })?;
             let peer = &mut self.peers[key];
             let slot = match peer.senders.iter().position(Option::is_none) {
                 Some(i) => i,
