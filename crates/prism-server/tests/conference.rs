@@ -396,3 +396,35 @@ async fn vp9_h264_and_av1_are_forwarded() {
     );
     srv.assert_alive();
 }
+
+/// With two shards, two rooms are placed on different shards (ports) and both
+/// forward media; all legs of one room share their shard's port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_shards() {
+    let mut srv = TestServer::start(&["--shards", "2"]);
+    assert_eq!(srv.media.len(), 2);
+    let x1 = client(&srv, "x", "x1", 1).await;
+    let x2 = client(&srv, "x", "x2", 2).await;
+    let y1 = client(&srv, "y", "y1", 3).await;
+    let y2 = client(&srv, "y", "y2", 4).await;
+    let mut ports = Vec::new();
+    for c in [&x1, &x2, &y1, &y2] {
+        c.wait_for(Duration::from_secs(20), "2 tracks flowing", |s| {
+            s.received.len() == 2 && s.received.values().all(|t| t.packets > 10)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+        let s = c.snapshot();
+        let p: BTreeSet<String> = s
+            .server_candidates
+            .iter()
+            .map(|c| c.split_whitespace().nth(5).unwrap().to_owned())
+            .collect();
+        assert_eq!(p.len(), 1, "one port per client: {p:?}");
+        ports.push(p.into_iter().next().unwrap());
+    }
+    assert_eq!(ports[0], ports[1], "room x on one shard");
+    assert_eq!(ports[2], ports[3], "room y on one shard");
+    assert_ne!(ports[0], ports[2], "the rooms are on different shards");
+    srv.assert_alive();
+}

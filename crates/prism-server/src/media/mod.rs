@@ -132,6 +132,13 @@ impl Directory {
         shards.get(idx).cloned()
     }
 
+    /// A shard is about to host `room`: true if the directory agrees (the
+    /// entry is absent or already names this shard). False means another
+    /// shard took the room after this one released it; the join must retry.
+    pub fn claim(&self, room: &str, shard: usize) -> bool {
+        *self.rooms.entry(room.to_owned()).or_insert(shard) == shard
+    }
+
     /// A shard closed `room`; forget it unless it was re-placed meanwhile.
     pub fn release(&self, room: &str, shard: usize) {
         self.rooms.remove_if(room, |_, v| *v == shard);
@@ -186,4 +193,54 @@ pub fn start_shards(
         handles.push(handle);
     }
     Ok(handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle(index: usize) -> ShardHandle {
+        let (tx, _rx) = mpsc::channel(1);
+        ShardHandle {
+            index,
+            media_addr: SocketAddr::from(([127, 0, 0, 1], 50000 + index as u16)),
+            tx,
+            rooms: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    #[test]
+    fn rooms_go_to_the_least_loaded_shard_and_stay_there() {
+        let d = Directory::new();
+        d.set_shards(vec![handle(0), handle(1)]);
+        d.shards()[0].rooms.store(5, Ordering::Relaxed);
+        assert_eq!(d.shard_for("a").unwrap().index, 1);
+        d.shards()[1].rooms.store(9, Ordering::Relaxed);
+        assert_eq!(
+            d.shard_for("a").unwrap().index,
+            1,
+            "a room never moves while open"
+        );
+        assert_eq!(d.shard_for("b").unwrap().index, 0);
+    }
+
+    #[test]
+    fn a_released_room_can_be_claimed_once() {
+        let d = Directory::new();
+        d.set_shards(vec![handle(0), handle(1)]);
+        assert_eq!(d.shard_for("r").unwrap().index, 0);
+        d.release("r", 0);
+        // Another join placed it on shard 1 meanwhile...
+        d.shards()[0].rooms.store(3, Ordering::Relaxed);
+        assert_eq!(d.shard_for("r").unwrap().index, 1);
+        // ...so shard 0, still holding a late join for it, must not host it too.
+        assert!(!d.claim("r", 0));
+        assert!(d.claim("r", 1));
+        d.release("r", 0);
+        assert_eq!(
+            d.room_count(),
+            1,
+            "releasing from the wrong shard is a no-op"
+        );
+    }
 }

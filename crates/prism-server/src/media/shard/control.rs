@@ -53,6 +53,17 @@ impl Shard {
                 session,
                 reply,
             } => {
+                // The room may have closed here and moved to another shard
+                // between the directory lookup and this command.
+                if !self.rooms_by_name.contains_key(&room)
+                    && !self.directory.claim(&room, self.index)
+                {
+                    let _ = reply.send(Err(SignalError::new(
+                        ErrorCode::Internal,
+                        "the room moved to another media shard; join again",
+                    )));
+                    return;
+                }
                 let pid = self.join(now, &room, &identity, &name, session);
                 let _ = reply.send(Ok(pid));
             }
