@@ -11,9 +11,7 @@ use prism_signal::{
     Answer, Candidate, ClientMessage, ErrorBody, Join, Leg, MidTrack, Offer, ServerMessage,
     TrackDecl, TrackRef, TrackSource,
 };
-use rtc::interceptor::Registry;
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
 };
@@ -25,6 +23,8 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -36,7 +36,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::payload::{now_us, Probe};
+use crate::payload::{now_us, video_prefix, Probe};
 use crate::signaling::Signaling;
 
 #[derive(Debug, Clone)]
@@ -56,6 +56,8 @@ pub struct ClientOptions {
     pub video_interval: Duration,
     /// Video codec MIME type and fmtp line, e.g. (`video/VP8`, ``).
     pub video_codec: (String, String),
+    /// A keyframe at least this often (and whenever a PLI/FIR arrives).
+    pub keyframe_interval: Duration,
 }
 
 impl ClientOptions {
@@ -73,6 +75,7 @@ impl ClientOptions {
             audio_interval: Duration::from_millis(20),
             video_interval: Duration::from_millis(33),
             video_codec: (MIME_TYPE_VP8.to_owned(), String::new()),
+            keyframe_interval: Duration::from_secs(2),
         }
     }
 }
@@ -93,6 +96,8 @@ pub struct ReceivedTrack {
     pub video: bool,
     /// One-way delay per packet, µs (same clock on loopback).
     pub latencies_us: Vec<u64>,
+    /// The first bytes of the first payload received (its codec descriptor).
+    pub first_payload: Vec<u8>,
 }
 
 /// Everything the client saw, for tests to assert on.
@@ -113,6 +118,10 @@ pub struct ClientState {
     pub server_candidates: Vec<String>,
     /// Subscribe-leg offers received.
     pub offers: u32,
+    /// Keyframe requests (PLI/FIR) received on the publish leg.
+    pub keyframe_requests: u32,
+    /// Keyframes sent.
+    pub keyframes_sent: u32,
     /// The signaling socket closed.
     pub closed: bool,
 }
@@ -245,7 +254,8 @@ impl LegConn {
             .build();
         let mut me = MediaEngine::default();
         me.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut me)?;
+        // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
+        let registry = prism_rtc::interceptors(&mut me)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(se)
@@ -300,6 +310,9 @@ struct OutTrack {
     next_at: Instant,
     interval: Duration,
     bytes: usize,
+    /// The next video frame is a keyframe.
+    key_due: bool,
+    last_key_at: Option<Instant>,
 }
 
 struct Driver {
@@ -394,6 +407,8 @@ impl Driver {
                 } else {
                     self.opts.audio_interval
                 },
+                key_due: true,
+                last_key_at: None,
                 bytes: if video {
                     self.opts.video_bytes
                 } else {
@@ -506,8 +521,34 @@ impl Driver {
                 }
             }
             while let Some(m) = l.pc.poll_read() {
-                if let RTCMessage::RtpPacket(track_id, pkt) = m.message {
-                    record(&mut state.lock().expect("state lock"), track_id, &pkt);
+                match m.message {
+                    RTCMessage::RtpPacket(track_id, pkt) => {
+                        record(&mut state.lock().expect("state lock"), track_id, &pkt);
+                    }
+                    // A keyframe request for one of our streams: the next
+                    // frame is a keyframe, as a real encoder would do.
+                    RTCMessage::RtcpPacket(_, pkts) if is_pub => {
+                        for p in &pkts {
+                            let any = p.as_any();
+                            let ssrcs: Vec<u32> =
+                                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                                    vec![pli.media_ssrc]
+                                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                                    fir.fir.iter().map(|e| e.ssrc).collect()
+                                } else {
+                                    continue;
+                                };
+                            for o in self
+                                .out
+                                .iter_mut()
+                                .filter(|o| o.video && ssrcs.contains(&o.ssrc))
+                            {
+                                o.key_due = true;
+                                state.lock().expect("state lock").keyframe_requests += 1;
+                            }
+                        }
+                    }
+                    _ => {}
                 }
             }
         }
@@ -524,6 +565,7 @@ impl Driver {
             return;
         }
         let mut sent = (0, 0);
+        let mut keys = 0;
         for o in &mut self.out {
             let Some(pt) = o.pt else { continue };
             while o.next_at <= now {
@@ -535,6 +577,20 @@ impl Driver {
                     sent_at_us: now_us(),
                 };
                 o.probe_seq += 1;
+                let key = o.video
+                    && (o.key_due
+                        || o.last_key_at
+                            .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval));
+                if key {
+                    o.key_due = false;
+                    o.last_key_at = Some(now);
+                    keys += 1;
+                }
+                let prefix: &[u8] = if o.video {
+                    video_prefix(&self.opts.video_codec.0, key)
+                } else {
+                    &[]
+                };
                 o.rtp_seq = o.rtp_seq.wrapping_add(1);
                 o.ts = o.ts.wrapping_add(if o.video {
                     90 * o.interval.as_millis() as u32
@@ -551,7 +607,7 @@ impl Driver {
                         ssrc: o.ssrc,
                         ..Default::default()
                     },
-                    payload: Bytes::from(probe.encode(o.bytes)),
+                    payload: Bytes::from(probe.encode(prefix, o.bytes)),
                 };
                 if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
                     if s.write_rtp(now, pkt).is_ok() {
@@ -567,6 +623,7 @@ impl Driver {
         let mut st = self.state.lock().expect("state lock");
         st.sent_audio += sent.0;
         st.sent_video += sent.1;
+        st.keyframes_sent += keys;
     }
 
     async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
@@ -680,7 +737,7 @@ impl Driver {
 }
 
 fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
-    let probe = Probe::decode(&pkt.payload, true).or_else(|_| Probe::decode(&pkt.payload, false));
+    let probe = Probe::decode(&pkt.payload);
     let t = st
         .received
         .entry(track_id.clone())
@@ -689,6 +746,9 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
             ..Default::default()
         });
     t.packets += 1;
+    if t.first_payload.is_empty() {
+        t.first_payload = pkt.payload.iter().take(4).copied().collect();
+    }
     t.rtp_seqs.push(pkt.header.sequence_number);
     if !t.ssrcs.contains(&pkt.header.ssrc) {
         t.ssrcs.push(pkt.header.ssrc);

@@ -1,9 +1,11 @@
 //! The synthetic payload: a fixed header and a filler derived from it.
 //!
-//! Layout (big endian): `b"PRSM"`, sender id (u32), kind (u8: 0 audio, 1 video),
-//! sequence (u32), send time in µs since the UNIX epoch (u64), then filler
-//! bytes `filler[i] = (seq * 31 + i * 7 + sender) mod 251`. Video payloads are
-//! preceded by a one-byte VP8 payload descriptor (start of partition).
+//! Layout (big endian): an optional codec prefix of up to 3 bytes (for video,
+//! the codec's payload descriptor saying key or delta frame, see
+//! [`video_prefix`]), then `b"PRSM"`, sender id (u32), kind (u8: 0 audio,
+//! 1 video), sequence (u32), send time in µs since the UNIX epoch (u64), then
+//! filler bytes `filler[i] = (seq * 31 + i * 7 + sender) mod 251` where `i`
+//! counts from the start of the payload.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -37,14 +39,11 @@ fn filler(p: &Probe, i: usize) -> u8 {
 }
 
 impl Probe {
-    /// Encodes into exactly `size` bytes (at least the header).
-    pub fn encode(&self, size: usize) -> Vec<u8> {
-        let prefix = usize::from(self.video);
-        let size = size.max(HEADER + prefix);
+    /// Encodes into exactly `size` bytes (at least prefix + header).
+    pub fn encode(&self, prefix: &[u8], size: usize) -> Vec<u8> {
+        let size = size.max(HEADER + prefix.len());
         let mut b = Vec::with_capacity(size);
-        if self.video {
-            b.push(0x10); // VP8 descriptor: S=1, partition 0
-        }
+        b.extend_from_slice(prefix);
         b.extend_from_slice(MAGIC);
         b.extend_from_slice(&self.sender.to_be_bytes());
         b.push(u8::from(self.video));
@@ -57,16 +56,20 @@ impl Probe {
         b
     }
 
-    /// Decodes and verifies every filler byte.
-    pub fn decode(b: &[u8], video: bool) -> Result<Probe, ProbeError> {
-        let prefix = usize::from(video);
+    /// Decodes (finding the header after a prefix of up to 3 bytes) and
+    /// verifies every filler byte.
+    pub fn decode(b: &[u8]) -> Result<Probe, ProbeError> {
+        let prefix = (0..=3)
+            .find(|&o| b.get(o..o + 4) == Some(&MAGIC[..]))
+            .ok_or(if b.len() < HEADER {
+                ProbeError::TooShort
+            } else {
+                ProbeError::BadMagic
+            })?;
         if b.len() < HEADER + prefix {
             return Err(ProbeError::TooShort);
         }
         let h = &b[prefix..];
-        if &h[0..4] != MAGIC {
-            return Err(ProbeError::BadMagic);
-        }
         let p = Probe {
             sender: u32::from_be_bytes([h[4], h[5], h[6], h[7]]),
             video: h[8] == 1,
@@ -84,28 +87,46 @@ impl Probe {
     }
 }
 
+/// The payload descriptor a real encoder would put first, so the server's
+/// keyframe detection sees key and delta frames (one packet per frame).
+pub fn video_prefix(mime: &str, key: bool) -> &'static [u8] {
+    let sub = mime.rsplit('/').next().unwrap_or("").to_ascii_lowercase();
+    match (sub.as_str(), key) {
+        // Descriptor S=1 PID=0, then the VP8 header's P bit (0 = key frame).
+        ("vp8", true) => &[0x10, 0x00],
+        ("vp8", false) => &[0x10, 0x01],
+        // B and E (one packet per frame); P set on inter frames.
+        ("vp9", true) => &[0x0C],
+        ("vp9", false) => &[0x4C],
+        // IDR slice vs non-IDR slice NAL header.
+        ("h264", true) => &[0x65],
+        ("h264", false) => &[0x41],
+        // Aggregation header: N marks a new coded video sequence.
+        ("av1", true) => &[0x18],
+        ("av1", false) => &[0x10],
+        _ => &[],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn round_trip_and_corruption() {
-        for video in [false, true] {
+        for prefix in [&[][..], &[0x10, 0x00][..], &[0x65][..]] {
             let p = Probe {
                 sender: 3,
-                video,
+                video: true,
                 seq: 77,
                 sent_at_us: 123456,
             };
-            let mut b = p.encode(300);
+            let mut b = p.encode(prefix, 300);
             assert_eq!(b.len(), 300);
-            assert_eq!(Probe::decode(&b, video), Ok(p));
+            assert_eq!(Probe::decode(&b), Ok(p));
             b[200] ^= 1;
-            assert_eq!(
-                Probe::decode(&b, video),
-                Err(ProbeError::Corrupt { at: 200 })
-            );
+            assert_eq!(Probe::decode(&b), Err(ProbeError::Corrupt { at: 200 }));
         }
-        assert_eq!(Probe::decode(b"PRS", false), Err(ProbeError::TooShort));
+        assert_eq!(Probe::decode(b"PRS"), Err(ProbeError::TooShort));
     }
 }

@@ -37,6 +37,9 @@ pub enum DropReason {
     UnknownPayloadType,
     /// Too late to place in the subscriber's sequence.
     TooOld,
+    /// Video for a subscriber that has not had a keyframe yet: it could not
+    /// decode it.
+    WaitingForKeyframe,
 }
 
 impl DropReason {
@@ -46,6 +49,7 @@ impl DropReason {
         DropReason::Padding,
         DropReason::UnknownPayloadType,
         DropReason::TooOld,
+        DropReason::WaitingForKeyframe,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +59,7 @@ impl DropReason {
             DropReason::Padding => "padding",
             DropReason::UnknownPayloadType => "unknown_payload_type",
             DropReason::TooOld => "too_old",
+            DropReason::WaitingForKeyframe => "waiting_for_keyframe",
         }
     }
 
@@ -116,17 +121,29 @@ pub struct Forwarder {
     /// SSRC of the publisher stream currently feeding this leg.
     source_ssrc: Option<u32>,
     muted: bool,
+    /// Video of a codec whose keyframes are recognised: start at one.
+    gate_on_keyframe: bool,
+    waiting_keyframe: bool,
 }
 
 impl Forwarder {
-    pub fn new(clock_rate: u32) -> Self {
+    /// `gate_on_keyframe`: hold packets back until a keyframe starts (video
+    /// whose codec's keyframes can be recognised).
+    pub fn new(clock_rate: u32, gate_on_keyframe: bool) -> Self {
         Forwarder {
             params: None,
             seq: SeqRewriter::new(0),
             ts: TsRewriter::new(clock_rate),
             source_ssrc: None,
             muted: false,
+            gate_on_keyframe,
+            waiting_keyframe: gate_on_keyframe,
         }
+    }
+
+    /// The subscriber still waits for its first keyframe (from this source).
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.waiting_keyframe
     }
 
     /// Set (or replace) what the subscriber leg negotiated. Until this is
@@ -143,14 +160,17 @@ impl Forwarder {
         self.muted = muted;
     }
 
-    /// Decide what to do with one packet.
-    pub fn decide(&mut self, now: Instant, p: &PacketMeta) -> Forward {
+    /// Decide what to do with one packet. `keyframe`: the packet starts a keyframe.
+    pub fn decide(&mut self, now: Instant, p: &PacketMeta, keyframe: bool) -> Forward {
         // A new publisher stream behind the same track (the publisher restarted
         // its encoder or renegotiated): keep the subscriber's numbering continuous.
         if self.source_ssrc != Some(p.ssrc) {
             if self.source_ssrc.is_some() {
                 self.seq.restart();
                 self.ts.restart();
+                // A new encoder's deltas reference frames this subscriber
+                // never got: wait for its keyframe.
+                self.waiting_keyframe = self.gate_on_keyframe;
             }
             self.source_ssrc = Some(p.ssrc);
         }
@@ -174,6 +194,14 @@ impl Forwarder {
             self.seq.drop_packet(p.seq);
             return Forward::Drop(DropReason::UnknownPayloadType);
         };
+        // A subscriber that has not had a keyframe could not decode this.
+        if self.waiting_keyframe {
+            if !keyframe {
+                self.seq.drop_packet(p.seq);
+                return Forward::Drop(DropReason::WaitingForKeyframe);
+            }
+            self.waiting_keyframe = false;
+        }
         let ssrc = params.ssrc;
         match self.seq.forward(p.seq) {
             SeqOutcome::Send(seq) => Forward::Send(SendParams {
@@ -221,31 +249,31 @@ mod tests {
     #[test]
     fn paused_until_negotiated() {
         let t = Instant::now();
-        let mut f = Forwarder::new(90_000);
+        let mut f = Forwarder::new(90_000, false);
         assert_eq!(
-            f.decide(t, &pkt(1, 10, 0)),
+            f.decide(t, &pkt(1, 10, 0), false),
             Forward::Drop(DropReason::Paused)
         );
         f.set_params(Some(params()));
-        let s = sent(f.decide(t, &pkt(1, 11, 3000)));
+        let s = sent(f.decide(t, &pkt(1, 11, 3000), false));
         assert_eq!((s.ssrc, s.payload_type, s.timestamp), (0xAAAA, 120, 3000));
     }
 
     #[test]
     fn mute_unmute_keeps_sequence_and_time_continuous() {
         let t = Instant::now();
-        let mut f = Forwarder::new(90_000);
+        let mut f = Forwarder::new(90_000, false);
         f.set_params(Some(params()));
-        let a = sent(f.decide(t, &pkt(1, 100, 1000)));
+        let a = sent(f.decide(t, &pkt(1, 100, 1000), false));
         f.set_muted(true);
         for i in 1..50u16 {
             assert_eq!(
-                f.decide(t, &pkt(1, 100 + i, 1000 + i as u32 * 3000)),
+                f.decide(t, &pkt(1, 100 + i, 1000 + i as u32 * 3000), false),
                 Forward::Drop(DropReason::Muted)
             );
         }
         f.set_muted(false);
-        let b = sent(f.decide(t, &pkt(1, 150, 151_000)));
+        let b = sent(f.decide(t, &pkt(1, 150, 151_000), false));
         assert_eq!(b.seq, a.seq.wrapping_add(1), "no hole after unmute");
         assert_eq!(
             b.timestamp, 151_000,
@@ -256,10 +284,10 @@ mod tests {
     #[test]
     fn new_source_ssrc_continues_the_leg() {
         let t = Instant::now();
-        let mut f = Forwarder::new(90_000);
+        let mut f = Forwarder::new(90_000, false);
         f.set_params(Some(params()));
-        let a = sent(f.decide(t, &pkt(1, 100, 1000)));
-        let b = sent(f.decide(t + Duration::from_millis(50), &pkt(2, 9, 55)));
+        let a = sent(f.decide(t, &pkt(1, 100, 1000), false));
+        let b = sent(f.decide(t + Duration::from_millis(50), &pkt(2, 9, 55), false));
         assert_eq!(b.seq, a.seq.wrapping_add(1));
         assert_eq!(b.timestamp, 1000 + 4500);
         assert_eq!(b.ssrc, a.ssrc);
@@ -268,19 +296,48 @@ mod tests {
     #[test]
     fn padding_and_unknown_pt_are_dropped_without_holes() {
         let t = Instant::now();
-        let mut f = Forwarder::new(90_000);
+        let mut f = Forwarder::new(90_000, false);
         f.set_params(Some(params()));
-        let a = sent(f.decide(t, &pkt(1, 1, 0)));
+        let a = sent(f.decide(t, &pkt(1, 1, 0), false));
         let mut pad = pkt(1, 2, 0);
         pad.payload_len = 0;
-        assert_eq!(f.decide(t, &pad), Forward::Drop(DropReason::Padding));
+        assert_eq!(f.decide(t, &pad, false), Forward::Drop(DropReason::Padding));
         let mut other = pkt(1, 3, 0);
         other.payload_type = 97;
         assert_eq!(
-            f.decide(t, &other),
+            f.decide(t, &other, false),
             Forward::Drop(DropReason::UnknownPayloadType)
         );
-        let b = sent(f.decide(t, &pkt(1, 4, 0)));
+        let b = sent(f.decide(t, &pkt(1, 4, 0), false));
         assert_eq!(b.seq, a.seq.wrapping_add(1));
+    }
+
+    #[test]
+    fn video_starts_at_a_keyframe_and_again_after_a_source_change() {
+        let t = Instant::now();
+        let mut f = Forwarder::new(90_000, true);
+        f.set_params(Some(params()));
+        for seq in 1..5u16 {
+            assert_eq!(
+                f.decide(t, &pkt(1, seq, 0), false),
+                Forward::Drop(DropReason::WaitingForKeyframe)
+            );
+        }
+        assert!(f.waiting_for_keyframe());
+        let k = sent(f.decide(t, &pkt(1, 5, 0), true));
+        let d = sent(f.decide(t, &pkt(1, 6, 0), false));
+        assert_eq!(
+            d.seq,
+            k.seq.wrapping_add(1),
+            "deltas after the keyframe flow"
+        );
+        assert!(!f.waiting_for_keyframe());
+        // The publisher restarts its encoder: wait again, numbering continues.
+        assert_eq!(
+            f.decide(t, &pkt(2, 900, 0), false),
+            Forward::Drop(DropReason::WaitingForKeyframe)
+        );
+        let k2 = sent(f.decide(t, &pkt(2, 901, 0), true));
+        assert_eq!(k2.seq, d.seq.wrapping_add(1));
     }
 }

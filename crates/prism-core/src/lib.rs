@@ -9,12 +9,14 @@
 
 pub mod extmap;
 pub mod forwarder;
+pub mod keyframe;
 pub mod room;
 pub mod seq;
 pub mod timestamp;
 
 pub use extmap::ExtensionMap;
 pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams};
+pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent, SinkId, Source,
     Track, TrackId, TrackSpec,

@@ -15,8 +15,14 @@
 //!   participants; on [`RoomEvent::SubscriptionsChanged`], compare
 //!   [`Room::wanted_tracks`] with what that subscriber leg carries and
 //!   renegotiate.
-//! - **Time**: [`Room::poll_timeout`] says when the empty room should close;
-//!   [`Room::is_expired`] answers whether it has.
+//! - **Keyframes**: drain [`Room::poll_keyframe_request`] after any input and
+//!   send a PLI to that track's publisher. Requests (from subscribers' PLI/FIR
+//!   via [`Room::request_keyframe`], or from new subscribers waiting for one)
+//!   are merged per track: at most one per `keyframe_throttle`, and one asked
+//!   inside the window is sent when it ends.
+//! - **Time**: [`Room::poll_timeout`] says when to call
+//!   [`Room::handle_timeout`] next (a deferred keyframe request, or the empty
+//!   room's close); [`Room::is_expired`] answers whether the room should close.
 //!
 //! Nothing here reads a clock: every call that needs the time takes `now`.
 
@@ -25,6 +31,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::forwarder::{DropReason, Forward, Forwarder, PacketMeta, SinkParams};
+use crate::keyframe::{is_keyframe_start, VideoCodec};
 
 /// A participant's id within its room. On the wire: `PA_<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -105,12 +112,15 @@ pub enum RoomError {
 pub struct RoomConfig {
     /// How long an empty room stays open before it closes.
     pub empty_timeout: Duration,
+    /// At most one keyframe request per track upstream within this window.
+    pub keyframe_throttle: Duration,
 }
 
 impl Default for RoomConfig {
     fn default() -> Self {
         RoomConfig {
             empty_timeout: Duration::from_secs(20),
+            keyframe_throttle: Duration::from_millis(500),
         }
     }
 }
@@ -153,7 +163,13 @@ pub struct Track {
     pub spec: TrackSpec,
     pub muted: bool,
     pub counters: TrackCounters,
+    /// The video codec, for keyframe detection (`Other` for audio).
+    pub codec: VideoCodec,
     downstream: Vec<Downstream>,
+    /// When the last keyframe request went upstream.
+    kf_sent_at: Option<Instant>,
+    /// A request arrived inside the throttle window: send it when it ends.
+    kf_pending: bool,
 }
 
 impl Track {
@@ -197,6 +213,9 @@ pub enum RoomEvent {
 pub struct RoomCounters {
     pub packets_forwarded: u64,
     pub drops: [u64; 8],
+    /// Keyframe requests asked for (merged or not) and sent upstream.
+    pub keyframe_requests_in: u64,
+    pub keyframe_requests_out: u64,
 }
 
 #[derive(Debug)]
@@ -208,6 +227,10 @@ pub struct Room {
     tracks: BTreeMap<TrackId, Track>,
     events: VecDeque<RoomEvent>,
     empty_since: Option<Instant>,
+    /// Tracks whose publisher should be sent a keyframe request now.
+    kf_requests: VecDeque<TrackId>,
+    /// Earliest deferred keyframe request.
+    kf_due: Option<Instant>,
     pub counters: RoomCounters,
 }
 
@@ -221,6 +244,8 @@ impl Room {
             tracks: BTreeMap::new(),
             events: VecDeque::new(),
             empty_since: Some(now),
+            kf_requests: VecDeque::new(),
+            kf_due: None,
             counters: RoomCounters::default(),
         }
     }
@@ -337,6 +362,10 @@ impl Room {
             return Err(RoomError::UnknownParticipant(owner));
         }
         let id = TrackId(self.next());
+        let codec = match spec.kind {
+            MediaKind::Video => VideoCodec::from_mime(&spec.codec),
+            MediaKind::Audio => VideoCodec::Other,
+        };
         self.tracks.insert(
             id,
             Track {
@@ -345,7 +374,10 @@ impl Room {
                 spec,
                 muted: false,
                 counters: TrackCounters::default(),
+                codec,
                 downstream: Vec::new(),
+                kf_sent_at: None,
+                kf_pending: false,
             },
         );
         self.events.push_back(RoomEvent::TrackPublished(id));
@@ -472,7 +504,7 @@ impl Room {
             d.sink = sink;
             d.fwd.set_params(params);
         } else {
-            let mut fwd = Forwarder::new(t.spec.clock_rate);
+            let mut fwd = Forwarder::new(t.spec.clock_rate, t.codec.detects_keyframes());
             fwd.set_params(params);
             fwd.set_muted(t.muted);
             t.downstream.push(Downstream {
@@ -498,6 +530,7 @@ impl Room {
         now: Instant,
         track: TrackId,
         meta: &PacketMeta,
+        payload: &[u8],
         mut apply: impl FnMut(SinkId, &SinkParams, Forward),
     ) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -505,8 +538,13 @@ impl Room {
         };
         t.counters.packets_in += 1;
         t.counters.bytes_in += meta.payload_len as u64;
+        let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
+        let mut someone_waits = false;
         for d in &mut t.downstream {
-            let decision = d.fwd.decide(now, meta);
+            let decision = d.fwd.decide(now, meta, keyframe);
+            // Only a negotiated subscriber's wait is worth a request: before
+            // that, the keyframe could not be delivered anyway.
+            someone_waits |= d.fwd.waiting_for_keyframe() && d.fwd.params().is_some();
             match decision {
                 Forward::Send(_) => {
                     t.counters.packets_out += 1;
@@ -521,7 +559,65 @@ impl Room {
                 apply(d.sink, params, decision);
             }
         }
+        if someone_waits {
+            self.request_keyframe(now, track);
+        }
         true
+    }
+
+    /// Someone needs a keyframe of `track` (a subscriber's PLI/FIR, or a new
+    /// subscriber). Merged per track: sent at once if none went out within the
+    /// throttle window, else once when the window ends.
+    pub fn request_keyframe(&mut self, now: Instant, track: TrackId) {
+        let throttle = self.cfg.keyframe_throttle;
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if !t.codec.detects_keyframes() && t.spec.kind == MediaKind::Audio {
+            return;
+        }
+        self.counters.keyframe_requests_in += 1;
+        match t.kf_sent_at {
+            Some(at) if now < at + throttle => {
+                if !t.kf_pending {
+                    t.kf_pending = true;
+                    let due = at + throttle;
+                    self.kf_due = Some(self.kf_due.map_or(due, |d| d.min(due)));
+                }
+            }
+            _ => {
+                t.kf_sent_at = Some(now);
+                t.kf_pending = false;
+                self.counters.keyframe_requests_out += 1;
+                self.kf_requests.push_back(track);
+            }
+        }
+    }
+
+    /// The next track whose publisher should be asked for a keyframe.
+    pub fn poll_keyframe_request(&mut self) -> Option<TrackId> {
+        self.kf_requests.pop_front()
+    }
+
+    /// Sends deferred keyframe requests whose window has ended.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.kf_due.is_none_or(|d| now < d) {
+            return;
+        }
+        let throttle = self.cfg.keyframe_throttle;
+        let mut next: Option<Instant> = None;
+        for t in self.tracks.values_mut().filter(|t| t.kf_pending) {
+            let due = t.kf_sent_at.map_or(now, |at| at + throttle);
+            if now >= due {
+                t.kf_pending = false;
+                t.kf_sent_at = Some(now);
+                self.counters.keyframe_requests_out += 1;
+                self.kf_requests.push_back(t.id);
+            } else {
+                next = Some(next.map_or(due, |n| n.min(due)));
+            }
+        }
+        self.kf_due = next;
     }
 
     /// Counts a packet dropped before any forwarder saw it.
@@ -535,14 +631,20 @@ impl Room {
         self.events.pop_front()
     }
 
-    /// When the room, now empty, should close.
+    /// When [`Room::handle_timeout`] should run next: a deferred keyframe
+    /// request, or the close of an empty room.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.empty_since.map(|t| t + self.cfg.empty_timeout)
+        let close = self.empty_since.map(|t| t + self.cfg.empty_timeout);
+        match (close, self.kf_due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The room is empty and has been for the configured time.
     pub fn is_expired(&self, now: Instant) -> bool {
-        self.poll_timeout().is_some_and(|at| now >= at)
+        self.empty_since
+            .is_some_and(|t| now >= t + self.cfg.empty_timeout)
     }
 }
 

@@ -41,6 +41,9 @@ pub struct Config {
     pub room_empty_timeout: Duration,
     /// `text` (human) or `json` logs.
     pub log_format: LogFormat,
+    /// At most one keyframe request (PLI) per published video track within this window.
+    #[serde(with = "humantime_serde")]
+    pub keyframe_throttle: Duration,
 }
 
 impl Default for Config {
@@ -54,6 +57,7 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(15),
             room_empty_timeout: Duration::from_secs(20),
             log_format: LogFormat::Text,
+            keyframe_throttle: Duration::from_millis(500),
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct Overrides {
     /// Log format [default: text].
     #[arg(long, env = "PRISM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+    /// At most one PLI per video track upstream within this window [default: 500ms].
+    #[arg(long, env = "PRISM_KEYFRAME_THROTTLE", value_parser = humantime::parse_duration)]
+    pub keyframe_throttle: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +169,9 @@ impl Config {
         }
         if let Some(v) = o.log_format {
             c.log_format = v;
+        }
+        if let Some(v) = o.keyframe_throttle {
+            c.keyframe_throttle = v;
         }
         c.validate()?;
         Ok(c)

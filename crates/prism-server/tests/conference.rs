@@ -84,6 +84,14 @@ async fn three_clients_exchange_audio_and_video_through_one_port() {
                 t.rtp_seqs.len()
             );
             assert_eq!(t.ssrcs.len(), 1, "one SSRC per subscribe-leg track");
+            if t.video {
+                assert!(
+                    prism_core::is_keyframe_start(prism_core::VideoCodec::Vp8, &t.first_payload),
+                    "client {me} track {}: first video packet is a keyframe: {:?}",
+                    t.track_id,
+                    t.first_payload
+                );
+            }
         }
         let others: BTreeSet<(u32, bool)> = (1..=3u32)
             .filter(|o| *o != me)
@@ -131,6 +139,17 @@ async fn late_joiner_leave_kill_and_silent_client() {
     })
     .await
     .unwrap_or_else(|err| panic!("{err}\n{}", srv.log()));
+    for t in c.snapshot().received.values().filter(|t| t.video) {
+        assert!(
+            prism_core::is_keyframe_start(prism_core::VideoCodec::Vp8, &t.first_payload),
+            "late joiner's first video packet is a keyframe"
+        );
+    }
+    // The late joiner's arrival asked the publishers for a keyframe at once
+    // (they also send one every 2 s; the test is well inside that).
+    for x in [&a, &b] {
+        assert!(x.snapshot().keyframe_requests >= 1, "publisher got a PLI");
+    }
     let joined = c.snapshot();
     let ServerMessage::Joined(j) = &joined.messages[0] else {
         panic!("first message is joined")
@@ -376,6 +395,19 @@ async fn vp9_h264_and_av1_are_forwarded() {
                 srv.log()
             )
         });
+    }
+    // Every subscriber's first packet of each codec is that codec's keyframe.
+    for c in &clients {
+        for t in c.snapshot().received.values() {
+            let sender = t.probes[0].0 as usize - 1;
+            let codec = prism_core::VideoCodec::from_mime(codecs[sender].0);
+            assert!(
+                prism_core::is_keyframe_start(codec, &t.first_payload),
+                "{}: first packet {:?} is not a keyframe",
+                codecs[sender].0,
+                t.first_payload
+            );
+        }
     }
     // The published codec is what the others were told.
     let s = clients[0].snapshot();

@@ -131,6 +131,7 @@ fn same_identity_replaces_and_empty_room_expires() {
     let t0 = Instant::now();
     let cfg = RoomConfig {
         empty_timeout: Duration::from_secs(5),
+        ..Default::default()
     };
     let mut room = Room::new("r", cfg, t0);
     let (a1, _) = room.join(t0, "ana", "Ana");
@@ -215,7 +216,7 @@ fn fan_out_three_participants_simulated() {
                 marker: true,
                 payload_len: 900,
             };
-            room.forward(now, t, &meta, |sink, _, f| {
+            room.forward(now, t, &meta, &[0x10, 0x00], |sink, _, f| {
                 if let Forward::Send(p) = f {
                     out.entry(sink).or_default().push(p);
                 }
@@ -247,4 +248,96 @@ fn fan_out_three_participants_simulated() {
         drops > 450 * 2 && drops <= 500 * 2,
         "muted packets were dropped for both subscribers: {drops}"
     );
+}
+
+/// 100 subscribers each send a PLI every 10 ms for 5 s: at most one request
+/// per throttle window goes upstream, and the last one is not lost.
+#[test]
+fn pli_storm_is_merged_per_throttle_window() {
+    let t0 = Instant::now();
+    let mut room = Room::new("storm", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, spec(MediaKind::Video)).unwrap();
+    let subs: Vec<ParticipantId> = (0..100)
+        .map(|i| room.join(t0, &format!("s{i}"), "s").0)
+        .collect();
+    drain(&mut room);
+    let mut sent_at: Vec<Instant> = Vec::new();
+    let mut now = t0;
+    let end = t0 + Duration::from_secs(5);
+    while now < end {
+        for _ in &subs {
+            room.request_keyframe(now, track);
+        }
+        if room.poll_timeout().is_some_and(|t| t <= now) {
+            room.handle_timeout(now);
+        }
+        while let Some(t) = room.poll_keyframe_request() {
+            assert_eq!(t, track);
+            sent_at.push(now);
+        }
+        now += Duration::from_millis(10);
+    }
+    // Let the last deferred request fire.
+    let due = room.poll_timeout().expect("a request is deferred");
+    room.handle_timeout(due);
+    while room.poll_keyframe_request().is_some() {
+        sent_at.push(due);
+    }
+    for w in sent_at.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_millis(500),
+            "{:?}",
+            w[1] - w[0]
+        );
+    }
+    // 5 s / 500 ms windows, plus the trailing one.
+    assert!(
+        (10..=11).contains(&sent_at.len()),
+        "{} requests",
+        sent_at.len()
+    );
+    assert_eq!(room.counters.keyframe_requests_in, 50_000);
+    assert_eq!(room.counters.keyframe_requests_out, sent_at.len() as u64);
+}
+
+/// A new video subscriber waits for a keyframe and asks for one at once.
+#[test]
+fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
+    let t0 = Instant::now();
+    let mut room = Room::new("kf", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, spec(MediaKind::Video)).unwrap();
+    let (s, _) = room.join(t0, "sub", "sub");
+    room.attach(track, s, SinkId(1), Some(sink_params(5)))
+        .unwrap();
+    let meta = |seq| PacketMeta {
+        ssrc: 1,
+        seq,
+        timestamp: seq as u32 * 3000,
+        payload_type: 96,
+        marker: true,
+        payload_len: 500,
+    };
+    let mut got = Vec::new();
+    let delta: &[u8] = &[0x10, 0x01];
+    let key: &[u8] = &[0x10, 0x00];
+    room.forward(t0, track, &meta(1), delta, |_, _, f| got.push(f));
+    assert_eq!(got, vec![Forward::Drop(DropReason::WaitingForKeyframe)]);
+    assert_eq!(room.poll_keyframe_request(), Some(track), "asked at once");
+    room.forward(t0, track, &meta(2), delta, |_, _, f| got.push(f));
+    assert_eq!(
+        room.poll_keyframe_request(),
+        None,
+        "merged within the window"
+    );
+    room.forward(t0, track, &meta(3), key, |_, _, f| got.push(f));
+    room.forward(t0, track, &meta(4), delta, |_, _, f| got.push(f));
+    assert!(matches!(got[2], Forward::Send(_)) && matches!(got[3], Forward::Send(_)));
+    // Audio never waits.
+    let a = room.publish(p, spec(MediaKind::Audio)).unwrap();
+    room.attach(a, s, SinkId(2), Some(sink_params(6))).unwrap();
+    let mut first = None;
+    room.forward(t0, a, &meta(1), b"opus", |_, _, f| first = Some(f));
+    assert!(matches!(first, Some(Forward::Send(_))));
 }

@@ -7,8 +7,6 @@ use bytes::Bytes;
 use prism_core::{ParticipantId, TrackId};
 use prism_signal::Leg;
 use rand::distr::{Alphanumeric, SampleString};
-use rtc::interceptor::Registry;
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
@@ -31,8 +29,6 @@ pub struct PubTrack {
     pub codecs: Vec<RTCRtpCodecParameters>,
     /// Header extensions negotiated on this m-section: (uri, publisher id).
     pub extensions: Vec<(String, u16)>,
-    /// Last keyframe request sent upstream, for throttling.
-    pub last_pli_at: Option<Instant>,
 }
 
 /// One sender on a subscribe leg: carries one track of another participant.
@@ -46,6 +42,8 @@ pub struct SenderSlot {
     pub mid: Option<Bytes>,
     /// The subscriber's extension id for `sdes:mid`.
     pub mid_ext_id: Option<u8>,
+    /// What the subscriber negotiated for this sender (after its answer).
+    pub params: Option<prism_core::SinkParams>,
 }
 
 pub struct Peer {
@@ -107,7 +105,8 @@ impl Peer {
             .build();
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
+        let registry = prism_rtc::interceptors(&mut media_engine)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)

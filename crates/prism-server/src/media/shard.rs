@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use prism_core::{
-    Forward, LeaveCause, MediaKind, PacketMeta, ParticipantId, Room, SinkId, TrackId,
-};
+use prism_core::{Forward, LeaveCause, PacketMeta, ParticipantId, Room, SinkId, TrackId};
 use prism_signal::{ErrorCode, Leg, SignalError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
@@ -38,8 +36,6 @@ mod control;
 
 /// Datagrams read per wakeup before draining peers.
 const RECV_BATCH: usize = 64;
-/// Keyframe requests upstream are merged within this window.
-const PLI_THROTTLE: Duration = Duration::from_millis(500);
 
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol as SockProto, Socket, Type};
@@ -65,6 +61,8 @@ struct Member {
 struct RoomState {
     core: Room,
     members: HashMap<ParticipantId, Member>,
+    /// The deadline registered for this room in `room_timers`.
+    timer_at: Option<Instant>,
 }
 
 pub struct Shard {
@@ -85,6 +83,8 @@ pub struct Shard {
     rooms_by_name: HashMap<String, usize>,
     /// (deadline, peer) for every peer's next engine timeout.
     timers: BTreeSet<(Instant, usize)>,
+    /// (deadline, room) for every room's next `Room::poll_timeout`.
+    room_timers: BTreeSet<(Instant, usize)>,
     dirty: Vec<usize>,
     // Scratch buffers reused every turn (no allocation once warm).
     reads: Vec<TaggedRTCMessage>,
@@ -129,6 +129,7 @@ impl Shard {
             rooms: Slab::new(),
             rooms_by_name: HashMap::new(),
             timers: BTreeSet::new(),
+            room_timers: BTreeSet::new(),
             dirty: Vec::new(),
             reads: Vec::new(),
             events: Vec::new(),
@@ -142,11 +143,14 @@ impl Shard {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self
-                .timers
-                .first()
-                .map(|(t, _)| *t)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let peer_next = self.timers.first().map(|(t, _)| *t);
+            let room_next = self.room_timers.first().map(|(t, _)| *t);
+            let deadline = match (peer_next, room_next) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a
+                    .or(b)
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            };
             tokio::select! {
                 biased;
                 cmd = self.commands.recv() => match cmd {
@@ -254,6 +258,17 @@ impl Shard {
                 self.mark(key);
             }
         }
+        while let Some(&(at, room)) = self.room_timers.first() {
+            if at > now {
+                break;
+            }
+            self.room_timers.pop_first();
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.timer_at = None;
+                r.core.handle_timeout(now);
+            }
+            self.flush_keyframe_requests(now, room);
+        }
     }
 
     /// Once a second: remove silent peers' participants and close expired rooms.
@@ -275,6 +290,8 @@ impl Shard {
             tracing::debug!(
                 room = r.core.name(),
                 forwarded = c.packets_forwarded,
+                keyframe_requests_in = c.keyframe_requests_in,
+                keyframe_requests_out = c.keyframe_requests_out,
                 drops = ?prism_core::DropReason::ALL.iter().map(|d| (d.as_str(), c.drops[d.index()])).filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
                 "room counters"
             );
@@ -287,6 +304,9 @@ impl Shard {
             .collect();
         for key in expired {
             let r = self.rooms.remove(key);
+            if let Some(at) = r.timer_at {
+                self.room_timers.remove(&(at, key));
+            }
             self.rooms_by_name.remove(r.core.name());
             self.directory.release(r.core.name(), self.index);
             self.room_count.fetch_sub(1, Ordering::Relaxed);
@@ -379,15 +399,8 @@ impl Shard {
                             setup_ms = now.duration_since(p.created_at).as_millis() as u64,
                             "media connected"
                         );
-                        // Anything forwarded before DTLS finished was lost:
-                        // start this subscriber's video at a fresh keyframe.
                         if p.leg == Leg::Subscribe {
-                            let room = p.room;
-                            let tracks: Vec<TrackId> =
-                                p.senders.iter().flatten().map(|s| s.track).collect();
-                            for t in tracks {
-                                self.request_keyframe(now, room, t);
-                            }
+                            self.attach_connected_senders(key);
                         }
                     }
                     RTCPeerConnectionState::Failed => {
@@ -468,8 +481,12 @@ impl Shard {
             return;
         };
         let sends = &mut self.sends;
-        room.core
-            .forward(now, track, &meta, |sink, params, decision| {
+        room.core.forward(
+            now,
+            track,
+            &meta,
+            &packet.payload,
+            |sink, params, decision| {
                 if let Forward::Send(sp) = decision {
                     let mut header = rtp::header::Header {
                         version: 2,
@@ -496,7 +513,8 @@ impl Shard {
                         },
                     ));
                 }
-            });
+            },
+        );
         let mut sends = std::mem::take(&mut self.sends);
         for (sink, mut pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
@@ -519,6 +537,8 @@ impl Shard {
             self.mark(peer_key);
         }
         self.sends = sends;
+        // New subscribers waiting for a keyframe may have asked for one.
+        self.flush_keyframe_requests(now, room_key);
     }
 
     fn on_rtcp(&mut self, now: Instant, key: usize, packets: &[Box<dyn rtc::rtcp::Packet>]) {
@@ -554,47 +574,97 @@ impl Shard {
         }
     }
 
-    /// Asks a track's publisher for a keyframe, at most once per throttle window.
+    /// A subscribe leg just connected: its negotiated senders start receiving
+    /// (video from the next keyframe, which the forwarders ask for).
+    fn attach_connected_senders(&mut self, key: usize) {
+        let Some(p) = self.peers.get(key) else {
+            return;
+        };
+        let (room, pid) = (p.room, p.participant);
+        let ready: Vec<(TrackId, usize, prism_core::SinkParams)> = p
+            .senders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .and_then(|s| s.params.clone().map(|pr| (s.track, i, pr)))
+            })
+            .collect();
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        for (track, slot, params) in ready {
+            let _ = r
+                .core
+                .attach(track, pid, pack_sink(key, slot), Some(params));
+        }
+    }
+
+    /// Someone needs a keyframe of `track`: the room merges and throttles.
     fn request_keyframe(&mut self, now: Instant, room: usize, track: TrackId) {
-        let Some(r) = self.rooms.get(room) else {
-            return;
-        };
-        let Some(t) = r.core.track(track) else {
-            return;
-        };
-        if t.spec.kind != MediaKind::Video {
-            return;
+        if let Some(r) = self.rooms.get_mut(room) {
+            r.core.request_keyframe(now, track);
         }
-        let Some(pub_key) = r.members.get(&t.owner).and_then(|m| m.publish) else {
-            return;
-        };
-        let Some(peer) = self.peers.get_mut(pub_key) else {
-            return;
-        };
-        let Some(pt) = peer.pub_tracks.iter_mut().find(|p| p.track == track) else {
-            return;
-        };
-        if pt
-            .last_pli_at
-            .is_some_and(|at| now.duration_since(at) < PLI_THROTTLE)
-        {
-            return;
-        }
-        let Some(&media_ssrc) = pt.ssrcs.first() else {
-            return;
-        };
-        pt.last_pli_at = Some(now);
-        let rid = pt.receiver;
-        if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
+        self.flush_keyframe_requests(now, room);
+    }
+
+    /// Sends a PLI upstream for every keyframe request the room let through,
+    /// and re-arms the room's timer.
+    fn flush_keyframe_requests(&mut self, now: Instant, room: usize) {
+        loop {
+            let Some(r) = self.rooms.get_mut(room) else {
+                return;
             };
-            if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
-                tracing::debug!("PLI write: {e}");
+            let Some(track) = r.core.poll_keyframe_request() else {
+                break;
+            };
+            let Some(owner) = r.core.track(track).map(|t| t.owner) else {
+                continue;
+            };
+            let Some(pub_key) = r.members.get(&owner).and_then(|m| m.publish) else {
+                continue;
+            };
+            let Some(peer) = self.peers.get_mut(pub_key) else {
+                continue;
+            };
+            let Some(pt) = peer.pub_tracks.iter().find(|p| p.track == track) else {
+                continue;
+            };
+            let Some(&media_ssrc) = pt.ssrcs.first() else {
+                tracing::debug!(track = %track, "keyframe wanted, but no SSRC is known yet");
+                continue;
+            };
+            tracing::debug!(track = %track, media_ssrc, "PLI upstream");
+            let rid = pt.receiver;
+            if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
+                let pli = PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                };
+                if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                    tracing::debug!("PLI write: {e}");
+                }
             }
+            self.mark(pub_key);
         }
-        self.mark(pub_key);
+        self.arm_room_timer(room);
+    }
+
+    /// Keeps the room's next deadline in the shard's timer set.
+    fn arm_room_timer(&mut self, room: usize) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        let next = r.core.poll_timeout();
+        if next != r.timer_at {
+            if let Some(old) = r.timer_at.take() {
+                self.room_timers.remove(&(old, room));
+            }
+            if let Some(at) = next {
+                self.room_timers.insert((at, room));
+            }
+            r.timer_at = next;
+        }
     }
 
     fn candidate_lines(&self) -> Vec<String> {

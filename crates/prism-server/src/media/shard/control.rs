@@ -101,10 +101,12 @@ impl Shard {
             None => {
                 let cfg = RoomConfig {
                     empty_timeout: self.cfg.room_empty_timeout,
+                    keyframe_throttle: self.cfg.keyframe_throttle,
                 };
                 let k = self.rooms.insert(RoomState {
                     core: Room::new(room, cfg, now),
                     members: HashMap::new(),
+                    timer_at: None,
                 });
                 self.rooms_by_name.insert(room.to_owned(), k);
                 self.room_count.fetch_add(1, Ordering::Relaxed);
@@ -428,7 +430,6 @@ impl Shard {
                     .iter()
                     .map(|h| (h.uri.clone(), h.id))
                     .collect(),
-                last_pli_at: None,
             });
             tracing::info!(participant = %pid, track = %track, mid = %s.mid, codec = %params.codecs[0].rtp_codec.mime_type, "published");
             tracks_reply.push(sig::MidTrack {
@@ -576,6 +577,7 @@ impl Shard {
                 codec,
                 mid: None,
                 mid_ext_id: None,
+                params: None,
             });
             self.rooms[rk]
                 .core
@@ -673,7 +675,6 @@ impl Shard {
             .enumerate()
             .filter_map(|(i, s)| s.as_ref().map(|s| (i, s.track)))
             .collect();
-        let mut video = Vec::new();
         for (slot, track) in slots {
             let Some(owner) = self.rooms[rk].core.track(track).map(|t| t.owner) else {
                 continue;
@@ -734,9 +735,6 @@ impl Shard {
                     .iter()
                     .map(|h| (h.uri.as_str(), h.id)),
             );
-            if let Some(s) = peer.senders[slot].as_mut() {
-                s.mid_ext_id = extensions.mid_id;
-            }
             let sink = SinkParams {
                 ssrc,
                 payload_types,
@@ -745,16 +743,20 @@ impl Shard {
             if n == 0 {
                 tracing::warn!(participant = %pid, track = %track, "subscriber negotiated none of the publisher's codecs");
             }
-            let _ = self.rooms[rk]
-                .core
-                .attach(track, pid, pack_sink(key, slot), Some(sink));
-            video.push(track);
+            if let Some(s) = peer.senders[slot].as_mut() {
+                s.mid_ext_id = sink.extensions.mid_id;
+                s.params = Some(sink.clone());
+            }
+            // Until DTLS is up nothing can be delivered: the forwarder stays
+            // paused (and so still waits for its keyframe) until the leg
+            // connects; see `attach_connected_senders`.
+            if peer.connected {
+                let _ = self.rooms[rk]
+                    .core
+                    .attach(track, pid, pack_sink(key, slot), Some(sink));
+            }
         }
         self.mark(key);
-        // A new subscriber starts at a keyframe: ask once (throttled per track).
-        for t in video {
-            self.request_keyframe(now, rk, t);
-        }
         if self.peers[key].renegotiate {
             self.reconcile(now, rk, pid);
         }
