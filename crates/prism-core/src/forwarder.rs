@@ -8,6 +8,7 @@
 use std::time::Instant;
 
 use crate::extmap::ExtensionMap;
+use crate::history::{NackLookup, SentMap};
 use crate::seq::{SeqOutcome, SeqRewriter};
 use crate::timestamp::TsRewriter;
 
@@ -124,6 +125,8 @@ pub struct Forwarder {
     /// Video of a codec whose keyframes are recognised: start at one.
     gate_on_keyframe: bool,
     waiting_keyframe: bool,
+    /// This leg's sequence numbers → the publisher's, to answer NACKs.
+    sent: Option<SentMap>,
 }
 
 impl Forwarder {
@@ -138,6 +141,27 @@ impl Forwarder {
             muted: false,
             gate_on_keyframe,
             waiting_keyframe: gate_on_keyframe,
+            sent: None,
+        }
+    }
+
+    /// Keep a map of what was sent so NACKs can be answered (allocated once).
+    pub fn enable_nack(&mut self, epoch: Instant) {
+        if self.sent.is_none() {
+            self.sent = Some(SentMap::new(epoch));
+        }
+    }
+
+    /// Resolves a NACKed sequence number of this leg.
+    pub fn nack(
+        &mut self,
+        now: Instant,
+        out_seq: u16,
+        min_interval: std::time::Duration,
+    ) -> NackLookup {
+        match &mut self.sent {
+            Some(m) => m.lookup(now, out_seq, min_interval),
+            None => NackLookup::Unknown,
         }
     }
 
@@ -204,12 +228,18 @@ impl Forwarder {
         }
         let ssrc = params.ssrc;
         match self.seq.forward(p.seq) {
-            SeqOutcome::Send(seq) => Forward::Send(SendParams {
-                ssrc,
-                payload_type: pt,
-                seq,
-                timestamp: self.ts.rewrite(now, p.timestamp),
-            }),
+            SeqOutcome::Send(seq) => {
+                let timestamp = self.ts.rewrite(now, p.timestamp);
+                if let Some(m) = &mut self.sent {
+                    m.record(seq, p.seq, timestamp);
+                }
+                Forward::Send(SendParams {
+                    ssrc,
+                    payload_type: pt,
+                    seq,
+                    timestamp,
+                })
+            }
             SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
         }
     }

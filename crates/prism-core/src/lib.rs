@@ -9,6 +9,7 @@
 
 pub mod extmap;
 pub mod forwarder;
+pub mod history;
 pub mod keyframe;
 pub mod room;
 pub mod seq;
@@ -16,6 +17,7 @@ pub mod timestamp;
 
 pub use extmap::ExtensionMap;
 pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams};
+pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent, SinkId, Source,

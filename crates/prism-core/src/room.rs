@@ -30,7 +30,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::forwarder::{DropReason, Forward, Forwarder, PacketMeta, SinkParams};
+use crate::forwarder::{DropReason, Forward, Forwarder, PacketMeta, SendParams, SinkParams};
+use crate::history::{NackLookup, PacketHistory};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 
 /// A participant's id within its room. On the wire: `PA_<n>`.
@@ -114,6 +115,12 @@ pub struct RoomConfig {
     pub empty_timeout: Duration,
     /// At most one keyframe request per track upstream within this window.
     pub keyframe_throttle: Duration,
+    /// Retransmission history per video stream: packets and age.
+    pub video_history: (usize, Duration),
+    /// Retransmission history per audio stream: packets and age.
+    pub audio_history: (usize, Duration),
+    /// A NACK for a packet retransmitted less than this ago is ignored.
+    pub nack_min_interval: Duration,
 }
 
 impl Default for RoomConfig {
@@ -121,6 +128,11 @@ impl Default for RoomConfig {
         RoomConfig {
             empty_timeout: Duration::from_secs(20),
             keyframe_throttle: Duration::from_millis(500),
+            // No smaller than the servers people trust: mediasoup keeps up
+            // to 2500 packets for 2 s (video) / 1 s (audio), LiveKit 500/200.
+            video_history: (4096, Duration::from_secs(2)),
+            audio_history: (1024, Duration::from_secs(1)),
+            nack_min_interval: Duration::from_millis(30),
         }
     }
 }
@@ -170,6 +182,8 @@ pub struct Track {
     kf_sent_at: Option<Instant>,
     /// A request arrived inside the throttle window: send it when it ends.
     kf_pending: bool,
+    /// The publisher's recent packets, shared by all subscribers' NACKs.
+    history: PacketHistory,
 }
 
 impl Track {
@@ -216,6 +230,14 @@ pub struct RoomCounters {
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
+    /// Sequence numbers subscribers NACKed.
+    pub nacks_in: u64,
+    /// Packets retransmitted from the history.
+    pub retransmits: u64,
+    /// NACKed packets no longer (or never) held.
+    pub nack_misses: u64,
+    /// NACKs for a packet retransmitted moments ago, ignored.
+    pub nack_duplicates: u64,
 }
 
 #[derive(Debug)]
@@ -231,6 +253,8 @@ pub struct Room {
     kf_requests: VecDeque<TrackId>,
     /// Earliest deferred keyframe request.
     kf_due: Option<Instant>,
+    /// When the room opened: the time base of the forwarders' sent maps.
+    epoch: Instant,
     pub counters: RoomCounters,
 }
 
@@ -246,6 +270,7 @@ impl Room {
             empty_since: Some(now),
             kf_requests: VecDeque::new(),
             kf_due: None,
+            epoch: now,
             counters: RoomCounters::default(),
         }
     }
@@ -366,6 +391,10 @@ impl Room {
             MediaKind::Video => VideoCodec::from_mime(&spec.codec),
             MediaKind::Audio => VideoCodec::Other,
         };
+        let (packets, age) = match spec.kind {
+            MediaKind::Video => self.cfg.video_history,
+            MediaKind::Audio => self.cfg.audio_history,
+        };
         self.tracks.insert(
             id,
             Track {
@@ -378,6 +407,7 @@ impl Room {
                 downstream: Vec::new(),
                 kf_sent_at: None,
                 kf_pending: false,
+                history: PacketHistory::new(packets, age),
             },
         );
         self.events.push_back(RoomEvent::TrackPublished(id));
@@ -496,6 +526,7 @@ impl Room {
         sink: SinkId,
         params: Option<SinkParams>,
     ) -> Result<(), RoomError> {
+        let epoch = self.epoch;
         let t = self
             .tracks
             .get_mut(&track)
@@ -505,6 +536,7 @@ impl Room {
             d.fwd.set_params(params);
         } else {
             let mut fwd = Forwarder::new(t.spec.clock_rate, t.codec.detects_keyframes());
+            fwd.enable_nack(epoch);
             fwd.set_params(params);
             fwd.set_muted(t.muted);
             t.downstream.push(Downstream {
@@ -563,6 +595,65 @@ impl Room {
             self.request_keyframe(now, track);
         }
         true
+    }
+
+    /// Keeps a forwarded packet in the track's retransmission history (moved,
+    /// not copied). Call after [`Room::forward`] with the same packet.
+    pub fn store(&mut self, now: Instant, track: TrackId, packet: rtc::rtp::Packet) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.history.insert(now, packet);
+        }
+    }
+
+    /// Answers a subscriber's NACK for its sequence numbers `seqs` on `track`
+    /// from the shared history: `resend` is called with the rewritten fields
+    /// and the publisher's packet for each one still held. Duplicates (asked
+    /// again within `nack_min_interval`) and misses are counted, not sent.
+    pub fn nack(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        subscriber: ParticipantId,
+        seqs: impl IntoIterator<Item = u16>,
+        mut resend: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet),
+    ) {
+        let min_interval = self.cfg.nack_min_interval;
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) else {
+            return;
+        };
+        for seq in seqs {
+            self.counters.nacks_in += 1;
+            match d.fwd.nack(now, seq, min_interval) {
+                NackLookup::Duplicate => self.counters.nack_duplicates += 1,
+                NackLookup::Unknown => self.counters.nack_misses += 1,
+                NackLookup::Resend {
+                    src_seq,
+                    out_seq,
+                    out_ts,
+                } => {
+                    let (Some(p), Some(params)) = (t.history.get(now, src_seq), d.fwd.params())
+                    else {
+                        self.counters.nack_misses += 1;
+                        continue;
+                    };
+                    let Some(pt) = params.map_pt(p.header.payload_type) else {
+                        self.counters.nack_misses += 1;
+                        continue;
+                    };
+                    self.counters.retransmits += 1;
+                    let sp = SendParams {
+                        ssrc: params.ssrc,
+                        payload_type: pt,
+                        seq: out_seq,
+                        timestamp: out_ts,
+                    };
+                    resend(d.sink, params, sp, p);
+                }
+            }
+        }
     }
 
     /// Someone needs a keyframe of `track` (a subscriber's PLI/FIR, or a new

@@ -341,3 +341,267 @@ fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
     room.forward(t0, a, &meta(1), b"opus", |_, _, f| first = Some(f));
     assert!(matches!(first, Some(Forward::Send(_))));
 }
+
+mod lossy {
+    //! A subscriber behind a lossy, jittery link that NACKs like a browser.
+    use super::*;
+    use std::cmp::Reverse;
+    use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+    const ONE_WAY: Duration = Duration::from_millis(20);
+    const PLAYOUT: Duration = Duration::from_millis(300);
+    const RENACK: Duration = Duration::from_millis(60);
+
+    #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+    enum Ev {
+        /// The publisher sends packet `i`.
+        Publish(u32),
+        /// A packet reaches the subscriber: out seq, source index.
+        Arrive(u16, u32),
+        /// A NACK reaches the server.
+        Nack(Vec<u16>),
+        /// The subscriber checks for packets still missing.
+        Check,
+    }
+
+    struct Sim {
+        rng: Rng,
+        queue: BinaryHeap<Reverse<(Duration, u64, Ev)>>,
+        n: u64,
+        t0: Instant,
+    }
+
+    impl Sim {
+        fn at(&mut self, t: Duration, e: Ev) {
+            self.n += 1;
+            self.queue.push(Reverse((t, self.n, e)));
+        }
+        fn link(&mut self, loss: f64) -> Option<Duration> {
+            if self.rng.chance(loss) {
+                None
+            } else {
+                Some(ONE_WAY + Duration::from_micros(self.rng.next() % 10_000))
+            }
+        }
+    }
+
+    /// Runs `count` packets at 100/s; returns the fraction each subscriber got
+    /// in time and the room's counters.
+    fn run(
+        sub_loss: f64,
+        pub_loss: f64,
+        subscribers: usize,
+        count: u32,
+    ) -> (Vec<f64>, RoomCounters) {
+        let t0 = Instant::now();
+        let mut room = Room::new("sim", RoomConfig::default(), t0);
+        let (p, _) = room.join(t0, "pub", "pub");
+        let track = room.publish(p, spec(MediaKind::Video)).unwrap();
+        let subs: Vec<ParticipantId> = (0..subscribers)
+            .map(|i| room.join(t0, &format!("s{i}"), "s").0)
+            .collect();
+        for (i, s) in subs.iter().enumerate() {
+            room.attach(
+                track,
+                *s,
+                SinkId(i as u64),
+                Some(sink_params(100 + i as u32)),
+            )
+            .unwrap();
+        }
+        drain(&mut room);
+        let mut sim = Sim {
+            rng: Rng(7),
+            queue: BinaryHeap::new(),
+            n: 0,
+            t0,
+        };
+        // Per subscriber: out seq → (source index, arrival time).
+        let mut got: Vec<HashMap<u16, Duration>> = vec![HashMap::new(); subscribers];
+        let mut sent: Vec<BTreeMap<u16, u32>> = vec![BTreeMap::new(); subscribers];
+        let mut highest: Vec<Option<u16>> = vec![None; subscribers];
+        let mut last_nack: Vec<HashMap<u16, Duration>> = vec![HashMap::new(); subscribers];
+        for i in 0..count {
+            sim.at(Duration::from_millis(i as u64 * 10), Ev::Publish(i));
+        }
+        sim.at(Duration::from_millis(5), Ev::Check);
+        // Which subscriber a NACK comes from travels with it: encode in the Vec's first element.
+        while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
+            let now = sim.t0 + t;
+            match ev {
+                Ev::Publish(i) => {
+                    // Loss between publisher and server: the server NACKs
+                    // upstream (the engine does) and gets it one RTT later.
+                    let arrival = if sim.rng.chance(pub_loss) {
+                        t + ONE_WAY * 2 + ONE_WAY
+                    } else {
+                        t
+                    };
+                    let payload: &[u8] = if i % 100 == 0 {
+                        &[0x10, 0x00]
+                    } else {
+                        &[0x10, 0x01]
+                    };
+                    let meta = PacketMeta {
+                        ssrc: 1,
+                        seq: i as u16,
+                        timestamp: i * 900,
+                        payload_type: 96,
+                        marker: true,
+                        payload_len: 1000,
+                    };
+                    if arrival != t {
+                        // Re-queue as a late arrival at the server.
+                        sim.at(arrival, Ev::Arrive(u16::MAX, i));
+                        continue;
+                    }
+                    forward_one(
+                        &mut room, &mut sim, &mut sent, track, now, t, &meta, payload, i, sub_loss,
+                    );
+                }
+                Ev::Arrive(u16::MAX, i) => {
+                    let payload: &[u8] = if i % 100 == 0 {
+                        &[0x10, 0x00]
+                    } else {
+                        &[0x10, 0x01]
+                    };
+                    let meta = PacketMeta {
+                        ssrc: 1,
+                        seq: i as u16,
+                        timestamp: i * 900,
+                        payload_type: 96,
+                        marker: true,
+                        payload_len: 1000,
+                    };
+                    forward_one(
+                        &mut room, &mut sim, &mut sent, track, now, t, &meta, payload, i, sub_loss,
+                    );
+                }
+                Ev::Arrive(out, i) => {
+                    let s = (i >> 24) as usize;
+                    got[s].entry(out).or_insert(t);
+                    if highest[s].is_none_or(|h| out.wrapping_sub(h) < 0x8000) {
+                        highest[s] = Some(out);
+                    }
+                }
+                Ev::Nack(seqs) => {
+                    let s = seqs[0] as usize;
+                    let sub = subs[s];
+                    room.nack(
+                        now,
+                        track,
+                        sub,
+                        seqs[1..].iter().copied(),
+                        |sink, _, sp, pkt| {
+                            let src = pkt.header.sequence_number as u32;
+                            let _ = sink;
+                            if let Some(d) = sim.link(sub_loss) {
+                                sim.at(t + d, Ev::Arrive(sp.seq, src | ((s as u32) << 24)));
+                            }
+                        },
+                    );
+                }
+                Ev::Check => {
+                    // Each subscriber NACKs what is missing below its highest
+                    // sequence number, again every RENACK until the deadline.
+                    for s in 0..subscribers {
+                        let Some(h) = highest[s] else { continue };
+                        let mut missing = vec![s as u16];
+                        // Only the playout window (30 packets) can still matter.
+                        for (&out, &src) in sent[s].range(h.saturating_sub(64)..=h) {
+                            let deadline = Duration::from_millis(src as u64 * 10) + PLAYOUT;
+                            if got[s].contains_key(&out) || t > deadline {
+                                continue;
+                            }
+                            if last_nack[s].get(&out).is_some_and(|&at| t < at + RENACK) {
+                                continue;
+                            }
+                            last_nack[s].insert(out, t);
+                            missing.push(out);
+                        }
+                        if missing.len() > 1 && !sim.rng.chance(sub_loss) {
+                            sim.at(t + ONE_WAY, Ev::Nack(missing));
+                        }
+                    }
+                    if t < Duration::from_millis(count as u64 * 10) + PLAYOUT {
+                        sim.at(t + Duration::from_millis(10), Ev::Check);
+                    }
+                }
+            }
+        }
+        let ratios = (0..subscribers)
+            .map(|s| {
+                let in_time = sent[s]
+                    .iter()
+                    .filter(|(out, src)| {
+                        got[s].get(out).is_some_and(|&at| {
+                            at <= Duration::from_millis(**src as u64 * 10) + PLAYOUT
+                        })
+                    })
+                    .count();
+                in_time as f64 / count as f64
+            })
+            .collect();
+        (ratios, room.counters.clone())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_one(
+        room: &mut Room,
+        sim: &mut Sim,
+        sent: &mut [BTreeMap<u16, u32>],
+        track: TrackId,
+        now: Instant,
+        t: Duration,
+        meta: &PacketMeta,
+        payload: &[u8],
+        i: u32,
+        sub_loss: f64,
+    ) {
+        let mut out = Vec::new();
+        room.forward(now, track, meta, payload, |sink, _, f| {
+            if let Forward::Send(sp) = f {
+                out.push((sink.0 as usize, sp.seq));
+            }
+        });
+        for (s, seq) in out {
+            sent[s].insert(seq, i);
+            if let Some(d) = sim.link(sub_loss) {
+                sim.at(t + d, Ev::Arrive(seq, i | ((s as u32) << 24)));
+            }
+        }
+        let pkt = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                sequence_number: meta.seq,
+                payload_type: 96,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(b"x"),
+        };
+        room.store(now, track, pkt);
+    }
+
+    #[test]
+    fn five_percent_subscriber_loss_is_recovered_before_playout() {
+        let (ratios, c) = run(0.05, 0.0, 3, 3000);
+        for r in &ratios {
+            assert!(*r >= 0.995, "delivered in time: {ratios:?}");
+        }
+        assert!(
+            c.retransmits > 3 * 3000 / 25,
+            "retransmissions happened: {c:?}"
+        );
+        assert_eq!(c.nack_misses, 0, "history covered every NACK: {c:?}");
+    }
+
+    #[test]
+    fn publisher_side_loss_recovered_upstream_reaches_every_subscriber() {
+        // 5% of packets arrive late at the server (after its upstream NACK):
+        // they are forwarded with their place in each subscriber's sequence.
+        let (ratios, c) = run(0.0, 0.05, 4, 2000);
+        for r in &ratios {
+            assert!(*r >= 0.999, "late packets reached everyone: {ratios:?}");
+        }
+        assert_eq!(c.drops[DropReason::TooOld.index()], 0);
+    }
+}
