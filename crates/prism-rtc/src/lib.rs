@@ -10,9 +10,17 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use rtc::interceptor::{Attribute, Interceptor, Packet, Registry, Slot, StreamInfo, TaggedPacket};
-use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::interceptor::{
+    Attribute, Interceptor, NackGeneratorBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    register_default_interceptors,
+};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
@@ -70,10 +78,46 @@ impl Interceptor for DeliverRtcp {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// The engine's default interceptors (NACK, reports, TWCC receiver, simulcast
-/// header extensions) plus [`DeliverRtcp`], registering what they negotiate
-/// in `media_engine`.
+/// For clients: the engine's default interceptors (NACK generator and
+/// responder, reports, TWCC receiver, simulcast header extensions) plus
+/// [`DeliverRtcp`], registering what they negotiate in `media_engine`.
 pub fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
+    register_mid_for_audio(media_engine)?;
     let registry = register_default_interceptors(Registry::new(), media_engine)?;
     Ok(registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default()))
+}
+
+/// For the server: like [`interceptors`] but without the engine's NACK
+/// responder, which keeps a copy of every packet per sender. Prism answers
+/// subscribers' NACKs itself from one shared history per published stream
+/// (`prism_core::PacketHistory`). The NACK generator stays: it NACKs loss on
+/// publish legs upstream.
+pub fn server_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
+    register_mid_for_audio(media_engine)?;
+    for parameter in ["", "pli"] {
+        media_engine.register_feedback(
+            RTCPFeedback {
+                typ: "nack".to_owned(),
+                parameter: parameter.to_owned(),
+            },
+            RtpCodecKind::Video,
+        );
+    }
+    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
+    configure_simulcast_extension_headers(media_engine)?;
+    let registry = configure_twcc_receiver_only(registry, media_engine)?;
+    let registry = configure_rtcp_reports(registry);
+    Ok(registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default()))
+}
+
+/// The engine registers `sdes:mid` for video only; audio needs it too so the
+/// server can stamp every subscriber packet with its m-section.
+fn register_mid_for_audio(media_engine: &mut MediaEngine) -> Result<(), Error> {
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: "urn:ietf:params:rtp-hdrext:sdes:mid".to_owned(),
+        },
+        RtpCodecKind::Audio,
+        None,
+    )
 }

@@ -44,6 +44,18 @@ pub struct Config {
     /// At most one keyframe request (PLI) per published video track within this window.
     #[serde(with = "humantime_serde")]
     pub keyframe_throttle: Duration,
+    /// Retransmission history per published video stream: packets kept.
+    pub video_history_packets: usize,
+    /// ... and how long a packet stays retransmittable.
+    #[serde(with = "humantime_serde")]
+    pub video_history_age: Duration,
+    /// Retransmission history per published audio stream: packets kept.
+    pub audio_history_packets: usize,
+    #[serde(with = "humantime_serde")]
+    pub audio_history_age: Duration,
+    /// A NACK for a packet retransmitted less than this ago is ignored.
+    #[serde(with = "humantime_serde")]
+    pub nack_min_interval: Duration,
 }
 
 impl Default for Config {
@@ -58,6 +70,11 @@ impl Default for Config {
             room_empty_timeout: Duration::from_secs(20),
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
+            video_history_packets: 4096,
+            video_history_age: Duration::from_secs(2),
+            audio_history_packets: 1024,
+            audio_history_age: Duration::from_secs(1),
+            nack_min_interval: Duration::from_millis(30),
         }
     }
 }
@@ -114,6 +131,21 @@ pub struct Overrides {
     /// At most one PLI per video track upstream within this window [default: 500ms].
     #[arg(long, env = "PRISM_KEYFRAME_THROTTLE", value_parser = humantime::parse_duration)]
     pub keyframe_throttle: Option<Duration>,
+    /// Packets kept per published video stream for retransmission [default: 4096].
+    #[arg(long, env = "PRISM_VIDEO_HISTORY_PACKETS")]
+    pub video_history_packets: Option<usize>,
+    /// Age limit of the video retransmission history [default: 2s].
+    #[arg(long, env = "PRISM_VIDEO_HISTORY_AGE", value_parser = humantime::parse_duration)]
+    pub video_history_age: Option<Duration>,
+    /// Packets kept per published audio stream for retransmission [default: 1024].
+    #[arg(long, env = "PRISM_AUDIO_HISTORY_PACKETS")]
+    pub audio_history_packets: Option<usize>,
+    /// Age limit of the audio retransmission history [default: 1s].
+    #[arg(long, env = "PRISM_AUDIO_HISTORY_AGE", value_parser = humantime::parse_duration)]
+    pub audio_history_age: Option<Duration>,
+    /// Ignore a NACK for a packet retransmitted less than this ago [default: 30ms].
+    #[arg(long, env = "PRISM_NACK_MIN_INTERVAL", value_parser = humantime::parse_duration)]
+    pub nack_min_interval: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +205,21 @@ impl Config {
         if let Some(v) = o.keyframe_throttle {
             c.keyframe_throttle = v;
         }
+        if let Some(v) = o.video_history_packets {
+            c.video_history_packets = v;
+        }
+        if let Some(v) = o.video_history_age {
+            c.video_history_age = v;
+        }
+        if let Some(v) = o.audio_history_packets {
+            c.audio_history_packets = v;
+        }
+        if let Some(v) = o.audio_history_age {
+            c.audio_history_age = v;
+        }
+        if let Some(v) = o.nack_min_interval {
+            c.nack_min_interval = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -194,6 +241,16 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "advertised_ips contains the wildcard {ip}; list the addresses clients reach"
             )));
+        }
+        for (name, n) in [
+            ("video_history_packets", self.video_history_packets),
+            ("audio_history_packets", self.audio_history_packets),
+        ] {
+            if !(16..=65536).contains(&n) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be 16..=65536, not {n}"
+                )));
+            }
         }
         if self.peer_timeout < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(

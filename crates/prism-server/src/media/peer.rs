@@ -106,7 +106,7 @@ impl Peer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
-        let registry = prism_rtc::interceptors(&mut media_engine)?;
+        let registry = prism_rtc::server_interceptors(&mut media_engine)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)

@@ -21,6 +21,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -292,6 +293,9 @@ impl Shard {
                 forwarded = c.packets_forwarded,
                 keyframe_requests_in = c.keyframe_requests_in,
                 keyframe_requests_out = c.keyframe_requests_out,
+                nacks_in = c.nacks_in,
+                retransmits = c.retransmits,
+                nack_misses = c.nack_misses,
                 drops = ?prism_core::DropReason::ALL.iter().map(|d| (d.as_str(), c.drops[d.index()])).filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
                 "room counters"
             );
@@ -488,33 +492,19 @@ impl Shard {
             &packet.payload,
             |sink, params, decision| {
                 if let Forward::Send(sp) = decision {
-                    let mut header = rtp::header::Header {
-                        version: 2,
-                        marker: packet.header.marker,
-                        payload_type: sp.payload_type,
-                        sequence_number: sp.seq,
-                        timestamp: sp.timestamp,
-                        ssrc: sp.ssrc,
-                        csrc: packet.header.csrc.clone(),
-                        ..Default::default()
-                    };
-                    // Rebuild extensions through set_extension so the header's
-                    // padding bookkeeping stays right; ids map by URI.
-                    for ext in &packet.header.extensions {
-                        if let Some(id) = params.extensions.map(ext.id) {
-                            let _ = header.set_extension(id, ext.payload.clone());
-                        }
-                    }
-                    sends.push((
-                        sink,
-                        rtp::Packet {
-                            header,
-                            payload: packet.payload.clone(),
-                        },
-                    ));
+                    sends.push((sink, rewrite(&packet, sp, &params.extensions)));
                 }
             },
         );
+        // The packet itself moves into the track's shared retransmission history.
+        room.core.store(now, track, packet);
+        self.flush_sends(now);
+        // New subscribers waiting for a keyframe may have asked for one.
+        self.flush_keyframe_requests(now, room_key);
+    }
+
+    /// Writes every queued (sink, packet) to its subscriber's sender.
+    fn flush_sends(&mut self, now: Instant) {
         let mut sends = std::mem::take(&mut self.sends);
         for (sink, mut pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
@@ -537,8 +527,6 @@ impl Shard {
             self.mark(peer_key);
         }
         self.sends = sends;
-        // New subscribers waiting for a keyframe may have asked for one.
-        self.flush_keyframe_requests(now, room_key);
     }
 
     fn on_rtcp(&mut self, now: Instant, key: usize, packets: &[Box<dyn rtc::rtcp::Packet>]) {
@@ -548,29 +536,45 @@ impl Shard {
         if peer.leg != Leg::Subscribe {
             return;
         }
+        let (room, pid) = (peer.room, peer.participant);
         // Inspect every packet: the engine labels the batch by its first one only.
         let mut wanted: Vec<TrackId> = Vec::new();
+        let mut nacks: Vec<(TrackId, Vec<u16>)> = Vec::new();
         for p in packets {
             let any = p.as_any();
-            let media_ssrcs: Vec<u32> =
-                if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                    vec![pli.media_ssrc]
-                } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                    fir.fir.iter().map(|e| e.ssrc).collect()
-                } else {
-                    continue;
-                };
-            for ssrc in media_ssrcs {
-                if let Some(s) = peer.senders.iter().flatten().find(|s| s.ssrc == ssrc) {
-                    if !wanted.contains(&s.track) {
-                        wanted.push(s.track);
-                    }
+            let track_of = |ssrc: u32| {
+                peer.senders
+                    .iter()
+                    .flatten()
+                    .find(|s| s.ssrc == ssrc)
+                    .map(|s| s.track)
+            };
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                wanted.extend(track_of(pli.media_ssrc));
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                wanted.extend(fir.fir.iter().filter_map(|e| track_of(e.ssrc)));
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                if let Some(t) = track_of(nack.media_ssrc) {
+                    let seqs = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                    nacks.push((t, seqs));
                 }
             }
         }
-        let room = peer.room;
+        wanted.sort_unstable();
+        wanted.dedup();
         for t in wanted {
             self.request_keyframe(now, room, t);
+        }
+        for (track, seqs) in nacks {
+            let Some(r) = self.rooms.get_mut(room) else {
+                return;
+            };
+            let sends = &mut self.sends;
+            r.core
+                .nack(now, track, pid, seqs, |sink, params, sp, original| {
+                    sends.push((sink, rewrite(original, sp, &params.extensions)));
+                });
+            self.flush_sends(now);
         }
     }
 
@@ -742,4 +746,34 @@ pub(super) fn pack_sink(peer: usize, slot: usize) -> SinkId {
 
 fn unpack_sink(s: SinkId) -> (usize, usize) {
     ((s.0 >> 32) as usize, (s.0 & 0xFFFF_FFFF) as usize)
+}
+
+/// The packet a subscriber gets: the publisher's payload with this leg's
+/// SSRC, payload type, sequence number and timestamp, and the extensions it
+/// negotiated under its own ids. Rebuilt through `set_extension` so the
+/// header's padding bookkeeping stays right.
+fn rewrite(
+    src: &rtp::Packet,
+    sp: prism_core::SendParams,
+    ext: &prism_core::ExtensionMap,
+) -> rtp::Packet {
+    let mut header = rtp::header::Header {
+        version: 2,
+        marker: src.header.marker,
+        payload_type: sp.payload_type,
+        sequence_number: sp.seq,
+        timestamp: sp.timestamp,
+        ssrc: sp.ssrc,
+        csrc: src.header.csrc.clone(),
+        ..Default::default()
+    };
+    for e in &src.header.extensions {
+        if let Some(id) = ext.map(e.id) {
+            let _ = header.set_extension(id, e.payload.clone());
+        }
+    }
+    rtp::Packet {
+        header,
+        payload: src.payload.clone(),
+    }
 }

@@ -102,6 +102,9 @@ impl Shard {
                 let cfg = RoomConfig {
                     empty_timeout: self.cfg.room_empty_timeout,
                     keyframe_throttle: self.cfg.keyframe_throttle,
+                    video_history: (self.cfg.video_history_packets, self.cfg.video_history_age),
+                    audio_history: (self.cfg.audio_history_packets, self.cfg.audio_history_age),
+                    nack_min_interval: self.cfg.nack_min_interval,
                 };
                 let k = self.rooms.insert(RoomState {
                     core: Room::new(room, cfg, now),
