@@ -58,6 +58,9 @@ pub struct ClientOptions {
     pub video_codec: (String, String),
     /// A keyframe at least this often (and whenever a PLI/FIR arrives).
     pub keyframe_interval: Duration,
+    /// Send media to this address instead of the server's candidates (a
+    /// relay in between, e.g. one that injects loss).
+    pub media_via: Option<SocketAddr>,
 }
 
 impl ClientOptions {
@@ -76,6 +79,7 @@ impl ClientOptions {
             video_interval: Duration::from_millis(33),
             video_codec: (MIME_TYPE_VP8.to_owned(), String::new()),
             keyframe_interval: Duration::from_secs(2),
+            media_via: None,
         }
     }
 }
@@ -662,8 +666,11 @@ impl Driver {
             }
         }
         match msg {
-            ServerMessage::Answer(a) if a.leg == Leg::Publish && !self.frozen => {
+            ServerMessage::Answer(mut a) if a.leg == Leg::Publish && !self.frozen => {
                 self.note_candidates(&a.sdp);
+                if let Some(via) = self.opts.media_via {
+                    a.sdp = redirect_candidates(&a.sdp, via);
+                }
                 let Some(leg) = self.publish.as_mut() else {
                     return Ok(());
                 };
@@ -689,8 +696,11 @@ impl Driver {
                 }
                 self.state.lock().expect("state lock").published = a.tracks;
             }
-            ServerMessage::Offer(o) if o.leg == Leg::Subscribe && !self.frozen => {
+            ServerMessage::Offer(mut o) if o.leg == Leg::Subscribe && !self.frozen => {
                 self.note_candidates(&o.sdp);
+                if let Some(via) = self.opts.media_via {
+                    o.sdp = redirect_candidates(&o.sdp, via);
+                }
                 if self.subscribe.is_none() {
                     self.subscribe = Some(LegConn::new().await?);
                 }
@@ -761,6 +771,26 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
         }
         Err(_) => t.corrupt += 1,
     }
+}
+
+/// Points every `a=candidate` line at `via` (address and port).
+fn redirect_candidates(sdp: &str, via: SocketAddr) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.starts_with("a=candidate:") {
+            let mut f: Vec<String> = line.split(' ').map(str::to_owned).collect();
+            if f.len() > 5 {
+                f[4] = via.ip().to_string();
+                f[5] = via.port().to_string();
+            }
+            out.push_str(&f.join(" "));
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
+    out
 }
 
 /// The payload type for a codec: same MIME type and fmtp, else same MIME type.

@@ -1,0 +1,92 @@
+//! A UDP relay on loopback that drops a seeded fraction of RTP/RTCP datagrams
+//! in each direction (STUN and DTLS always pass, so connections come up).
+//! Each client address gets its own upstream socket, so the server sees one
+//! distinct address per client socket, as with a NAT.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+pub struct LossyRelay {
+    pub addr: SocketAddr,
+    pub dropped_down: Arc<AtomicU64>,
+    pub dropped_up: Arc<AtomicU64>,
+    task: JoinHandle<()>,
+}
+
+fn is_media(b: &[u8]) -> bool {
+    matches!(b.first(), Some(128..=191))
+}
+
+/// xorshift64*: seeded, so a run drops the same packets each time.
+fn chance(state: &mut u64, p: f64) -> bool {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    let x = state.wrapping_mul(0x2545_F491_4F6C_DD1D);
+    (x % 1_000_000) as f64 / 1_000_000.0 < p
+}
+
+impl LossyRelay {
+    /// `down_loss`: server → client; `up_loss`: client → server.
+    pub async fn start(server: SocketAddr, down_loss: f64, up_loss: f64, seed: u64) -> LossyRelay {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let addr = front.local_addr().unwrap();
+        let dropped_down = Arc::new(AtomicU64::new(0));
+        let dropped_up = Arc::new(AtomicU64::new(0));
+        let (dd, du) = (dropped_down.clone(), dropped_up.clone());
+        let task = tokio::spawn(async move {
+            let mut uplinks: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut tasks = Vec::new();
+            let mut rng = seed | 1;
+            let mut buf = vec![0u8; 2048];
+            // Bounded: the relay lives as long as the test holds it.
+            while let Ok((n, client)) = front.recv_from(&mut buf).await {
+                let up = match uplinks.get(&client) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let s = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                        uplinks.insert(client, s.clone());
+                        let (front, s2, dd) = (front.clone(), s.clone(), dd.clone());
+                        let mut rng2 = rng.rotate_left(17) | 1;
+                        tasks.push(tokio::spawn(async move {
+                            let mut b = vec![0u8; 2048];
+                            while let Ok((n, _)) = s2.recv_from(&mut b).await {
+                                if is_media(&b[..n]) && chance(&mut rng2, down_loss) {
+                                    dd.fetch_add(1, Ordering::Relaxed);
+                                    continue;
+                                }
+                                let _ = front.send_to(&b[..n], client).await;
+                            }
+                        }));
+                        s
+                    }
+                };
+                if is_media(&buf[..n]) && chance(&mut rng, up_loss) {
+                    du.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let _ = up.send_to(&buf[..n], server).await;
+            }
+            for t in tasks {
+                t.abort();
+            }
+        });
+        LossyRelay {
+            addr,
+            dropped_down,
+            dropped_up,
+            task,
+        }
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
