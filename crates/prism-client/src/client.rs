@@ -58,6 +58,8 @@ pub struct ClientOptions {
     pub video_codec: (String, String),
     /// A keyframe at least this often (and whenever a PLI/FIR arrives).
     pub keyframe_interval: Duration,
+    /// Answer PLI/FIR with a keyframe (an encoder with a fixed GOP does not).
+    pub answer_keyframe_requests: bool,
     /// Send media to this address instead of the server's candidates (a
     /// relay in between, e.g. one that injects loss).
     pub media_via: Option<SocketAddr>,
@@ -79,6 +81,7 @@ impl ClientOptions {
             video_interval: Duration::from_millis(33),
             video_codec: (MIME_TYPE_VP8.to_owned(), String::new()),
             keyframe_interval: Duration::from_secs(2),
+            answer_keyframe_requests: true,
             media_via: None,
         }
     }
@@ -542,12 +545,13 @@ impl Driver {
                                 } else {
                                     continue;
                                 };
+                            let answer = self.opts.answer_keyframe_requests;
                             for o in self
                                 .out
                                 .iter_mut()
                                 .filter(|o| o.video && ssrcs.contains(&o.ssrc))
                             {
-                                o.key_due = true;
+                                o.key_due |= answer;
                                 state.lock().expect("state lock").keyframe_requests += 1;
                             }
                         }

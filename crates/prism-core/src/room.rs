@@ -109,6 +109,9 @@ pub enum RoomError {
     NotOwner(TrackId),
 }
 
+/// Most packets one cached keyframe may hold (about 600 KB of video).
+const KEYFRAME_CACHE_PACKETS: usize = 512;
+
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
     /// How long an empty room stays open before it closes.
@@ -184,6 +187,12 @@ pub struct Track {
     kf_pending: bool,
     /// The publisher's recent packets, shared by all subscribers' NACKs.
     history: PacketHistory,
+    /// The latest keyframe's packets (headers without extensions, payloads
+    /// shared): the keyframe cache. Kept until the next keyframe, whatever
+    /// the history's age limit.
+    kf_cache: Vec<rtc::rtp::Packet>,
+    /// The timestamp of the keyframe being collected into `kf_cache`.
+    kf_collecting: Option<u32>,
 }
 
 impl Track {
@@ -230,6 +239,9 @@ pub struct RoomCounters {
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
+    /// Subscribers started from the keyframe cache, and packets sent that way.
+    pub cache_starts: u64,
+    pub cache_packets: u64,
     /// Sequence numbers subscribers NACKed.
     pub nacks_in: u64,
     /// Packets retransmitted from the history.
@@ -408,6 +420,8 @@ impl Room {
                 kf_sent_at: None,
                 kf_pending: false,
                 history: PacketHistory::new(packets, age),
+                kf_cache: Vec::new(),
+                kf_collecting: None,
             },
         );
         self.events.push_back(RoomEvent::TrackPublished(id));
@@ -571,6 +585,11 @@ impl Room {
         t.counters.packets_in += 1;
         t.counters.bytes_in += meta.payload_len as u64;
         let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
+        if keyframe {
+            // Start collecting this keyframe; `store` adds its packets.
+            t.kf_cache.clear();
+            t.kf_collecting = Some(meta.timestamp);
+        }
         let mut someone_waits = false;
         for d in &mut t.downstream {
             let decision = d.fwd.decide(now, meta, keyframe);
@@ -600,9 +619,86 @@ impl Room {
     /// Keeps a forwarded packet in the track's retransmission history (moved,
     /// not copied). Call after [`Room::forward`] with the same packet.
     pub fn store(&mut self, now: Instant, track: TrackId, packet: rtc::rtp::Packet) {
-        if let Some(t) = self.tracks.get_mut(&track) {
-            t.history.insert(now, packet);
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        if let Some(ts) = t.kf_collecting {
+            if packet.header.timestamp == ts && t.kf_cache.len() < KEYFRAME_CACHE_PACKETS {
+                // Header fields and a shared payload: no allocation once the
+                // cache's buffer has grown to a keyframe's size.
+                t.kf_cache.push(rtc::rtp::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: packet.header.marker,
+                        payload_type: packet.header.payload_type,
+                        sequence_number: packet.header.sequence_number,
+                        timestamp: ts,
+                        ssrc: packet.header.ssrc,
+                        ..Default::default()
+                    },
+                    payload: packet.payload.clone(),
+                });
+                if packet.header.marker {
+                    t.kf_collecting = None;
+                }
+            } else if packet.header.timestamp != ts {
+                t.kf_collecting = None;
+            }
         }
+        t.history.insert(now, packet);
+    }
+
+    /// Starts a subscriber that waits for a keyframe from the keyframe cache:
+    /// the packets of the track's latest keyframe go to `apply` at once (no
+    /// round trip to the publisher), a fresh keyframe is
+    /// requested, and the subscriber then waits for it, so it never gets a
+    /// delta that references frames it lacks. Returns the packets sent.
+    ///
+    /// Call right after [`Room::attach`] gave the subscriber its parameters.
+    pub fn start_from_cache(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        subscriber: ParticipantId,
+        mut apply: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet),
+    ) -> usize {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return 0;
+        };
+        if t.kf_cache.is_empty() {
+            return 0;
+        }
+        let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) else {
+            return 0;
+        };
+        if !d.fwd.waiting_for_keyframe() || d.fwd.params().is_none() {
+            return 0;
+        }
+        let mut sent = 0;
+        for (i, p) in t.kf_cache.iter().enumerate() {
+            let meta = PacketMeta {
+                ssrc: p.header.ssrc,
+                seq: p.header.sequence_number,
+                timestamp: p.header.timestamp,
+                payload_type: p.header.payload_type,
+                marker: p.header.marker,
+                payload_len: p.payload.len(),
+            };
+            let decision = d.fwd.decide(now, &meta, i == 0);
+            if let (Forward::Send(sp), Some(params)) = (decision, d.fwd.params()) {
+                apply(d.sink, params, sp, p);
+                sent += 1;
+            } else if i == 0 {
+                break;
+            }
+        }
+        if sent > 0 {
+            d.fwd.wait_for_keyframe();
+            self.counters.cache_starts += 1;
+            self.counters.cache_packets += sent as u64;
+            self.request_keyframe(now, track);
+        }
+        sent
     }
 
     /// Answers a subscriber's NACK for its sequence numbers `seqs` on `track`

@@ -66,6 +66,21 @@ fn forward_allocates_nothing_per_packet() {
     while room.poll_event().is_some() {}
 
     let mut sent = 0u64;
+    // Packets to store are built up front: building them allocates, storing
+    // them (moving into the history and keyframe cache) must not.
+    let mut packets: Vec<Option<rtc::rtp::Packet>> = (0..3200u32)
+        .map(|i| {
+            Some(rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    sequence_number: i as u16,
+                    timestamp: i * 3000,
+                    marker: true,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from_static(&[0x10, 0x00, 1, 2, 3]),
+            })
+        })
+        .collect();
     let mut run = |room: &mut Room, from: u32, to: u32, ssrc: u32| {
         for i in from..to {
             // Reorder every 10th pair; every 50th is padding (dropped).
@@ -101,6 +116,9 @@ fn forward_allocates_nothing_per_packet() {
                     }
                 },
             );
+            if let Some(p) = packets[i as usize].take() {
+                room.store(t0 + Duration::from_millis(i as u64 * 33), track, p);
+            }
         }
     };
     run(&mut room, 0, 100, 7); // warm up

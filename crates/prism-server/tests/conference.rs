@@ -11,7 +11,12 @@ use prism_client::{ClientOptions, MediaClient, ReceivedTrack};
 use prism_signal::{LeaveReason, ServerMessage};
 
 async fn client(srv: &TestServer, room: &str, name: &str, id: u32) -> MediaClient {
-    MediaClient::start(ClientOptions::new(&srv.ws_url(), room, name, id))
+    client_with(srv, ClientOptions::new(&srv.ws_url(), room, name, id)).await
+}
+
+async fn client_with(srv: &TestServer, o: ClientOptions) -> MediaClient {
+    let name = o.name.clone();
+    MediaClient::start(o)
         .await
         .unwrap_or_else(|e| panic!("{name} failed to start: {e:#}\nserver log:\n{}", srv.log()))
 }
@@ -458,5 +463,46 @@ async fn rooms_spread_over_shards() {
     assert_eq!(ports[0], ports[1], "room x on one shard");
     assert_eq!(ports[2], ports[3], "room y on one shard");
     assert_ne!(ports[0], ports[2], "the rooms are on different shards");
+    srv.assert_alive();
+}
+
+/// A publisher with a long GOP that ignores keyframe requests (like an
+/// encoder with a fixed keyframe interval): a late subscriber still starts
+/// at once, with the keyframe the server cached, and never gets a delta it
+/// cannot decode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_subscriber_starts_from_the_keyframe_cache() {
+    let mut srv = TestServer::start(&[]);
+    let mut o = ClientOptions::new(&srv.ws_url(), "gop", "pub", 1);
+    o.keyframe_interval = Duration::from_secs(3600);
+    o.answer_keyframe_requests = false;
+    let publisher = client_with(&srv, o).await;
+    publisher
+        .wait_for(Duration::from_secs(20), "publishing", |s| s.sent_video > 60)
+        .await
+        .unwrap();
+    // Well past the history's 2 s age limit: only the keyframe cache has it.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut o = ClientOptions::new(&srv.ws_url(), "gop", "late", 2);
+    o.publish_audio = false;
+    o.publish_video = false;
+    let late = client_with(&srv, o).await;
+    late.wait_for(Duration::from_secs(10), "a video packet", |s| {
+        s.received.values().any(|t| t.video && t.packets > 0)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = late.snapshot();
+    let v = s.received.values().find(|t| t.video).unwrap();
+    assert!(
+        prism_core::is_keyframe_start(prism_core::VideoCodec::Vp8, &v.first_payload),
+        "the cached keyframe comes first"
+    );
+    assert_eq!(
+        v.packets, 1,
+        "then no delta: the publisher never sends another keyframe"
+    );
+    assert_eq!(publisher.snapshot().keyframes_sent, 1);
     srv.assert_alive();
 }

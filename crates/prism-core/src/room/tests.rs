@@ -605,3 +605,88 @@ mod lossy {
         assert_eq!(c.drops[DropReason::TooOld.index()], 0);
     }
 }
+
+/// A subscriber that arrives mid-GOP gets the cached keyframe at once, before
+/// the publisher sends anything more, then waits (without a sequence hole) for
+/// the fresh keyframe it asked for.
+#[test]
+fn new_subscriber_starts_from_the_keyframe_cache() {
+    let t0 = Instant::now();
+    let mut room = Room::new("cache", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, spec(MediaKind::Video)).unwrap();
+    let packet = |seq: u16, ts: u32, marker: bool, key: bool| {
+        let payload: &'static [u8] = if key {
+            &[0x10, 0x00, 1, 2]
+        } else {
+            &[0x00, 0x00, 3, 4]
+        };
+        rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                ssrc: 9,
+                sequence_number: seq,
+                timestamp: ts,
+                payload_type: 96,
+                marker,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(payload),
+        }
+    };
+    let feed = |room: &mut Room, pkt: rtc::rtp::Packet, out: &mut Vec<(u16, u16)>| {
+        let meta = PacketMeta {
+            ssrc: 9,
+            seq: pkt.header.sequence_number,
+            timestamp: pkt.header.timestamp,
+            payload_type: 96,
+            marker: pkt.header.marker,
+            payload_len: pkt.payload.len(),
+        };
+        room.forward(t0, track, &meta, &pkt.payload.clone(), |_, _, f| {
+            if let Forward::Send(sp) = f {
+                out.push((pkt.header.sequence_number, sp.seq));
+            }
+        });
+        room.store(t0, track, pkt);
+    };
+    let mut live = Vec::new();
+    // A keyframe in three packets (seq 100..=102, ts 9000), then deltas.
+    feed(&mut room, packet(100, 9000, false, true), &mut live);
+    feed(&mut room, packet(101, 9000, false, false), &mut live);
+    feed(&mut room, packet(102, 9000, true, false), &mut live);
+    for i in 0..20u16 {
+        feed(
+            &mut room,
+            packet(103 + i, 12_000 + i as u32 * 3000, true, false),
+            &mut live,
+        );
+    }
+    while room.poll_keyframe_request().is_some() {}
+
+    let (s, _) = room.join(t0, "late", "late");
+    room.attach(track, s, SinkId(7), Some(sink_params(55)))
+        .unwrap();
+    let mut cached = Vec::new();
+    let n = room.start_from_cache(t0, track, s, |sink, _, sp, pkt| {
+        assert_eq!(sink, SinkId(7));
+        cached.push((pkt.header.sequence_number, sp.seq));
+    });
+    assert_eq!(n, 3, "the three keyframe packets, sent without waiting");
+    assert_eq!(cached, vec![(100, 0), (101, 1), (102, 2)]);
+    assert_eq!(
+        room.poll_keyframe_request(),
+        Some(track),
+        "and a fresh keyframe asked for"
+    );
+    // Live deltas are held back; the fresh keyframe continues the numbering.
+    let mut after = Vec::new();
+    feed(&mut room, packet(123, 99_000, true, false), &mut after);
+    assert!(after.is_empty(), "no delta after the cached keyframe");
+    feed(&mut room, packet(124, 102_000, true, true), &mut after);
+    assert_eq!(
+        after,
+        vec![(124, 3)],
+        "fresh keyframe continues the sequence"
+    );
+    assert_eq!(room.counters.cache_starts, 1);
+}

@@ -594,14 +594,41 @@ impl Shard {
                     .and_then(|s| s.params.clone().map(|pr| (s.track, i, pr)))
             })
             .collect();
+        let now = Instant::now();
+        for (track, slot, params) in ready {
+            self.attach_sink(now, room, track, pid, key, slot, params);
+        }
+    }
+
+    /// Gives a subscriber's sender its negotiated parameters; a video sender
+    /// starts at once from the track's keyframe cache when there is one.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attach_sink(
+        &mut self,
+        now: Instant,
+        room: usize,
+        track: TrackId,
+        pid: ParticipantId,
+        key: usize,
+        slot: usize,
+        params: prism_core::SinkParams,
+    ) {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        for (track, slot, params) in ready {
-            let _ = r
-                .core
-                .attach(track, pid, pack_sink(key, slot), Some(params));
+        if r.core
+            .attach(track, pid, pack_sink(key, slot), Some(params))
+            .is_err()
+        {
+            return;
         }
+        let sends = &mut self.sends;
+        r.core
+            .start_from_cache(now, track, pid, |sink, params, sp, original| {
+                sends.push((sink, rewrite(original, sp, &params.extensions)));
+            });
+        self.flush_sends(now);
+        self.flush_keyframe_requests(now, room);
     }
 
     /// Someone needs a keyframe of `track`: the room merges and throttles.

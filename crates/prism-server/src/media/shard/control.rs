@@ -754,9 +754,7 @@ impl Shard {
             // paused (and so still waits for its keyframe) until the leg
             // connects; see `attach_connected_senders`.
             if peer.connected {
-                let _ = self.rooms[rk]
-                    .core
-                    .attach(track, pid, pack_sink(key, slot), Some(sink));
+                self.attach_sink(now, rk, track, pid, key, slot, sink);
             }
         }
         self.mark(key);
