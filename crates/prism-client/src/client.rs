@@ -105,6 +105,8 @@ pub struct ReceivedTrack {
     pub latencies_us: Vec<u64>,
     /// The first bytes of the first payload received (its codec descriptor).
     pub first_payload: Vec<u8>,
+    /// Probe sequence numbers of the keyframes received.
+    pub keyframes: Vec<u32>,
 }
 
 /// Everything the client saw, for tests to assert on.
@@ -770,6 +772,9 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
     match probe {
         Ok(p) => {
             t.video = p.video;
+            if crate::payload::is_key_payload(&pkt.payload) {
+                t.keyframes.push(p.seq);
+            }
             t.probes.push((p.sender, p.seq));
             t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
         }

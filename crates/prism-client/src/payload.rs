@@ -87,6 +87,19 @@ impl Probe {
     }
 }
 
+/// Whether a payload made by [`Probe::encode`] with a [`video_prefix`] is a
+/// keyframe (its prefix is one codec's keyframe descriptor).
+pub fn is_key_payload(b: &[u8]) -> bool {
+    let Some(offset) = (0..=3).find(|&o| b.get(o..o + 4) == Some(&MAGIC[..])) else {
+        return false;
+    };
+    let prefix = &b[..offset];
+    !prefix.is_empty()
+        && ["video/VP8", "video/VP9", "video/H264", "video/AV1"]
+            .iter()
+            .any(|m| video_prefix(m, true) == prefix)
+}
+
 /// The payload descriptor a real encoder would put first, so the server's
 /// keyframe detection sees key and delta frames (one packet per frame).
 pub fn video_prefix(mime: &str, key: bool) -> &'static [u8] {

@@ -21,9 +21,22 @@ async fn client_with(srv: &TestServer, o: ClientOptions) -> MediaClient {
         .unwrap_or_else(|e| panic!("{name} failed to start: {e:#}\nserver log:\n{}", srv.log()))
 }
 
-/// Fraction of a sender's probes that arrived, over the span this receiver saw.
+/// Fraction of a sender's probes that arrived, over the span this receiver
+/// saw. Video counts from the second keyframe: a subscriber starts with the
+/// server's cached keyframe and then, by design, gets no deltas until the
+/// fresh keyframe it asked for.
 fn delivered(t: &ReceivedTrack) -> f64 {
-    let seqs: BTreeSet<u32> = t.probes.iter().map(|(_, s)| *s).collect();
+    let from = if t.video {
+        t.keyframes.get(1).copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let seqs: BTreeSet<u32> = t
+        .probes
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s >= from)
+        .collect();
     let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
         return 0.0;
     };

@@ -12,8 +12,15 @@ use common::TestServer;
 use prism_client::{ClientOptions, MediaClient, ReceivedTrack};
 use relay::LossyRelay;
 
+/// Video counts from the second keyframe (see conference.rs).
 fn delivered(t: &ReceivedTrack) -> f64 {
-    let seqs: BTreeSet<u32> = t.probes.iter().map(|(_, s)| *s).collect();
+    let from = t.keyframes.get(1).copied().unwrap_or(0);
+    let seqs: BTreeSet<u32> = t
+        .probes
+        .iter()
+        .map(|(_, s)| *s)
+        .filter(|s| *s >= from)
+        .collect();
     let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
         return 0.0;
     };
