@@ -25,6 +25,7 @@ use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCI
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -131,6 +132,8 @@ pub struct ClientState {
     pub keyframe_requests: u32,
     /// Keyframes sent.
     pub keyframes_sent: u32,
+    /// REMB bitrates (bits/s) the server sent to this publisher.
+    pub rembs: Vec<u64>,
     /// The signaling socket closed.
     pub closed: bool,
 }
@@ -539,6 +542,16 @@ impl Driver {
                     RTCMessage::RtcpPacket(_, pkts) if is_pub => {
                         for p in &pkts {
                             let any = p.as_any();
+                            if let Some(remb) =
+                                any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                            {
+                                state
+                                    .lock()
+                                    .expect("state lock")
+                                    .rembs
+                                    .push(remb.bitrate as u64);
+                                continue;
+                            }
                             let ssrcs: Vec<u32> =
                                 if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
                                     vec![pli.media_ssrc]

@@ -200,6 +200,11 @@ impl Track {
     pub fn subscriber_count(&self) -> usize {
         self.downstream.len()
     }
+
+    /// The participants attached to this track.
+    pub fn subscribers(&self) -> impl Iterator<Item = ParticipantId> + '_ {
+        self.downstream.iter().map(|d| d.subscriber)
+    }
 }
 
 #[derive(Debug)]

@@ -8,10 +8,14 @@
 //! [`interceptors`] builds the registry Prism uses with it in place.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::interceptor::{
-    Attribute, Interceptor, NackGeneratorBuilder, Packet, Registry, Slot, StreamInfo, TaggedPacket,
+    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
+    NackGeneratorBuilder, Packet, PacketReport, Registry, Slot, StreamInfo, TaggedPacket,
+    TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -87,12 +91,66 @@ pub fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
     Ok(registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default()))
 }
 
-/// For the server: like [`interceptors`] but without the engine's NACK
-/// responder, which keeps a copy of every packet per sender. Prism answers
-/// subscribers' NACKs itself from one shared history per published stream
-/// (`prism_core::PacketHistory`). The NACK generator stays: it NACKs loss on
-/// publish legs upstream.
-pub fn server_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
+/// The latest send-side bandwidth estimate of one peer connection, in bits
+/// per second (0 until the first TWCC feedback). Written by the engine's
+/// congestion controller, read by the shard.
+#[derive(Debug, Clone, Default)]
+pub struct Estimate(Arc<AtomicU64>);
+
+impl Estimate {
+    pub fn bits_per_second(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The engine's GCC estimator, publishing each new target into an [`Estimate`].
+struct WatchedGcc {
+    gcc: Gcc,
+    out: Estimate,
+}
+
+impl BandwidthEstimator for WatchedGcc {
+    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
+        self.gcc.on_reports(now, reports);
+        self.out
+            .0
+            .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
+    }
+    fn target_bitrate(&self) -> f64 {
+        self.gcc.target_bitrate()
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.gcc.handle_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.gcc.poll_timeout()
+    }
+    fn stats(&self) -> EstimatorStats {
+        self.gcc.stats()
+    }
+}
+
+/// Bounds of the send-side estimate on subscribe legs, bits per second.
+#[derive(Debug, Clone, Copy)]
+pub struct EstimateBounds {
+    pub initial: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// For the server: like [`interceptors`] but
+/// - without the engine's NACK responder, which keeps a copy of every packet
+///   per sender: Prism answers subscribers' NACKs itself from one shared
+///   history per published stream (`prism_core::PacketHistory`). The NACK
+///   generator stays: it NACKs loss on publish legs upstream;
+/// - with send-side congestion control (`transport-cc`): outgoing packets get
+///   transport-wide sequence numbers and the remote's TWCC feedback drives a
+///   GCC estimator whose target is published in the returned [`Estimate`].
+///   The engine's pacer is not installed: forwarding stays immediate.
+pub fn server_interceptors(
+    media_engine: &mut MediaEngine,
+    bounds: EstimateBounds,
+) -> Result<(Registry, Estimate), Error> {
     register_mid_for_audio(media_engine)?;
     for parameter in ["", "pli"] {
         media_engine.register_feedback(
@@ -105,9 +163,23 @@ pub fn server_interceptors(media_engine: &mut MediaEngine) -> Result<Registry, E
     }
     let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(media_engine)?;
+    // Receive side: record what arrives and send TWCC feedback to publishers
+    // (their own estimators adapt); also registers transport-cc for the SDP.
     let registry = configure_twcc_receiver_only(registry, media_engine)?;
     let registry = configure_rtcp_reports(registry);
-    Ok(registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default()))
+    let estimate = Estimate::default();
+    let gcc = WatchedGcc {
+        gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),
+        out: estimate.clone(),
+    };
+    let registry = registry
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(gcc).build(),
+        )
+        .with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
+    Ok((registry, estimate))
 }
 
 /// The engine registers `sdes:mid` for video only; audio needs it too so the

@@ -56,6 +56,8 @@ pub struct Config {
     /// A NACK for a packet retransmitted less than this ago is ignored.
     #[serde(with = "humantime_serde")]
     pub nack_min_interval: Duration,
+    /// The most a publisher is asked (REMB) to send per video track, bits/s.
+    pub max_publish_bitrate: u64,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             audio_history_packets: 1024,
             audio_history_age: Duration::from_secs(1),
             nack_min_interval: Duration::from_millis(30),
+            max_publish_bitrate: 3_000_000,
         }
     }
 }
@@ -146,6 +149,9 @@ pub struct Overrides {
     /// Ignore a NACK for a packet retransmitted less than this ago [default: 30ms].
     #[arg(long, env = "PRISM_NACK_MIN_INTERVAL", value_parser = humantime::parse_duration)]
     pub nack_min_interval: Option<Duration>,
+    /// Most a publisher is asked (REMB) to send per video track, bits/s [default: 3000000].
+    #[arg(long, env = "PRISM_MAX_PUBLISH_BITRATE")]
+    pub max_publish_bitrate: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -220,6 +226,9 @@ impl Config {
         if let Some(v) = o.nack_min_interval {
             c.nack_min_interval = v;
         }
+        if let Some(v) = o.max_publish_bitrate {
+            c.max_publish_bitrate = v;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -251,6 +260,11 @@ impl Config {
                     "{name} must be 16..=65536, not {n}"
                 )));
             }
+        }
+        if self.max_publish_bitrate < 100_000 {
+            return Err(ConfigError::Invalid(
+                "max_publish_bitrate must be at least 100000 (bits per second)".into(),
+            ));
         }
         if self.peer_timeout < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(

@@ -127,3 +127,41 @@ async fn publisher_side_loss_is_repaired_upstream() {
     let _ = publisher;
     srv.assert_alive();
 }
+
+/// The server tells the publisher what its subscribers can take (REMB, once a
+/// second): the subscriber's send-side estimate from its TWCC feedback, never
+/// more than `--max-publish-bitrate`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remb_reaches_the_publisher_within_the_cap() {
+    for cap in [400_000u64, 20_000_000] {
+        let mut srv = TestServer::start(&["--max-publish-bitrate", &cap.to_string()]);
+        let url = srv.ws_url();
+        let publisher = MediaClient::start(ClientOptions::new(&url, "remb", "pub", 1))
+            .await
+            .unwrap();
+        let mut o = ClientOptions::new(&url, "remb", "sub", 2);
+        o.publish_audio = false;
+        o.publish_video = false;
+        let sub = MediaClient::start(o).await.unwrap();
+        sub.wait_for(Duration::from_secs(20), "video flowing", |s| {
+            s.received.values().any(|t| t.video && t.packets > 10)
+        })
+        .await
+        .unwrap();
+        publisher
+            .wait_for(Duration::from_secs(10), "3 REMBs", |s| s.rembs.len() >= 3)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+        let rembs = publisher.snapshot().rembs;
+        assert!(
+            rembs.iter().all(|b| (100_000..=cap).contains(b)),
+            "cap {cap}: within [floor, cap]: {rembs:?}"
+        );
+        if cap > 10_000_000 {
+            // Far above what GCC reaches in seconds: the subscriber's estimate
+            // (a few Mbit/s on loopback) is what the publisher is told.
+            assert!(rembs.iter().any(|b| *b < cap), "estimate-driven: {rembs:?}");
+        }
+        srv.assert_alive();
+    }
+}

@@ -67,6 +67,10 @@ pub struct Peer {
     pub senders: Vec<Option<SenderSlot>>,
     pub offer_pending: bool,
     pub renegotiate: bool,
+    /// Send-side bandwidth estimate of this connection (TWCC + GCC).
+    pub estimate: prism_rtc::Estimate,
+    /// Publish leg: the last REMB sent to the publisher, bits per second.
+    pub last_remb: Option<u64>,
 }
 
 /// Engine settings shared by every peer of a shard.
@@ -76,6 +80,8 @@ pub struct PeerSettings {
     pub advertised: Vec<SocketAddr>,
     pub ice_disconnected: Duration,
     pub ice_failed: Duration,
+    /// Bounds of each subscribe leg's bandwidth estimate.
+    pub estimate_bounds: prism_rtc::EstimateBounds,
 }
 
 impl Peer {
@@ -106,7 +112,8 @@ impl Peer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
-        let registry = prism_rtc::server_interceptors(&mut media_engine)?;
+        let (registry, estimate) =
+            prism_rtc::server_interceptors(&mut media_engine, settings.estimate_bounds)?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -148,6 +155,8 @@ impl Peer {
                 senders: Vec::new(),
                 offer_pending: false,
                 renegotiate: false,
+                estimate,
+                last_remb: None,
             },
             candidates,
         ))

@@ -14,13 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use prism_core::{Forward, LeaveCause, PacketMeta, ParticipantId, Room, SinkId, TrackId};
+use prism_core::{
+    Forward, LeaveCause, MediaKind, PacketMeta, ParticipantId, Room, SinkId, TrackId,
+};
 use prism_signal::{ErrorCode, Leg, SignalError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
@@ -34,6 +37,11 @@ use super::{stun, Directory, SessionTx, ShardCommand};
 use crate::config::Config;
 
 mod control;
+
+/// Ceiling of a subscribe leg's bandwidth estimate, bits per second.
+const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
+/// REMB never asks a publisher for less than this per video track.
+const MIN_PUBLISH_BITRATE: u64 = 100_000;
 
 /// Datagrams read per wakeup before draining peers.
 const RECV_BATCH: usize = 64;
@@ -114,6 +122,11 @@ impl Shard {
             advertised: advertised.clone(),
             ice_disconnected: cfg.peer_timeout,
             ice_failed: cfg.peer_timeout,
+            estimate_bounds: prism_rtc::EstimateBounds {
+                initial: 1_000_000.0,
+                min: 50_000.0,
+                max: SUBSCRIBER_MAX_ESTIMATE,
+            },
         };
         Ok(Shard {
             index,
@@ -300,6 +313,14 @@ impl Shard {
                 "room counters"
             );
         }
+        for (_, p) in self.peers.iter().filter(|(_, p)| p.leg == Leg::Subscribe) {
+            tracing::debug!(
+                participant = %p.participant,
+                estimate_bps = p.estimate.bits_per_second(),
+                "subscribe leg estimate"
+            );
+        }
+        self.send_rembs(now);
         let expired: Vec<usize> = self
             .rooms
             .iter()
@@ -629,6 +650,67 @@ impl Shard {
             });
         self.flush_sends(now);
         self.flush_keyframe_requests(now, room);
+    }
+
+    /// Tells each publisher what its subscribers can take: one REMB per publish
+    /// leg (sent from the once-a-second housekeeping, so at a bounded rate).
+    /// Per video track, the weakest subscribe leg's estimate (without
+    /// simulcast, the publisher's one stream must reach everyone), at least
+    /// `MIN_PUBLISH_BITRATE`, at most `max_publish_bitrate`; with no estimate
+    /// yet, the cap.
+    fn send_rembs(&mut self, now: Instant) {
+        let cap = self.cfg.max_publish_bitrate;
+        let publish_peers: Vec<usize> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.leg == Leg::Publish && p.connected)
+            .map(|(k, _)| k)
+            .collect();
+        for key in publish_peers {
+            let p = &self.peers[key];
+            let Some(r) = self.rooms.get(p.room) else {
+                continue;
+            };
+            let mut total = 0u64;
+            let mut ssrcs = Vec::new();
+            for pt in &p.pub_tracks {
+                let Some(t) = r.core.track(pt.track) else {
+                    continue;
+                };
+                if t.spec.kind != MediaKind::Video || pt.ssrcs.is_empty() {
+                    continue;
+                }
+                let weakest = t
+                    .subscribers()
+                    .filter_map(|sub| r.members.get(&sub).and_then(|m| m.subscribe))
+                    .filter_map(|k| self.peers.get(k))
+                    .map(|sp| sp.estimate.bits_per_second())
+                    .filter(|bps| *bps > 0)
+                    .min();
+                total += weakest.unwrap_or(cap).clamp(MIN_PUBLISH_BITRATE, cap);
+                ssrcs.extend(pt.ssrcs.iter().copied());
+            }
+            if ssrcs.is_empty() {
+                continue;
+            }
+            let Some(rid) = p.pub_tracks.first().map(|t| t.receiver) else {
+                continue;
+            };
+            let remb = ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 0,
+                bitrate: total as f32,
+                ssrcs,
+            };
+            let peer = &mut self.peers[key];
+            peer.last_remb = Some(total);
+            tracing::debug!(participant = %peer.participant, bps = total, "REMB to publisher");
+            if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
+                if let Err(e) = receiver.write_rtcp(now, vec![Box::new(remb)]) {
+                    tracing::debug!("REMB write: {e}");
+                }
+            }
+            self.mark(key);
+        }
     }
 
     /// Someone needs a keyframe of `track`: the room merges and throttles.

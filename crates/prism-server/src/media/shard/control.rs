@@ -27,7 +27,7 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 
@@ -538,33 +538,41 @@ impl Shard {
                 RtpCodecKind::Video
             };
             let ssrc = rand::random::<u32>();
-            let stream = MediaStreamTrack::new(
-                owner.to_string(),
-                track.to_string(),
-                track.to_string(),
-                kind,
-                // No codec pinned on the encoding: pinning restricts this
-                // m-section to one codec, and the engine keeps only the codecs
-                // the first negotiation settled, so a track with another codec
-                // added later could never be negotiated. Every section offers
-                // all codecs; the sink's payload-type map picks the publisher's.
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
+            let make_track = |codec: Option<&RTCRtpCodec>| {
+                MediaStreamTrack::new(
+                    owner.to_string(),
+                    track.to_string(),
+                    track.to_string(),
+                    kind,
+                    vec![RTCRtpEncodingParameters {
+                        rtp_coding_parameters: RTCRtpCodingParameters {
+                            ssrc: Some(ssrc),
+                            ..Default::default()
+                        },
+                        codec: codec.cloned().unwrap_or_default(),
                         ..Default::default()
-                    },
-                    ..Default::default()
-                }],
-            );
-            let sender = self.peers[key].pc.add_track(stream).map_err(|e| {
-                SignalError::new(
-                    ErrorCode::Internal,
-                    format!(
-                        "add_track({} {:?}): {e}",
-                        codec.mime_type, codec.sdp_fmtp_line
-                    ),
+                    }],
                 )
-            })?;
+            };
+            // Added with no codec on the encoding: a codec there becomes the
+            // m-section's codec preferences, and the engine keeps only the
+            // codecs its first negotiation settled, so a track of another
+            // codec added later could never be negotiated. Every section
+            // offers all codecs; the sink's payload-type map picks the
+            // publisher's.
+            let sender = self.peers[key]
+                .pc
+                .add_track(make_track(None))
+                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+            // Then the encoding names the codec after all: the engine binds a
+            // sender's stream to its interceptors (TWCC sequence numbers,
+            // sender reports) only for an encoding whose codec it can match.
+            // replace_track changes no codec preferences.
+            if let Some(mut s) = self.peers[key].pc.rtp_sender(sender) {
+                s.replace_track(make_track(Some(&codec))).map_err(|e| {
+                    SignalError::new(ErrorCode::Internal, format!("replace_track: {e}"))
+                })?;
+            }
             let peer = &mut self.peers[key];
             let slot = match peer.senders.iter().position(Option::is_none) {
                 Some(i) => i,
