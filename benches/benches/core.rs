@@ -1,0 +1,175 @@
+//! Benches of prism-core's packet path: forwarding fan-out, the shared
+//! retransmission history, NACK answering and keyframe detection.
+//!
+//! Run: `cargo bench -p prism-benches --bench core`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use prism_core::{
+    is_keyframe_start, ExtensionMap, MediaKind, PacketHistory, PacketMeta, PtMap, Room, RoomConfig,
+    SinkId, SinkParams, Source, TrackId, TrackSpec, VideoCodec,
+};
+use rtc::rtp;
+
+fn packet(seq: u16) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            sequence_number: seq,
+            timestamp: seq as u32 * 3000,
+            payload_type: 96,
+            ssrc: 7,
+            ..Default::default()
+        },
+        payload: Bytes::from_static(&[0x10, 0x01, 0, 0, 0, 0, 0, 0]),
+    }
+}
+
+/// A room with one VP8 track and `n` attached subscribers.
+fn room_with(n: usize, cfg: RoomConfig) -> (Room, TrackId, Vec<prism_core::ParticipantId>) {
+    let t0 = Instant::now();
+    let mut room = Room::new("bench", cfg, t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room
+        .publish(
+            p,
+            TrackSpec {
+                kind: MediaKind::Video,
+                source: Source::Camera,
+                mid: "0".into(),
+                codec: "video/VP8".into(),
+                clock_rate: 90_000,
+            },
+        )
+        .unwrap();
+    let mut subs = Vec::new();
+    for i in 0..n {
+        let (s, _) = room.join(t0, &format!("s{i}"), "s");
+        let params = SinkParams {
+            ssrc: 1000 + i as u32,
+            payload_types: [Some(PtMap { from: 96, to: 100 }), None, None, None],
+            extensions: ExtensionMap::default(),
+        };
+        room.attach(track, s, SinkId(i as u64), Some(params))
+            .unwrap();
+        subs.push(s);
+    }
+    while room.poll_event().is_some() {}
+    // Start every subscriber with a keyframe so the bench measures steady state.
+    let meta = meta(0);
+    room.forward(t0, track, &meta, &[0x10, 0x00], |_, _, _| {});
+    (room, track, subs)
+}
+
+fn meta(seq: u16) -> PacketMeta {
+    PacketMeta {
+        ssrc: 7,
+        seq,
+        timestamp: seq as u32 * 3000,
+        payload_type: 96,
+        marker: true,
+        payload_len: 1100,
+    }
+}
+
+fn forward(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forward");
+    for n in [1usize, 10, 100, 1000] {
+        let (mut room, track, _) = room_with(n, RoomConfig::default());
+        let now = Instant::now();
+        let mut seq = 1u16;
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {
+            b.iter(|| {
+                seq = seq.wrapping_add(1);
+                let mut sent = 0u32;
+                room.forward(now, track, &meta(seq), &[0x10, 0x01], |_, _, f| {
+                    sent += matches!(f, prism_core::Forward::Send(_)) as u32;
+                    black_box(f);
+                });
+                sent
+            })
+        });
+    }
+    g.finish();
+}
+
+fn history(c: &mut Criterion) {
+    let mut g = c.benchmark_group("history");
+    let now = Instant::now();
+    let mut h = PacketHistory::new(4096, Duration::from_secs(2));
+    let mut seq = 0u16;
+    g.bench_function("insert", |b| {
+        b.iter_batched(
+            || {
+                seq = seq.wrapping_add(1);
+                packet(seq)
+            },
+            |p| h.insert(now, p),
+            BatchSize::SmallInput,
+        )
+    });
+    for s in 0..4096u16 {
+        h.insert(now, packet(s));
+    }
+    let mut i = 0u16;
+    g.bench_function("get", |b| {
+        b.iter(|| {
+            i = (i + 7) % 4096;
+            black_box(h.get(now, i).is_some())
+        })
+    });
+    g.finish();
+}
+
+fn nack(c: &mut Criterion) {
+    let cfg = RoomConfig {
+        nack_min_interval: Duration::ZERO,
+        ..Default::default()
+    };
+    let (mut room, track, subs) = room_with(1, cfg);
+    let now = Instant::now();
+    for s in 1..600u16 {
+        room.forward(now, track, &meta(s), &[0x10, 0x01], |_, _, _| {});
+        room.store(now, track, packet(s));
+    }
+    let sub = subs[0];
+    let mut q = 0u16;
+    c.bench_function("nack/lookup_and_resend_one", |b| {
+        b.iter(|| {
+            q = (q + 13) % 500 + 50;
+            let mut hits = 0;
+            room.nack(now, track, sub, [q], |_, _, sp, p| {
+                black_box((sp, p.payload.len()));
+                hits += 1;
+            });
+            hits
+        })
+    });
+}
+
+fn keyframes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("keyframe_detection");
+    let vp8_key: &[u8] = &[0x90, 0xE0, 0x85, 0x23, 0x07, 0x20, 0x00, 0x9d, 0x01, 0x2a];
+    let vp8_delta: &[u8] = &[0x90, 0x80, 0x85, 0x23, 0x01];
+    let h264_stap: &[u8] = &[
+        0x18, 0x00, 0x0a, 0x67, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x04, 0x68, 0xce, 0, 0, 0x00,
+        0x02, 0x65, 0x88,
+    ];
+    let av1: &[u8] = &[0x18, 0x0a, 0x0b];
+    for (name, codec, p) in [
+        ("vp8_key", VideoCodec::Vp8, vp8_key),
+        ("vp8_delta", VideoCodec::Vp8, vp8_delta),
+        ("h264_stap_a_idr", VideoCodec::H264, h264_stap),
+        ("av1_new_sequence", VideoCodec::Av1, av1),
+    ] {
+        g.bench_function(name, |b| b.iter(|| is_keyframe_start(codec, black_box(p))));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, forward, history, nack, keyframes);
+criterion_main!(benches);
