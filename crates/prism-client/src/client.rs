@@ -26,6 +26,7 @@ use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -108,6 +109,9 @@ pub struct ReceivedTrack {
     pub first_payload: Vec<u8>,
     /// Probe sequence numbers of the keyframes received.
     pub keyframes: Vec<u32>,
+    /// The latest packet's RTP timestamp and its probe's send time (µs since
+    /// the UNIX epoch), to check sender reports against.
+    pub last_rtp: Option<(u32, u64)>,
 }
 
 /// Everything the client saw, for tests to assert on.
@@ -134,6 +138,9 @@ pub struct ClientState {
     pub keyframes_sent: u32,
     /// REMB bitrates (bits/s) the server sent to this publisher.
     pub rembs: Vec<u64>,
+    /// Sender reports received on the subscribe leg: (SSRC, NTP time, RTP
+    /// time, packet count, when received as µs since the UNIX epoch).
+    pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
     /// The signaling socket closed.
     pub closed: bool,
 }
@@ -539,6 +546,20 @@ impl Driver {
                     }
                     // A keyframe request for one of our streams: the next
                     // frame is a keyframe, as a real encoder would do.
+                    RTCMessage::RtcpPacket(_, pkts) if !is_pub => {
+                        let mut st = state.lock().expect("state lock");
+                        for p in &pkts {
+                            if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
+                                st.sender_reports.push((
+                                    sr.ssrc,
+                                    sr.ntp_time,
+                                    sr.rtp_time,
+                                    sr.packet_count,
+                                    now_us(),
+                                ));
+                            }
+                        }
+                    }
                     RTCMessage::RtcpPacket(_, pkts) if is_pub => {
                         for p in &pkts {
                             let any = p.as_any();
@@ -785,6 +806,7 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
     match probe {
         Ok(p) => {
             t.video = p.video;
+            t.last_rtp = Some((pkt.header.timestamp, p.sent_at_us));
             if crate::payload::is_key_payload(&pkt.payload) {
                 t.keyframes.push(p.seq);
             }

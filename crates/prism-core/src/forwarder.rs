@@ -127,6 +127,10 @@ pub struct Forwarder {
     waiting_keyframe: bool,
     /// This leg's sequence numbers → the publisher's, to answer NACKs.
     sent: Option<SentMap>,
+    /// Packets and payload octets sent on this leg (for sender reports; RFC
+    /// 3550 counters wrap).
+    pub packets_sent: u32,
+    pub octets_sent: u32,
 }
 
 impl Forwarder {
@@ -142,6 +146,8 @@ impl Forwarder {
             gate_on_keyframe,
             waiting_keyframe: gate_on_keyframe,
             sent: None,
+            packets_sent: 0,
+            octets_sent: 0,
         }
     }
 
@@ -150,6 +156,17 @@ impl Forwarder {
         if self.sent.is_none() {
             self.sent = Some(SentMap::new(epoch));
         }
+    }
+
+    /// The publisher SSRC currently feeding this leg.
+    pub fn source_ssrc(&self) -> Option<u32> {
+        self.source_ssrc
+    }
+
+    /// Subscriber timestamp = publisher timestamp - offset, for the current
+    /// source (None before its first packet was sent).
+    pub fn ts_offset(&self) -> Option<u32> {
+        self.ts.offset()
     }
 
     /// Resolves a NACKed sequence number of this leg.
@@ -244,6 +261,8 @@ impl Forwarder {
                 if let Some(m) = &mut self.sent {
                     m.record(seq, p.seq, timestamp);
                 }
+                self.packets_sent = self.packets_sent.wrapping_add(1);
+                self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
                 Forward::Send(SendParams {
                     ssrc,
                     payload_type: pt,

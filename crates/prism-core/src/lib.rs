@@ -20,8 +20,8 @@ pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParam
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{
-    LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent, SinkId, Source,
-    Track, TrackId, TrackSpec,
+    LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent,
+    SenderReportValues, SinkId, Source, Track, TrackId, TrackSpec,
 };
 pub use seq::{SeqOutcome, SeqRewriter};
 pub use timestamp::TsRewriter;

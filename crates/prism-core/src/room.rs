@@ -193,6 +193,26 @@ pub struct Track {
     kf_cache: Vec<rtc::rtp::Packet>,
     /// The timestamp of the keyframe being collected into `kf_cache`.
     kf_collecting: Option<u32>,
+    /// The publisher's latest sender report: (NTP time, RTP time, SSRC, when
+    /// it arrived).
+    sender_report: Option<(u64, u32, u32, Instant)>,
+}
+
+/// The fields of a sender report for one subscriber leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SenderReportValues {
+    pub ssrc: u32,
+    /// NTP timestamp, 32.32 fixed point (the publisher's clock).
+    pub ntp_time: u64,
+    /// The subscriber leg's RTP timestamp for that instant.
+    pub rtp_time: u32,
+    pub packet_count: u32,
+    pub octet_count: u32,
+}
+
+/// `d` as 32.32 fixed-point NTP seconds.
+fn ntp_duration(d: Duration) -> u64 {
+    (d.as_secs() << 32) + ((d.subsec_nanos() as u64) << 32) / 1_000_000_000
 }
 
 impl Track {
@@ -427,6 +447,7 @@ impl Room {
                 history: PacketHistory::new(packets, age),
                 kf_cache: Vec::new(),
                 kf_collecting: None,
+                sender_report: None,
             },
         );
         self.events.push_back(RoomEvent::TrackPublished(id));
@@ -651,6 +672,63 @@ impl Room {
             }
         }
         t.history.insert(now, packet);
+    }
+
+    /// The publisher sent a sender report for `track`'s stream `ssrc`: its NTP
+    /// wall clock ↔ RTP clock mapping, which lets receivers line up audio and
+    /// video. Kept to derive each subscriber leg's reports.
+    pub fn on_sender_report(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        ssrc: u32,
+        ntp: u64,
+        rtp: u32,
+    ) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.sender_report = Some((ntp, rtp, ssrc, now));
+        }
+    }
+
+    /// Sender reports for every subscriber of `track`, derived from the
+    /// publisher's latest one: the same NTP ↔ RTP mapping, advanced to `now`
+    /// at the track's clock rate and moved into each subscriber's timestamp
+    /// space (its forwarder's offset). A subscriber that has not been sent a
+    /// packet of the reported stream yet gets none.
+    pub fn sender_reports(
+        &self,
+        now: Instant,
+        track: TrackId,
+        mut f: impl FnMut(SinkId, SenderReportValues),
+    ) {
+        let Some(t) = self.tracks.get(&track) else {
+            return;
+        };
+        let Some((ntp, rtp, ssrc, at)) = t.sender_report else {
+            return;
+        };
+        let elapsed = now.saturating_duration_since(at);
+        let ntp_now = ntp.wrapping_add(ntp_duration(elapsed));
+        let ticks = (elapsed.as_nanos() * t.spec.clock_rate as u128 / 1_000_000_000) as u32;
+        let rtp_now = rtp.wrapping_add(ticks);
+        for d in &t.downstream {
+            let (Some(params), Some(offset)) = (d.fwd.params(), d.fwd.ts_offset()) else {
+                continue;
+            };
+            if d.fwd.source_ssrc() != Some(ssrc) {
+                continue;
+            }
+            f(
+                d.sink,
+                SenderReportValues {
+                    ssrc: params.ssrc,
+                    ntp_time: ntp_now,
+                    rtp_time: rtp_now.wrapping_sub(offset),
+                    packet_count: d.fwd.packets_sent,
+                    octet_count: d.fwd.octets_sent,
+                },
+            );
+        }
     }
 
     /// Starts a subscriber that waits for a keyframe from the keyframe cache:

@@ -27,6 +27,11 @@ impl TsRewriter {
         }
     }
 
+    /// Subscriber timestamp = publisher timestamp - offset, once started.
+    pub fn offset(&self) -> Option<u32> {
+        self.started.then_some(self.offset)
+    }
+
     /// The source changed: the next timestamp is rebased.
     pub fn restart(&mut self) {
         self.started = false;

@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use rtc::interceptor::{
     Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    NackGeneratorBuilder, Packet, PacketReport, Registry, Slot, StreamInfo, TaggedPacket,
-    TwccSenderBuilder,
+    NackGeneratorBuilder, Packet, PacketReport, ReceiverReportBuilder, Registry, Slot, StreamInfo,
+    TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
     register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -139,6 +139,8 @@ pub struct EstimateBounds {
 }
 
 /// For the server: like [`interceptors`] but
+/// - without the engine's sender-report generator (Prism sends its own,
+///   derived from the publishers' reports);
 /// - without the engine's NACK responder, which keeps a copy of every packet
 ///   per sender: Prism answers subscribers' NACKs itself from one shared
 ///   history per published stream (`prism_core::PacketHistory`). The NACK
@@ -166,7 +168,11 @@ pub fn server_interceptors(
     // Receive side: record what arrives and send TWCC feedback to publishers
     // (their own estimators adapt); also registers transport-cc for the SDP.
     let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    let registry = configure_rtcp_reports(registry);
+    // Receiver reports to publishers, yes; sender reports are Prism's own:
+    // derived from the publisher's reports so receivers keep audio and video
+    // in sync (the engine would map RTP time to the moment packets reached
+    // the server instead).
+    let registry = registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
     let estimate = Estimate::default();
     let gcc = WatchedGcc {
         gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),

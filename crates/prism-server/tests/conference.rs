@@ -519,3 +519,53 @@ async fn late_subscriber_starts_from_the_keyframe_cache() {
     assert_eq!(publisher.snapshot().keyframes_sent, 1);
     srv.assert_alive();
 }
+
+/// Subscribers get sender reports derived from the publisher's: the report's
+/// NTP ↔ RTP mapping predicts the RTP timestamp of what the publisher sent at
+/// a given wall-clock time (so audio and video can be lined up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriber_sender_reports_carry_the_publishers_clock() {
+    let mut srv = TestServer::start(&[]);
+    let _publisher = client(&srv, "sr", "pub", 1).await;
+    let mut o = ClientOptions::new(&srv.ws_url(), "sr", "sub", 2);
+    o.publish_audio = false;
+    o.publish_video = false;
+    let sub = client_with(&srv, o).await;
+    sub.wait_for(
+        Duration::from_secs(20),
+        "sender reports for both tracks",
+        |s| {
+            let ssrcs: BTreeSet<u32> = s.sender_reports.iter().map(|r| r.0).collect();
+            s.received.len() == 2
+                && s.received
+                    .values()
+                    .all(|t| t.ssrcs.iter().any(|x| ssrcs.contains(x)))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    let s = sub.snapshot();
+    for t in s.received.values() {
+        let clock = if t.video { 90_000i64 } else { 48_000 };
+        let (ssrc, ntp, rtp, count, _) = *s
+            .sender_reports
+            .iter()
+            .rev()
+            .find(|r| t.ssrcs.contains(&r.0))
+            .unwrap();
+        assert_eq!(t.ssrcs, vec![ssrc]);
+        assert!(count > 0);
+        let (ts, sent_at_us) = t.last_rtp.unwrap();
+        // NTP (1900 epoch, 32.32) → µs since the UNIX epoch.
+        let ntp_us = ((ntp >> 32) as i64 - 2_208_988_800) * 1_000_000
+            + (((ntp & 0xFFFF_FFFF) * 1_000_000) >> 32) as i64;
+        let predicted = rtp as i64 + (sent_at_us as i64 - ntp_us) * clock / 1_000_000;
+        let err_ms = (predicted - ts as i64).abs() * 1000 / clock;
+        assert!(
+            err_ms <= 15,
+            "video={}: mapping off by {err_ms} ms",
+            t.video
+        );
+    }
+    srv.assert_alive();
+}

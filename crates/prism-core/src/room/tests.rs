@@ -690,3 +690,52 @@ fn new_subscriber_starts_from_the_keyframe_cache() {
     );
     assert_eq!(room.counters.cache_starts, 1);
 }
+
+/// A subscriber leg's sender report carries the publisher's NTP ↔ RTP
+/// mapping, advanced to now and moved by the leg's timestamp offset.
+#[test]
+fn sender_reports_follow_the_publishers_mapping() {
+    let t0 = Instant::now();
+    let mut room = Room::new("sr", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, spec(MediaKind::Audio)).unwrap();
+    let (s, _) = room.join(t0, "sub", "sub");
+    room.attach(track, s, SinkId(3), Some(sink_params(77)))
+        .unwrap();
+    let meta = |ssrc, seq: u16, ts| PacketMeta {
+        ssrc,
+        seq,
+        timestamp: ts,
+        payload_type: 96,
+        marker: false,
+        payload_len: 100,
+    };
+    // First source: offset 0.
+    room.forward(t0, track, &meta(5, 1, 48_000), b"a", |_, _, _| {});
+    let ntp0: u64 = 0xE000_0000_0000_0000;
+    room.on_sender_report(t0, track, 5, ntp0, 48_000);
+    let mut got = Vec::new();
+    let t1 = t0 + Duration::from_millis(500);
+    room.sender_reports(t1, track, |sink, sr| got.push((sink, sr)));
+    assert_eq!(got.len(), 1);
+    let (sink, sr) = got[0];
+    assert_eq!(sink, SinkId(3));
+    assert_eq!(sr.ssrc, 77);
+    assert_eq!(sr.rtp_time, 48_000 + 24_000, "advanced 500 ms at 48 kHz");
+    assert_eq!(sr.ntp_time, ntp0 + (1u64 << 31), "advanced 0.5 s in NTP");
+    assert_eq!((sr.packet_count, sr.octet_count), (1, 100));
+    // The publisher restarts with a new SSRC: the leg's offset changes; no
+    // report until the new stream's own sender report arrives.
+    room.forward(t1, track, &meta(6, 900, 7_000_000), b"a", |_, _, _| {});
+    got.clear();
+    room.sender_reports(t1, track, |sink, sr| got.push((sink, sr)));
+    assert!(
+        got.is_empty(),
+        "the old stream's mapping does not describe the new one"
+    );
+    room.on_sender_report(t1, track, 6, ntp0 + (1u64 << 31), 7_000_000);
+    room.sender_reports(t1, track, |sink, sr| got.push((sink, sr)));
+    // The leg continued at 48000 + 24000 (+1 tick minimum): its offset maps
+    // 7_000_000 there, and the report says so.
+    assert_eq!(got[0].1.rtp_time, 72_000);
+}

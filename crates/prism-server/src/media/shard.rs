@@ -24,6 +24,7 @@ use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
@@ -321,6 +322,7 @@ impl Shard {
             );
         }
         self.send_rembs(now);
+        self.send_sender_reports(now);
         let expired: Vec<usize> = self
             .rooms
             .iter()
@@ -554,7 +556,23 @@ impl Shard {
         let Some(peer) = self.peers.get(key) else {
             return;
         };
-        if peer.leg != Leg::Subscribe {
+        if peer.leg == Leg::Publish {
+            // The publisher's sender reports: keep each stream's NTP ↔ RTP
+            // mapping to derive the subscribers' reports.
+            let room = peer.room;
+            let reports: Vec<(TrackId, u32, u64, u32)> = packets
+                .iter()
+                .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                .filter_map(|sr| {
+                    peer.track_for_ssrc(sr.ssrc)
+                        .map(|t| (t.track, sr.ssrc, sr.ntp_time, sr.rtp_time))
+                })
+                .collect();
+            if let Some(r) = self.rooms.get_mut(room) {
+                for (track, ssrc, ntp, rtp) in reports {
+                    r.core.on_sender_report(now, track, ssrc, ntp, rtp);
+                }
+            }
             return;
         }
         let (room, pid) = (peer.room, peer.participant);
@@ -650,6 +668,42 @@ impl Shard {
             });
         self.flush_sends(now);
         self.flush_keyframe_requests(now, room);
+    }
+
+    /// Sends every subscriber leg a sender report per stream, derived from the
+    /// publisher's latest report (once a second, from housekeeping).
+    fn send_sender_reports(&mut self, now: Instant) {
+        let mut out: Vec<(SinkId, prism_core::SenderReportValues)> = Vec::new();
+        for (_, r) in &self.rooms {
+            for t in r.core.tracks() {
+                r.core
+                    .sender_reports(now, t.id, |sink, sr| out.push((sink, sr)));
+            }
+        }
+        for (sink, sr) in out {
+            let (peer_key, slot) = unpack_sink(sink);
+            let Some(peer) = self.peers.get_mut(peer_key) else {
+                continue;
+            };
+            let Some(Some(s)) = peer.senders.get(slot) else {
+                continue;
+            };
+            let report = SenderReport {
+                ssrc: sr.ssrc,
+                ntp_time: sr.ntp_time,
+                rtp_time: sr.rtp_time,
+                packet_count: sr.packet_count,
+                octet_count: sr.octet_count,
+                ..Default::default()
+            };
+            let sender_id = s.sender;
+            if let Some(mut sender) = peer.pc.rtp_sender(sender_id) {
+                if let Err(e) = sender.write_rtcp(now, vec![Box::new(report)]) {
+                    tracing::debug!("SR write: {e}");
+                }
+            }
+            self.mark(peer_key);
+        }
     }
 
     /// Tells each publisher what its subscribers can take: one REMB per publish
