@@ -47,6 +47,16 @@ impl PacketHistory {
         self.slots[idx] = Some(Stored { at: now, packet });
     }
 
+    /// What the slot for `seq` holds: its sequence number and age (diagnostics).
+    pub fn slot(&self, now: Instant, seq: u16) -> Option<(u16, Duration)> {
+        self.slots[seq as usize & self.mask].as_ref().map(|s| {
+            (
+                s.packet.header.sequence_number,
+                now.saturating_duration_since(s.at),
+            )
+        })
+    }
+
     /// The packet with this publisher sequence number, if still held.
     pub fn get(&self, now: Instant, seq: u16) -> Option<&rtp::Packet> {
         match &self.slots[seq as usize & self.mask] {

@@ -271,8 +271,10 @@ pub struct RoomCounters {
     pub nacks_in: u64,
     /// Packets retransmitted from the history.
     pub retransmits: u64,
-    /// NACKed packets no longer (or never) held.
+    /// NACKed sequence numbers this subscriber was never sent (or too long ago).
     pub nack_misses: u64,
+    /// NACKed packets the history no longer holds (age or count).
+    pub nack_expired: u64,
     /// NACKs for a packet retransmitted moments ago, ignored.
     pub nack_duplicates: u64,
 }
@@ -815,7 +817,8 @@ impl Room {
                 } => {
                     let (Some(p), Some(params)) = (t.history.get(now, src_seq), d.fwd.params())
                     else {
-                        self.counters.nack_misses += 1;
+                        tracing::trace!(track = %track, src_seq, out_seq, slot = ?t.history.slot(now, src_seq), "NACKed packet not in history");
+                        self.counters.nack_expired += 1;
                         continue;
                     };
                     let Some(pt) = params.map_pt(p.header.payload_type) else {

@@ -40,7 +40,7 @@ fn video(s: &prism_client::ClientState) -> ReceivedTrack {
 /// subscriber on a clean path is unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriber_side_loss_is_repaired_by_nack() {
-    let mut srv = TestServer::start(&[]);
+    let mut srv = TestServer::start_with_log(&[], Some("info,prism_server=debug,rtc=warn"));
     let media: std::net::SocketAddr = srv.media[0].parse().unwrap();
     let relay = LossyRelay::start(media, 0.05, 0.0, 42).await;
     let url = srv.ws_url();
@@ -82,6 +82,14 @@ async fn subscriber_side_loss_is_repaired_by_nack() {
         delivered(&cv)
     );
     assert_eq!(lv.corrupt + cv.corrupt, 0);
+    // Retransmissions went as RTX (the subscriber negotiated it).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let rtx = srv.counter("retransmits_rtx").unwrap_or(0);
+    let total = srv.counter("retransmits").unwrap_or(0);
+    assert!(
+        rtx > 10 && rtx == total,
+        "RTX retransmissions: {rtx} of {total}"
+    );
     let _ = publisher;
     srv.assert_alive();
 }

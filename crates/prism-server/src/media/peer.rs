@@ -44,6 +44,18 @@ pub struct SenderSlot {
     pub mid_ext_id: Option<u8>,
     /// What the subscriber negotiated for this sender (after its answer).
     pub params: Option<prism_core::SinkParams>,
+    /// RTX, when the subscriber negotiated it: retransmissions go there.
+    pub rtx: Option<RtxInfo>,
+    /// Sequence numbers of the RTX stream.
+    pub rtx_seq: u16,
+}
+
+/// A sender's negotiated RTX stream (RFC 4588).
+#[derive(Debug, Clone)]
+pub struct RtxInfo {
+    pub ssrc: u32,
+    /// (media payload type, RTX payload type) pairs, from the `apt=` fmtp.
+    pub payload_types: Vec<(u8, u8)>,
 }
 
 pub struct Peer {

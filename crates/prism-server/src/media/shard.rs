@@ -96,6 +96,8 @@ pub struct Shard {
     /// (deadline, room) for every room's next `Room::poll_timeout`.
     room_timers: BTreeSet<(Instant, usize)>,
     dirty: Vec<usize>,
+    /// Retransmissions sent as RTX (the rest went on the media SSRC).
+    retransmits_rtx: u64,
     // Scratch buffers reused every turn (no allocation once warm).
     reads: Vec<TaggedRTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -146,6 +148,7 @@ impl Shard {
             timers: BTreeSet::new(),
             room_timers: BTreeSet::new(),
             dirty: Vec::new(),
+            retransmits_rtx: 0,
             reads: Vec::new(),
             events: Vec::new(),
             sends: Vec::new(),
@@ -309,7 +312,10 @@ impl Shard {
                 keyframe_requests_out = c.keyframe_requests_out,
                 nacks_in = c.nacks_in,
                 retransmits = c.retransmits,
+                retransmits_rtx = self.retransmits_rtx,
                 nack_misses = c.nack_misses,
+                nack_expired = c.nack_expired,
+                nack_duplicates = c.nack_duplicates,
                 drops = ?prism_core::DropReason::ALL.iter().map(|d| (d.as_str(), c.drops[d.index()])).filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
                 "room counters"
             );
@@ -552,6 +558,61 @@ impl Shard {
         self.sends = sends;
     }
 
+    /// Sends queued retransmissions: as RTX (RFC 4588: the original sequence
+    /// number, then the payload, on the RTX SSRC and payload type) where the
+    /// subscriber negotiated RTX, else as the original packet again.
+    fn flush_retransmissions(&mut self, now: Instant) {
+        let mut sends = std::mem::take(&mut self.sends);
+        for (sink, mut pkt) in sends.drain(..) {
+            let (peer_key, slot) = unpack_sink(sink);
+            let Some(sub) = self.peers.get_mut(peer_key) else {
+                continue;
+            };
+            let Some(Some(s)) = sub.senders.get_mut(slot) else {
+                continue;
+            };
+            if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
+                let _ = pkt.header.set_extension(id, mid.clone());
+            }
+            let rtx_pt = s.rtx.as_ref().and_then(|r| {
+                r.payload_types
+                    .iter()
+                    .find(|(apt, _)| *apt == pkt.header.payload_type)
+                    .map(|(_, pt)| (r.ssrc, *pt))
+            });
+            let result = match rtx_pt {
+                Some((rtx_ssrc, pt)) => {
+                    s.rtx_seq = s.rtx_seq.wrapping_add(1);
+                    let osn = pkt.header.sequence_number;
+                    let mut payload = Vec::with_capacity(pkt.payload.len() + 2);
+                    payload.extend_from_slice(&osn.to_be_bytes());
+                    payload.extend_from_slice(&pkt.payload);
+                    pkt.header.ssrc = rtx_ssrc;
+                    pkt.header.payload_type = pt;
+                    pkt.header.sequence_number = s.rtx_seq;
+                    pkt.payload = bytes::Bytes::from(payload);
+                    self.retransmits_rtx += 1;
+                    // write_rtp takes only the sender's primary SSRC; the
+                    // connection's own write path routes by SSRC and knows
+                    // the RTX stream from negotiation.
+                    sub.pc.handle_write(TaggedRTCMessage {
+                        now,
+                        message: RTCMessage::RtpPacket(String::new(), pkt),
+                    })
+                }
+                None => match sub.pc.rtp_sender(s.sender) {
+                    Some(mut sender) => sender.write_rtp(now, pkt),
+                    None => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                tracing::trace!("retransmission: {e}");
+            }
+            self.mark(peer_key);
+        }
+        self.sends = sends;
+    }
+
     fn on_rtcp(&mut self, now: Instant, key: usize, packets: &[Box<dyn rtc::rtcp::Packet>]) {
         let Some(peer) = self.peers.get(key) else {
             return;
@@ -613,7 +674,7 @@ impl Shard {
                 .nack(now, track, pid, seqs, |sink, params, sp, original| {
                     sends.push((sink, rewrite(original, sp, &params.extensions)));
                 });
-            self.flush_sends(now);
+            self.flush_retransmissions(now);
         }
     }
 

@@ -17,6 +17,12 @@ pub struct TestServer {
 impl TestServer {
     /// Starts prism with test-friendly timeouts plus `extra` flags.
     pub fn start(extra: &[&str]) -> TestServer {
+        Self::start_with_log(extra, None)
+    }
+
+    /// Like [`TestServer::start`] with a given `RUST_LOG` filter (e.g. to read
+    /// the shard's debug counter lines).
+    pub fn start_with_log(extra: &[&str], filter: Option<&str>) -> TestServer {
         let dir = std::env::temp_dir().join("prism-tests");
         std::fs::create_dir_all(&dir).unwrap();
         let log_path = dir.join(format!(
@@ -40,8 +46,11 @@ impl TestServer {
             .env(
                 "RUST_LOG",
                 // PRISM_TEST_LOG overrides the server's filter when debugging a test.
-                std::env::var("PRISM_TEST_LOG").unwrap_or_else(|_| {
-                    "info,rtc=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn".into()
+                filter.map(str::to_owned).unwrap_or_else(|| {
+                    std::env::var("PRISM_TEST_LOG").unwrap_or_else(|_| {
+                        "info,rtc=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn"
+                            .into()
+                    })
                 }),
             )
             .stdout(Stdio::piped())
@@ -96,6 +105,21 @@ impl TestServer {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// The value of `name=` in the last shard "room counters" debug line
+    /// (needs a debug filter for `prism_server`).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        let log = self.log();
+        let line = log.lines().rev().find(|l| l.contains("room counters"))?;
+        let plain: String = strip_ansi(line);
+        let at = plain.find(&format!("{name}="))? + name.len() + 1;
+        plain[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect::<String>()
+            .parse()
+            .ok()
+    }
 }
 
 impl Drop for TestServer {
@@ -115,4 +139,21 @@ fn rand_suffix() -> u64 {
             .as_nanos() as u64,
     );
     h.finish()
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

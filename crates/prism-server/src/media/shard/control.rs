@@ -27,13 +27,15 @@ use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 
 use super::super::peer::{PubTrack, SenderSlot};
 use super::super::{sdp, Outbound, SessionTx, ShardCommand};
 use super::{pack_sink, Member, RoomState, Shard};
+use crate::media::peer::RtxInfo;
 
 /// Largest number of m-sections accepted in one publish offer.
 const MAX_PUBLISH_SECTIONS: usize = 16;
@@ -538,6 +540,11 @@ impl Shard {
                 RtpCodecKind::Video
             };
             let ssrc = rand::random::<u32>();
+            // Video gets an RTX stream for retransmissions (used if the
+            // subscriber negotiates RTX; the engine drops it otherwise).
+            let rtx = (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
+                ssrc: rand::random::<u32>(),
+            });
             let make_track = |codec: Option<&RTCRtpCodec>| {
                 MediaStreamTrack::new(
                     owner.to_string(),
@@ -547,6 +554,7 @@ impl Shard {
                     vec![RTCRtpEncodingParameters {
                         rtp_coding_parameters: RTCRtpCodingParameters {
                             ssrc: Some(ssrc),
+                            rtx: rtx.clone(),
                             ..Default::default()
                         },
                         codec: codec.cloned().unwrap_or_default(),
@@ -589,6 +597,8 @@ impl Shard {
                 mid: None,
                 mid_ext_id: None,
                 params: None,
+                rtx: None,
+                rtx_seq: rand::random(),
             });
             self.rooms[rk]
                 .core
@@ -709,7 +719,32 @@ impl Shard {
             let Some(mut sender) = peer.pc.rtp_sender(sender_id) else {
                 continue;
             };
-            let params = sender.get_parameters().rtp_parameters.clone();
+            let send_params = sender.get_parameters().clone();
+            let params = send_params.rtp_parameters.clone();
+            // RTX negotiated: the RTX SSRC survived negotiation, and each
+            // media payload type has an `apt=` RTX codec.
+            let rtx = send_params
+                .encodings
+                .first()
+                .and_then(|e| e.rtp_coding_parameters.rtx.as_ref())
+                .map(|r| RtxInfo {
+                    ssrc: r.ssrc,
+                    payload_types: params
+                        .codecs
+                        .iter()
+                        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+                        .filter_map(|c| {
+                            let apt = c
+                                .rtp_codec
+                                .sdp_fmtp_line
+                                .strip_prefix("apt=")?
+                                .parse()
+                                .ok()?;
+                            Some((apt, c.payload_type))
+                        })
+                        .collect(),
+                })
+                .filter(|r| !r.payload_types.is_empty());
             let mut payload_types = [None; 4];
             let mut n = 0;
             for pc in &pub_codecs {
@@ -757,6 +792,7 @@ impl Shard {
             if let Some(s) = peer.senders[slot].as_mut() {
                 s.mid_ext_id = sink.extensions.mid_id;
                 s.params = Some(sink.clone());
+                s.rtx = rtx;
             }
             // Until DTLS is up nothing can be delivered: the forwarder stays
             // paused (and so still waits for its keyframe) until the leg
