@@ -83,6 +83,9 @@ pub struct Peer {
     pub estimate: prism_rtc::Estimate,
     /// Publish leg: the last REMB sent to the publisher, bits per second.
     pub last_remb: Option<u64>,
+    /// Subscribe leg: the last REMB the subscriber sent (clients without
+    /// transport-cc estimate on their side and report it this way).
+    pub remb_in: Option<u64>,
 }
 
 /// Engine settings shared by every peer of a shard.
@@ -169,9 +172,19 @@ impl Peer {
                 renegotiate: false,
                 estimate,
                 last_remb: None,
+                remb_in: None,
             },
             candidates,
         ))
+    }
+
+    /// This subscribe leg's available bandwidth, bits per second: the
+    /// send-side (TWCC) estimate, else the subscriber's own REMB, else 0.
+    pub fn available_bitrate(&self) -> u64 {
+        match self.estimate.bits_per_second() {
+            0 => self.remb_in.unwrap_or(0),
+            bps => bps,
+        }
     }
 
     /// The published track a packet with this SSRC belongs to.

@@ -323,7 +323,7 @@ impl Shard {
         for (_, p) in self.peers.iter().filter(|(_, p)| p.leg == Leg::Subscribe) {
             tracing::debug!(
                 participant = %p.participant,
-                estimate_bps = p.estimate.bits_per_second(),
+                estimate_bps = p.available_bitrate(),
                 "subscribe leg estimate"
             );
         }
@@ -640,6 +640,7 @@ impl Shard {
         // Inspect every packet: the engine labels the batch by its first one only.
         let mut wanted: Vec<TrackId> = Vec::new();
         let mut nacks: Vec<(TrackId, Vec<u16>)> = Vec::new();
+        let mut remb_in = None;
         for p in packets {
             let any = p.as_any();
             let track_of = |ssrc: u32| {
@@ -653,12 +654,17 @@ impl Shard {
                 wanted.extend(track_of(pli.media_ssrc));
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
                 wanted.extend(fir.fir.iter().filter_map(|e| track_of(e.ssrc)));
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                remb_in = Some(remb.bitrate as u64);
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
                 if let Some(t) = track_of(nack.media_ssrc) {
                     let seqs = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
                     nacks.push((t, seqs));
                 }
             }
+        }
+        if let (Some(bps), Some(p)) = (remb_in, self.peers.get_mut(key)) {
+            p.remb_in = Some(bps);
         }
         wanted.sort_unstable();
         wanted.dedup();
@@ -799,7 +805,7 @@ impl Shard {
                     .subscribers()
                     .filter_map(|sub| r.members.get(&sub).and_then(|m| m.subscribe))
                     .filter_map(|k| self.peers.get(k))
-                    .map(|sp| sp.estimate.bits_per_second())
+                    .map(|sp| sp.available_bitrate())
                     .filter(|bps| *bps > 0)
                     .min();
                 total += weakest.unwrap_or(cap).clamp(MIN_PUBLISH_BITRATE, cap);
