@@ -114,6 +114,30 @@ pub struct ReceivedTrack {
     pub last_rtp: Option<(u32, u64)>,
 }
 
+impl ReceivedTrack {
+    /// Fraction of the sender's packets that arrived, over the span this
+    /// receiver saw. Video counts from the second keyframe: a subscriber
+    /// starts with the server's cached keyframe and then, by design, gets no
+    /// deltas until the fresh keyframe it asked for.
+    pub fn delivered_ratio(&self) -> f64 {
+        let from = if self.video {
+            self.keyframes.get(1).copied().unwrap_or(0)
+        } else {
+            0
+        };
+        let seqs: std::collections::BTreeSet<u32> = self
+            .probes
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| *s >= from)
+            .collect();
+        match (seqs.first(), seqs.last()) {
+            (Some(first), Some(last)) => seqs.len() as f64 / (last - first + 1) as f64,
+            _ => 0.0,
+        }
+    }
+}
+
 /// Everything the client saw, for tests to assert on.
 #[derive(Debug, Clone, Default)]
 pub struct ClientState {

@@ -21,28 +21,6 @@ async fn client_with(srv: &TestServer, o: ClientOptions) -> MediaClient {
         .unwrap_or_else(|e| panic!("{name} failed to start: {e:#}\nserver log:\n{}", srv.log()))
 }
 
-/// Fraction of a sender's probes that arrived, over the span this receiver
-/// saw. Video counts from the second keyframe: a subscriber starts with the
-/// server's cached keyframe and then, by design, gets no deltas until the
-/// fresh keyframe it asked for.
-fn delivered(t: &ReceivedTrack) -> f64 {
-    let from = if t.video {
-        t.keyframes.get(1).copied().unwrap_or(0)
-    } else {
-        0
-    };
-    let seqs: BTreeSet<u32> = t
-        .probes
-        .iter()
-        .map(|(_, s)| *s)
-        .filter(|s| *s >= from)
-        .collect();
-    let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
-        return 0.0;
-    };
-    seqs.len() as f64 / (last - first + 1) as f64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_clients_exchange_audio_and_video_through_one_port() {
     let mut srv = TestServer::start(&[]);
@@ -83,7 +61,7 @@ async fn three_clients_exchange_audio_and_video_through_one_port() {
             let sender = *senders.first().unwrap();
             assert_ne!(sender, me, "nobody receives their own media");
             from.insert((sender, t.video));
-            let d = delivered(t);
+            let d = t.delivered_ratio();
             assert!(
                 d >= 0.99,
                 "client {me} track {}: delivered {d:.4}",

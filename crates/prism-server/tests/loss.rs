@@ -5,27 +5,11 @@ mod common;
 #[path = "common/relay.rs"]
 mod relay;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::TestServer;
 use prism_client::{ClientOptions, MediaClient, ReceivedTrack};
 use relay::LossyRelay;
-
-/// Video counts from the second keyframe (see conference.rs).
-fn delivered(t: &ReceivedTrack) -> f64 {
-    let from = t.keyframes.get(1).copied().unwrap_or(0);
-    let seqs: BTreeSet<u32> = t
-        .probes
-        .iter()
-        .map(|(_, s)| *s)
-        .filter(|s| *s >= from)
-        .collect();
-    let (Some(first), Some(last)) = (seqs.first(), seqs.last()) else {
-        return 0.0;
-    };
-    seqs.len() as f64 / (last - first + 1) as f64
-}
 
 fn video(s: &prism_client::ClientState) -> ReceivedTrack {
     s.received
@@ -72,14 +56,14 @@ async fn subscriber_side_loss_is_repaired_by_nack() {
         .load(std::sync::atomic::Ordering::Relaxed);
     assert!(dropped > 30, "the relay dropped packets: {dropped}");
     assert!(
-        delivered(&lv) >= 0.99,
+        lv.delivered_ratio() >= 0.99,
         "lossy subscriber's video after NACK: {:.4}",
-        delivered(&lv)
+        lv.delivered_ratio()
     );
     assert!(
-        delivered(&cv) >= 0.99,
+        cv.delivered_ratio() >= 0.99,
         "clean subscriber unaffected: {:.4}",
-        delivered(&cv)
+        cv.delivered_ratio()
     );
     assert_eq!(lv.corrupt + cv.corrupt, 0);
     // Retransmissions went as RTX (the subscriber negotiated it).
@@ -126,9 +110,9 @@ async fn publisher_side_loss_is_repaired_upstream() {
     for c in &subs {
         let v = video(&c.snapshot());
         assert!(
-            delivered(&v) >= 0.99,
+            v.delivered_ratio() >= 0.99,
             "video after upstream NACK: {:.4}",
-            delivered(&v)
+            v.delivered_ratio()
         );
         assert_eq!(v.corrupt, 0);
     }

@@ -429,53 +429,15 @@ mod lossy {
         while let Some(Reverse((t, _, ev))) = sim.queue.pop() {
             let now = sim.t0 + t;
             match ev {
-                Ev::Publish(i) => {
-                    // Loss between publisher and server: the server NACKs
-                    // upstream (the engine does) and gets it one RTT later.
-                    let arrival = if sim.rng.chance(pub_loss) {
-                        t + ONE_WAY * 2 + ONE_WAY
-                    } else {
-                        t
-                    };
-                    let payload: &[u8] = if i % 100 == 0 {
-                        &[0x10, 0x00]
-                    } else {
-                        &[0x10, 0x01]
-                    };
-                    let meta = PacketMeta {
-                        ssrc: 1,
-                        seq: i as u16,
-                        timestamp: i * 900,
-                        payload_type: 96,
-                        marker: true,
-                        payload_len: 1000,
-                    };
-                    if arrival != t {
-                        // Re-queue as a late arrival at the server.
-                        sim.at(arrival, Ev::Arrive(u16::MAX, i));
-                        continue;
-                    }
-                    forward_one(
-                        &mut room, &mut sim, &mut sent, track, now, t, &meta, payload, i, sub_loss,
-                    );
+                Ev::Publish(i) if sim.rng.chance(pub_loss) => {
+                    // Lost between publisher and server: the server NACKs
+                    // upstream (the engine does) and gets it one RTT later,
+                    // as a late arrival.
+                    sim.at(t + ONE_WAY * 3, Ev::Arrive(u16::MAX, i));
                 }
-                Ev::Arrive(u16::MAX, i) => {
-                    let payload: &[u8] = if i % 100 == 0 {
-                        &[0x10, 0x00]
-                    } else {
-                        &[0x10, 0x01]
-                    };
-                    let meta = PacketMeta {
-                        ssrc: 1,
-                        seq: i as u16,
-                        timestamp: i * 900,
-                        payload_type: 96,
-                        marker: true,
-                        payload_len: 1000,
-                    };
-                    forward_one(
-                        &mut room, &mut sim, &mut sent, track, now, t, &meta, payload, i, sub_loss,
-                    );
+                // Published now, or arriving late after an upstream NACK.
+                Ev::Publish(i) | Ev::Arrive(u16::MAX, i) => {
+                    forward_one(&mut room, &mut sim, &mut sent, track, now, t, i, sub_loss);
                 }
                 Ev::Arrive(out, i) => {
                     let s = (i >> 24) as usize;
@@ -545,6 +507,8 @@ mod lossy {
         (ratios, room.counters.clone())
     }
 
+    /// Packet `i` reaches the server: forward it to every subscriber over
+    /// its lossy link, and keep it in the history.
     #[allow(clippy::too_many_arguments)]
     fn forward_one(
         room: &mut Room,
@@ -553,11 +517,23 @@ mod lossy {
         track: TrackId,
         now: Instant,
         t: Duration,
-        meta: &PacketMeta,
-        payload: &[u8],
         i: u32,
         sub_loss: f64,
     ) {
+        // A keyframe every 100 packets (VP8 descriptors).
+        let payload: &[u8] = if i.is_multiple_of(100) {
+            &[0x10, 0x00]
+        } else {
+            &[0x10, 0x01]
+        };
+        let meta = &PacketMeta {
+            ssrc: 1,
+            seq: i as u16,
+            timestamp: i * 900,
+            payload_type: 96,
+            marker: true,
+            payload_len: 1000,
+        };
         let mut out = Vec::new();
         room.forward(now, track, meta, payload, |sink, _, f| {
             if let Forward::Send(sp) = f {

@@ -527,41 +527,17 @@ impl Shard {
         );
         // The packet itself moves into the track's shared retransmission history.
         room.core.store(now, track, packet);
-        self.flush_sends(now);
+        self.flush_sends(now, false);
         // New subscribers waiting for a keyframe may have asked for one.
         self.flush_keyframe_requests(now, room_key);
     }
 
-    /// Writes every queued (sink, packet) to its subscriber's sender.
-    fn flush_sends(&mut self, now: Instant) {
-        let mut sends = std::mem::take(&mut self.sends);
-        for (sink, mut pkt) in sends.drain(..) {
-            let (peer_key, slot) = unpack_sink(sink);
-            let Some(sub) = self.peers.get_mut(peer_key) else {
-                continue;
-            };
-            let Some(Some(s)) = sub.senders.get(slot) else {
-                continue;
-            };
-            // Chrome demultiplexes by MID: every packet carries this leg's own.
-            if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
-                let _ = pkt.header.set_extension(id, mid.clone());
-            }
-            let sender_id = s.sender;
-            if let Some(mut sender) = sub.pc.rtp_sender(sender_id) {
-                if let Err(e) = sender.write_rtp(now, pkt) {
-                    tracing::trace!("write_rtp: {e}");
-                }
-            }
-            self.mark(peer_key);
-        }
-        self.sends = sends;
-    }
-
-    /// Sends queued retransmissions: as RTX (RFC 4588: the original sequence
-    /// number, then the payload, on the RTX SSRC and payload type) where the
-    /// subscriber negotiated RTX, else as the original packet again.
-    fn flush_retransmissions(&mut self, now: Instant) {
+    /// Writes every queued (sink, packet) to its subscriber's sender, with the
+    /// leg's MID stamped (Chrome demultiplexes by it). A retransmission goes
+    /// as RTX (RFC 4588: the original sequence number, then the payload, on
+    /// the RTX SSRC and payload type) where the subscriber negotiated RTX,
+    /// else as the original packet again.
+    fn flush_sends(&mut self, now: Instant, retransmission: bool) {
         let mut sends = std::mem::take(&mut self.sends);
         for (sink, mut pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
@@ -574,7 +550,7 @@ impl Shard {
             if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
                 let _ = pkt.header.set_extension(id, mid.clone());
             }
-            let rtx_pt = s.rtx.as_ref().and_then(|r| {
+            let rtx_pt = s.rtx.as_ref().filter(|_| retransmission).and_then(|r| {
                 r.payload_types
                     .iter()
                     .find(|(apt, _)| *apt == pkt.header.payload_type)
@@ -680,7 +656,7 @@ impl Shard {
                 .nack(now, track, pid, seqs, |sink, params, sp, original| {
                     sends.push((sink, rewrite(original, sp, &params.extensions)));
                 });
-            self.flush_retransmissions(now);
+            self.flush_sends(now, true);
         }
     }
 
@@ -733,7 +709,7 @@ impl Shard {
             .start_from_cache(now, track, pid, |sink, params, sp, original| {
                 sends.push((sink, rewrite(original, sp, &params.extensions)));
             });
-        self.flush_sends(now);
+        self.flush_sends(now, false);
         self.flush_keyframe_requests(now, room);
     }
 
