@@ -79,7 +79,8 @@ async fn subscriber_side_loss_is_repaired_by_nack() {
 }
 
 /// 5% loss between the publisher and the server: the server NACKs upstream,
-/// the publisher retransmits, and both subscribers get complete video.
+/// the publisher retransmits, both subscribers get complete video, and the
+/// server's REMB reaches the publisher through the lossy path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_side_loss_is_repaired_upstream() {
     let mut srv = TestServer::start(&[]);
@@ -116,6 +117,11 @@ async fn publisher_side_loss_is_repaired_upstream() {
         );
         assert_eq!(v.corrupt, 0);
     }
+    // Through the same lossy path, the server's REMB reaches the publisher.
+    publisher
+        .wait_for(Duration::from_secs(5), "a REMB", |s| !s.rembs.is_empty())
+        .await
+        .unwrap();
     let _ = publisher;
     srv.assert_alive();
 }
