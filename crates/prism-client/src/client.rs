@@ -31,7 +31,7 @@ use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
-use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
@@ -162,6 +162,13 @@ pub struct ClientState {
     pub keyframes_sent: u32,
     /// REMB bitrates (bits/s) the server sent to this publisher.
     pub rembs: Vec<u64>,
+    /// WHIP/WHEP: when the offer was POSTed, and the session URL.
+    pub posted_at: Option<Instant>,
+    pub session_url: Option<String>,
+    /// WHIP/WHEP: the status of the DELETE sent by `Leave`.
+    pub delete_status: Option<u16>,
+    /// When the first media packet arrived on the subscribe leg.
+    pub first_packet_at: Option<Instant>,
     /// Sender reports received on the subscribe leg: (SSRC, NTP time, RTP
     /// time, packet count, when received as µs since the UNIX epoch).
     pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
@@ -232,7 +239,29 @@ impl MediaClient {
             ..Default::default()
         }));
         let (cmd, rx) = mpsc::channel(64);
-        let driver = Driver::new(opts, sig, state.clone(), rx).await?;
+        let driver = Driver::new(opts, Mode::Socket, Some(sig), state.clone(), rx).await?;
+        let task = tokio::spawn(driver.run());
+        Ok(MediaClient { state, cmd, task })
+    }
+
+    /// A WHIP publisher: `opts.url` is the server's base URL
+    /// (`http://127.0.0.1:8080`); publishes into `opts.room`.
+    pub async fn start_whip(opts: ClientOptions) -> anyhow::Result<MediaClient> {
+        Self::start_http(opts, Mode::Whip).await
+    }
+
+    /// A WHEP viewer of `opts.room` (or of one participant's tracks).
+    pub async fn start_whep(
+        opts: ClientOptions,
+        participant: Option<String>,
+    ) -> anyhow::Result<MediaClient> {
+        Self::start_http(opts, Mode::Whep { participant }).await
+    }
+
+    async fn start_http(opts: ClientOptions, mode: Mode) -> anyhow::Result<MediaClient> {
+        let state = Arc::new(Mutex::new(ClientState::default()));
+        let (cmd, rx) = mpsc::channel(64);
+        let driver = Driver::new(opts, mode, None, state.clone(), rx).await?;
         let task = tokio::spawn(driver.run());
         Ok(MediaClient { state, cmd, task })
     }
@@ -294,6 +323,10 @@ impl LegConn {
         let local = socket.local_addr()?;
         let se = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+            // The engine paces connectivity checks 200 ms apart by default, so
+            // nomination (and DTLS after it) waits a tick; browsers check far
+            // faster. 20 ms keeps setup times comparable to theirs.
+            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
             .build();
         let mut me = MediaEngine::default();
         me.register_default_codecs()?;
@@ -358,9 +391,26 @@ struct OutTrack {
     last_key_at: Option<Instant>,
 }
 
+/// How the client negotiates.
+#[derive(Debug, Clone)]
+enum Mode {
+    /// WebSocket signaling (`/ws`): both legs.
+    Socket,
+    /// WHIP: POST the publish leg's offer to `{base}/whip/{room}`.
+    Whip,
+    /// WHEP: POST a recvonly offer to `{base}/whep/{room}` (optionally
+    /// `?participant=` one publisher).
+    Whep { participant: Option<String> },
+}
+
 struct Driver {
     opts: ClientOptions,
-    sig: Signaling,
+    mode: Mode,
+    /// The WebSocket (Socket mode only).
+    sig: Option<Signaling>,
+    /// The WHIP/WHEP session URL (from `Location`), for DELETE.
+    session_url: Option<String>,
+    http: reqwest::Client,
     state: Arc<Mutex<ClientState>>,
     cmds: mpsc::Receiver<ClientCommand>,
     publish: Option<LegConn>,
@@ -372,13 +422,18 @@ struct Driver {
 impl Driver {
     async fn new(
         opts: ClientOptions,
-        sig: Signaling,
+        mode: Mode,
+        sig: Option<Signaling>,
         state: Arc<Mutex<ClientState>>,
         cmds: mpsc::Receiver<ClientCommand>,
     ) -> anyhow::Result<Driver> {
+        let viewing = matches!(mode, Mode::Whep { .. });
         let mut d = Driver {
             opts,
+            mode,
             sig,
+            session_url: None,
+            http: reqwest::Client::new(),
             state,
             cmds,
             publish: None,
@@ -386,7 +441,9 @@ impl Driver {
             out: Vec::new(),
             frozen: false,
         };
-        if d.opts.publish_audio || d.opts.publish_video {
+        if viewing {
+            d.start_viewing().await?;
+        } else if d.opts.publish_audio || d.opts.publish_video {
             d.start_publishing().await?;
         }
         Ok(d)
@@ -477,14 +534,130 @@ impl Driver {
                 },
             })
             .collect();
-        self.sig
-            .send(ClientMessage::Offer(Offer {
-                leg: Leg::Publish,
-                sdp,
-                tracks,
-            }))
-            .await?;
         self.publish = Some(leg);
+        match self.mode {
+            Mode::Socket => {
+                self.signaling()?
+                    .send(ClientMessage::Offer(Offer {
+                        leg: Leg::Publish,
+                        sdp,
+                        tracks,
+                    }))
+                    .await?;
+            }
+            _ => {
+                let answer = self.post_offer("whip", sdp).await?;
+                self.apply_publish_answer(answer, Vec::new())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// WHEP: one recvonly audio and one recvonly video section, offered by
+    /// POST; the answer carries the server's tracks.
+    async fn start_viewing(&mut self) -> anyhow::Result<()> {
+        let mut leg = LegConn::new().await?;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            leg.pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )?;
+        }
+        let offer = leg.pc.create_offer(None)?;
+        leg.pc.set_local_description(Instant::now(), offer)?;
+        let sdp = leg
+            .pc
+            .local_description()
+            .ok_or_else(|| anyhow!("no local offer"))?
+            .sdp;
+        self.subscribe = Some(leg);
+        let mut answer = self.post_offer("whep", sdp).await?;
+        self.note_candidates(&answer);
+        if let Some(via) = self.opts.media_via {
+            answer = redirect_candidates(&answer, via);
+        }
+        let leg = self.subscribe.as_mut().expect("set just above");
+        leg.pc
+            .set_remote_description(Instant::now(), RTCSessionDescription::answer(answer)?)
+            .context("WHEP answer")?;
+        Ok(())
+    }
+
+    /// POSTs an offer to `{url}/{whip|whep}/{room}`; returns the answer and
+    /// keeps the session URL.
+    async fn post_offer(&mut self, endpoint: &str, sdp: String) -> anyhow::Result<String> {
+        let mut url = format!("{}/{endpoint}/{}", self.opts.url, self.opts.room);
+        if let Mode::Whep {
+            participant: Some(p),
+        } = &self.mode
+        {
+            url.push_str(&format!("?participant={p}"));
+        }
+        self.state.lock().expect("state lock").posted_at = Some(Instant::now());
+        let resp = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/sdp")
+            .header("Authorization", "Bearer dev")
+            .body(sdp)
+            .send()
+            .await
+            .with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = resp.text().await?;
+        if status.as_u16() != 201 {
+            bail!("POST {url}: {status}: {body}");
+        }
+        let location = location.ok_or_else(|| anyhow!("201 without Location"))?;
+        self.session_url = Some(format!("{}{location}", self.opts.url));
+        self.state.lock().expect("state lock").session_url = self.session_url.clone();
+        Ok(body)
+    }
+
+    fn signaling(&mut self) -> anyhow::Result<&mut Signaling> {
+        self.sig
+            .as_mut()
+            .ok_or_else(|| anyhow!("no signaling socket in WHIP/WHEP mode"))
+    }
+
+    /// The publish leg's answer: apply it and learn each sender's payload type.
+    fn apply_publish_answer(
+        &mut self,
+        mut sdp: String,
+        tracks: Vec<MidTrack>,
+    ) -> anyhow::Result<()> {
+        self.note_candidates(&sdp);
+        if let Some(via) = self.opts.media_via {
+            sdp = redirect_candidates(&sdp, via);
+        }
+        let Some(leg) = self.publish.as_mut() else {
+            return Ok(());
+        };
+        leg.pc
+            .set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp)?)
+            .context("publish answer")?;
+        for o in &mut self.out {
+            if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
+                let (mime, fmtp) = if o.video {
+                    (
+                        self.opts.video_codec.0.as_str(),
+                        self.opts.video_codec.1.as_str(),
+                    )
+                } else {
+                    (MIME_TYPE_OPUS, "")
+                };
+                o.pt = pick_payload_type(&s.get_parameters().rtp_parameters.codecs, mime, fmtp);
+            }
+        }
+        self.state.lock().expect("state lock").published = tracks;
         Ok(())
     }
 
@@ -515,7 +688,7 @@ impl Driver {
                     None => break Ok(()),
                     Some(c) => if let Err(e) = self.on_command(c).await { break Err(e) },
                 },
-                m = self.sig.recv() => match m {
+                m = recv_sig(self.sig.as_mut()) => match m {
                     Ok(Some(env)) => if let Err(e) = self.on_server(env.msg).await { break Err(e) },
                     Ok(None) | Err(_) => {
                         self.state.lock().expect("state lock").closed = true;
@@ -566,7 +739,9 @@ impl Driver {
             while let Some(m) = l.pc.poll_read() {
                 match m.message {
                     RTCMessage::RtpPacket(track_id, pkt) => {
-                        record(&mut state.lock().expect("state lock"), track_id, &pkt);
+                        let mut st = state.lock().expect("state lock");
+                        st.first_packet_at.get_or_insert_with(Instant::now);
+                        record(&mut st, track_id, &pkt);
                     }
                     // A keyframe request for one of our streams: the next
                     // frame is a keyframe, as a real encoder would do.
@@ -696,18 +871,25 @@ impl Driver {
 
     async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
         match c {
-            ClientCommand::Leave => {
-                self.sig
-                    .send(ClientMessage::Leave(Default::default()))
-                    .await?;
-            }
+            ClientCommand::Leave => match &self.session_url {
+                // WHIP/WHEP: DELETE the session.
+                Some(url) => {
+                    let status = self.http.delete(url).send().await?.status().as_u16();
+                    self.state.lock().expect("state lock").delete_status = Some(status);
+                }
+                None => {
+                    self.signaling()?
+                        .send(ClientMessage::Leave(Default::default()))
+                        .await?
+                }
+            },
             ClientCommand::Mute(t) => {
-                self.sig
+                self.signaling()?
                     .send(ClientMessage::Mute(TrackRef { track_id: t }))
                     .await?
             }
             ClientCommand::Unmute(t) => {
-                self.sig
+                self.signaling()?
                     .send(ClientMessage::Unmute(TrackRef { track_id: t }))
                     .await?
             }
@@ -716,7 +898,7 @@ impl Driver {
                 self.publish = None;
                 self.subscribe = None;
             }
-            ClientCommand::Send(m) => self.sig.send(m).await?,
+            ClientCommand::Send(m) => self.signaling()?.send(m).await?,
         }
         Ok(())
     }
@@ -730,35 +912,8 @@ impl Driver {
             }
         }
         match msg {
-            ServerMessage::Answer(mut a) if a.leg == Leg::Publish && !self.frozen => {
-                self.note_candidates(&a.sdp);
-                if let Some(via) = self.opts.media_via {
-                    a.sdp = redirect_candidates(&a.sdp, via);
-                }
-                let Some(leg) = self.publish.as_mut() else {
-                    return Ok(());
-                };
-                leg.pc
-                    .set_remote_description(Instant::now(), RTCSessionDescription::answer(a.sdp)?)
-                    .context("publish answer")?;
-                for o in &mut self.out {
-                    if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                        let (mime, fmtp) = if o.video {
-                            (
-                                self.opts.video_codec.0.as_str(),
-                                self.opts.video_codec.1.as_str(),
-                            )
-                        } else {
-                            (MIME_TYPE_OPUS, "")
-                        };
-                        o.pt = pick_payload_type(
-                            &s.get_parameters().rtp_parameters.codecs,
-                            mime,
-                            fmtp,
-                        );
-                    }
-                }
-                self.state.lock().expect("state lock").published = a.tracks;
+            ServerMessage::Answer(a) if a.leg == Leg::Publish && !self.frozen => {
+                self.apply_publish_answer(a.sdp, a.tracks)?;
             }
             ServerMessage::Offer(mut o) if o.leg == Leg::Subscribe && !self.frozen => {
                 self.note_candidates(&o.sdp);
@@ -781,14 +936,14 @@ impl Driver {
                     .ok_or_else(|| anyhow!("no local answer"))?
                     .sdp;
                 self.state.lock().expect("state lock").offers += 1;
-                self.sig
+                self.signaling()?
                     .send(ClientMessage::Answer(Answer {
                         leg: Leg::Subscribe,
                         sdp,
                     }))
                     .await?;
                 // Trickle is not needed (our candidate is in the SDP); say so.
-                self.sig
+                self.signaling()?
                     .send(ClientMessage::Candidate(Candidate {
                         leg: Leg::Subscribe,
                         candidate: None,
@@ -876,6 +1031,15 @@ fn pick_payload_type(
         .find(|c| fmtp.is_empty() || c.rtp_codec.sdp_fmtp_line == fmtp)
         .or_else(|| codecs.iter().find(same_mime))
         .map(|c| c.payload_type)
+}
+
+async fn recv_sig(
+    s: Option<&mut Signaling>,
+) -> anyhow::Result<Option<prism_signal::ServerEnvelope>> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {

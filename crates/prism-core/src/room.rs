@@ -146,6 +146,9 @@ pub struct Participant {
     pub identity: String,
     pub name: String,
     pub joined_at: Instant,
+    /// A viewer (e.g. WHEP) that receives but is not shown to the others: no
+    /// participant events, not listed, never publishes.
+    pub hidden: bool,
     /// Tracks this participant asked not to receive. Everything else is wanted.
     unsubscribed: BTreeSet<TrackId>,
 }
@@ -324,8 +327,9 @@ impl Room {
         self.participants.get(&id)
     }
 
+    /// The participants others can see (hidden viewers excluded).
     pub fn participants(&self) -> impl Iterator<Item = &Participant> {
-        self.participants.values()
+        self.participants.values().filter(|p| !p.hidden)
     }
 
     pub fn participant_count(&self) -> usize {
@@ -376,6 +380,22 @@ impl Room {
         identity: &str,
         name: &str,
     ) -> (ParticipantId, Option<ParticipantId>) {
+        self.add(now, identity, name, false)
+    }
+
+    /// Adds a hidden viewer: it can be attached to tracks like any subscriber,
+    /// but no event announces it and [`Room::participants`] does not list it.
+    pub fn join_hidden(&mut self, now: Instant, identity: &str) -> ParticipantId {
+        self.add(now, identity, "", true).0
+    }
+
+    fn add(
+        &mut self,
+        now: Instant,
+        identity: &str,
+        name: &str,
+        hidden: bool,
+    ) -> (ParticipantId, Option<ParticipantId>) {
         let replaced = self.find_identity(identity);
         if let Some(old) = replaced {
             self.leave(now, old, LeaveCause::Replaced);
@@ -388,13 +408,16 @@ impl Room {
                 identity: identity.to_owned(),
                 name: name.to_owned(),
                 joined_at: now,
+                hidden,
                 unsubscribed: BTreeSet::new(),
             },
         );
         self.empty_since = None;
-        self.events.push_back(RoomEvent::ParticipantJoined(id));
-        if self.wanted_tracks(id).next().is_some() {
-            self.events.push_back(RoomEvent::SubscriptionsChanged(id));
+        if !hidden {
+            self.events.push_back(RoomEvent::ParticipantJoined(id));
+            if self.wanted_tracks(id).next().is_some() {
+                self.events.push_back(RoomEvent::SubscriptionsChanged(id));
+            }
         }
         (id, replaced)
     }
@@ -412,9 +435,11 @@ impl Room {
         for t in self.tracks.values_mut() {
             t.downstream.retain(|d| d.subscriber != id);
         }
-        self.participants.remove(&id);
-        self.events
-            .push_back(RoomEvent::ParticipantLeft { id, cause });
+        let hidden = self.participants.remove(&id).is_some_and(|p| p.hidden);
+        if !hidden {
+            self.events
+                .push_back(RoomEvent::ParticipantLeft { id, cause });
+        }
         if self.participants.is_empty() {
             self.empty_since = Some(now);
         }
@@ -456,7 +481,7 @@ impl Room {
         let subscribers: Vec<ParticipantId> = self
             .participants
             .values()
-            .filter(|p| p.id != owner && !p.unsubscribed.contains(&id))
+            .filter(|p| p.id != owner && !p.hidden && !p.unsubscribed.contains(&id))
             .map(|p| p.id)
             .collect();
         for p in subscribers {
@@ -473,9 +498,9 @@ impl Room {
         });
         let others: Vec<ParticipantId> = self
             .participants
-            .keys()
-            .copied()
-            .filter(|p| *p != t.owner)
+            .values()
+            .filter(|p| p.id != t.owner && !p.hidden)
+            .map(|p| p.id)
             .collect();
         for p in others {
             if let Some(part) = self.participants.get_mut(&p) {

@@ -18,6 +18,16 @@ pub enum LogFormat {
     Json,
 }
 
+/// A STUN or TURN server offered to WHIP/WHEP clients (`Link` headers).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// e.g. `stun:stun.example.net:3478` or `turn:turn.example.net?transport=udp`.
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
 /// The effective configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,6 +68,8 @@ pub struct Config {
     pub nack_min_interval: Duration,
     /// The most a publisher is asked (REMB) to send per video track, bits/s.
     pub max_publish_bitrate: u64,
+    /// STUN/TURN servers announced to WHIP/WHEP clients.
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl Default for Config {
@@ -78,6 +90,7 @@ impl Default for Config {
             audio_history_age: Duration::from_secs(1),
             nack_min_interval: Duration::from_millis(30),
             max_publish_bitrate: 3_000_000,
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -152,6 +165,10 @@ pub struct Overrides {
     /// Most a publisher is asked (REMB) to send per video track, bits/s [default: 3000000].
     #[arg(long, env = "PRISM_MAX_PUBLISH_BITRATE")]
     pub max_publish_bitrate: Option<u64>,
+    /// Comma-separated STUN/TURN URLs announced to WHIP/WHEP clients (no
+    /// credentials; put servers with credentials in the config file).
+    #[arg(long, env = "PRISM_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +245,16 @@ impl Config {
         }
         if let Some(v) = o.max_publish_bitrate {
             c.max_publish_bitrate = v;
+        }
+        if let Some(v) = &o.ice_servers {
+            c.ice_servers = v
+                .iter()
+                .map(|u| IceServer {
+                    urls: vec![u.clone()],
+                    username: None,
+                    credential: None,
+                })
+                .collect();
         }
         c.validate()?;
         Ok(c)

@@ -5,6 +5,7 @@ pub mod config;
 pub mod http;
 pub mod media;
 pub mod session;
+pub mod whip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,7 +30,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {}: {e}", cfg.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let app = http::router(http::AppState { directory });
+    let app = http::router(http::AppState {
+        directory,
+        cfg: cfg.clone(),
+    });
     let serve = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {
         http_addr,

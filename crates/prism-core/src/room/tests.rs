@@ -719,3 +719,48 @@ fn sender_reports_follow_the_publishers_mapping() {
     // 7_000_000 there, and the report says so.
     assert_eq!(got[0].1.rtp_time, 72_000);
 }
+
+/// A hidden viewer (WHEP) receives like a subscriber but nobody hears of it.
+#[test]
+fn hidden_viewers_are_not_announced() {
+    let t0 = Instant::now();
+    let mut room = Room::new("h", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, spec(MediaKind::Video)).unwrap();
+    drain(&mut room);
+    let v = room.join_hidden(t0, "viewer-1");
+    assert_eq!(
+        drain(&mut room),
+        vec![],
+        "no joined event, no renegotiation"
+    );
+    assert_eq!(room.participants().count(), 1, "not listed");
+    room.attach(track, v, SinkId(1), Some(sink_params(9)))
+        .unwrap();
+    let mut sent = 0;
+    room.forward(
+        t0,
+        track,
+        &PacketMeta {
+            ssrc: 1,
+            seq: 1,
+            timestamp: 0,
+            payload_type: 96,
+            marker: true,
+            payload_len: 10,
+        },
+        &[0x10, 0x00],
+        |_, _, f| {
+            sent += matches!(f, Forward::Send(_)) as u32;
+        },
+    );
+    assert_eq!(sent, 1, "but it receives");
+    room.unpublish(track).unwrap();
+    assert_eq!(
+        drain(&mut room),
+        vec![RoomEvent::TrackUnpublished { track, owner: p }],
+        "no subscription change for the viewer"
+    );
+    assert!(room.leave(t0, v, LeaveCause::Left));
+    assert_eq!(drain(&mut room), vec![], "no left event");
+}

@@ -64,6 +64,104 @@ pub enum ShardCommand {
         room: String,
         participant: ParticipantId,
     },
+    /// WHIP: a publisher's offer. Adds a participant without a socket.
+    HttpPublish {
+        room: String,
+        name: String,
+        session_id: String,
+        offer: String,
+        reply: oneshot::Sender<Result<HttpAnswer, HttpFailure>>,
+    },
+    /// WHEP: a viewer's recvonly offer, for the room's tracks (or one
+    /// participant's, by id). Adds a hidden viewer.
+    HttpView {
+        room: String,
+        source: Option<String>,
+        session_id: String,
+        offer: String,
+        reply: oneshot::Sender<Result<HttpAnswer, HttpFailure>>,
+    },
+    /// WHIP/WHEP PATCH: trickled candidates or an ICE restart (sdpfrag).
+    HttpPatch {
+        room: String,
+        participant: ParticipantId,
+        fragment: String,
+        if_match: Option<String>,
+        reply: oneshot::Sender<Result<PatchOutcome, HttpFailure>>,
+    },
+    /// WHIP/WHEP DELETE: the session ends now.
+    HttpDelete {
+        room: String,
+        participant: ParticipantId,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// A WHIP/WHEP session created: the SDP answer and the ICE session's ETag.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub participant: ParticipantId,
+    pub sdp: String,
+    pub etag: String,
+}
+
+/// What a PATCH did.
+#[derive(Debug)]
+pub enum PatchOutcome {
+    /// Candidates added (204).
+    Trickled,
+    /// ICE restarted (200): the server's new ufrag, pwd and candidates.
+    Restarted { fragment: String, etag: String },
+}
+
+/// A WHIP/WHEP request the shard refused: becomes `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct HttpFailure {
+    pub status: u16,
+    pub title: &'static str,
+    pub detail: String,
+}
+
+impl HttpFailure {
+    pub fn new(status: u16, title: &'static str, detail: impl Into<String>) -> Self {
+        HttpFailure {
+            status,
+            title,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<SignalError> for HttpFailure {
+    fn from(e: SignalError) -> Self {
+        use prism_signal::ErrorCode as C;
+        let (status, title) = match e.code {
+            C::InvalidSdp => (400, "Invalid SDP"),
+            C::LimitExceeded => (400, "Too many tracks"),
+            C::InvalidCandidate => (400, "Invalid candidate"),
+            C::UnknownTrack => (404, "Not found"),
+            C::Unauthorized => (401, "Unauthorized"),
+            C::Forbidden => (403, "Forbidden"),
+            C::Draining => (503, "Draining"),
+            _ => (500, "Internal error"),
+        };
+        HttpFailure::new(status, title, e.message)
+    }
+}
+
+/// WHIP (publish) or WHEP (view).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpKind {
+    Whip,
+    Whep,
+}
+
+/// Where a WHIP/WHEP session URL leads.
+#[derive(Debug, Clone)]
+pub struct HttpSessionEntry {
+    pub kind: HttpKind,
+    pub room: String,
+    pub participant: ParticipantId,
 }
 
 /// A cheap handle to a running shard.
@@ -77,6 +175,12 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Queues a command without waiting: `false` when the shard's queue is
+    /// full (overload) or the shard is gone.
+    pub fn try_send(&self, cmd: ShardCommand) -> bool {
+        self.tx.try_send(cmd).is_ok()
+    }
+
     pub async fn send(&self, cmd: ShardCommand) -> Result<(), SignalError> {
         self.tx.send(cmd).await.map_err(|_| {
             SignalError::new(
@@ -95,6 +199,9 @@ impl ShardHandle {
 #[derive(Debug)]
 pub struct Directory {
     rooms: dashmap::DashMap<String, usize>,
+    /// WHIP/WHEP session id (the unguessable part of the session URL) → its
+    /// room and participant. Removed by DELETE or when the participant goes.
+    pub http_sessions: dashmap::DashMap<String, HttpSessionEntry>,
     shards: std::sync::OnceLock<Vec<ShardHandle>>,
 }
 
@@ -102,6 +209,7 @@ impl Directory {
     pub fn new() -> Arc<Self> {
         Arc::new(Directory {
             rooms: dashmap::DashMap::new(),
+            http_sessions: dashmap::DashMap::new(),
             shards: std::sync::OnceLock::new(),
         })
     }

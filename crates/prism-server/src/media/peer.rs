@@ -50,6 +50,16 @@ pub struct SenderSlot {
     pub rtx_seq: u16,
 }
 
+/// A WHIP/WHEP peer's negotiation state, for PATCH.
+#[derive(Debug, Clone)]
+pub struct HttpState {
+    /// The client's offer as last applied (an ICE restart re-applies it with
+    /// new credentials).
+    pub offer: String,
+    /// ICE restarts so far: part of the session's ETag.
+    pub generation: u32,
+}
+
 /// A sender's negotiated RTX stream (RFC 4588).
 #[derive(Debug, Clone)]
 pub struct RtxInfo {
@@ -86,6 +96,8 @@ pub struct Peer {
     /// Subscribe leg: the last REMB the subscriber sent (clients without
     /// transport-cc estimate on their side and report it this way).
     pub remb_in: Option<u64>,
+    /// WHIP/WHEP peers: what PATCH needs.
+    pub http: Option<HttpState>,
 }
 
 /// Engine settings shared by every peer of a shard.
@@ -173,6 +185,7 @@ impl Peer {
                 estimate,
                 last_remb: None,
                 remb_in: None,
+                http: None,
             },
             candidates,
         ))

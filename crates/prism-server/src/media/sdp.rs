@@ -2,24 +2,31 @@
 
 use prism_signal::TrackKind;
 
-/// One m-section of an offer, as far as publishing cares.
+/// One m-section of an offer, as far as Prism cares.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaSection {
     pub mid: String,
     pub kind: Option<TrackKind>,
     /// The offerer sends on this section (sendrecv or sendonly, port not 0).
     pub sending: bool,
+    /// The offerer receives on this section (sendrecv or recvonly, port not 0).
+    pub receiving: bool,
 }
 
-/// Lists the m-sections of an SDP with their mid, kind and whether the
-/// offerer sends. Sections without a mid are skipped (bundle requires one).
+/// Lists the m-sections of an SDP with their mid, kind and direction.
+/// Sections without a mid are skipped (bundle requires one).
 pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
+    // (section, port is 0, (sends, receives) from the direction attribute)
+    type Cur = (MediaSection, bool, Option<(bool, bool)>);
     let mut out: Vec<MediaSection> = Vec::new();
-    let mut cur: Option<(MediaSection, bool, Option<bool>)> = None; // (section, port0, dir)
-    let finish = |cur: Option<(MediaSection, bool, Option<bool>)>, out: &mut Vec<MediaSection>| {
+    let mut cur: Option<Cur> = None;
+    let finish = |cur: Option<Cur>, out: &mut Vec<MediaSection>| {
         if let Some((mut s, port0, dir)) = cur {
-            // Default direction is sendrecv (RFC 3264).
-            s.sending = !port0 && dir.unwrap_or(true) && s.kind.is_some();
+            // The default direction is sendrecv (RFC 3264).
+            let (sends, receives) = dir.unwrap_or((true, true));
+            let usable = !port0 && s.kind.is_some();
+            s.sending = usable && sends;
+            s.receiving = usable && receives;
             if !s.mid.is_empty() {
                 out.push(s);
             }
@@ -36,26 +43,91 @@ pub fn media_sections(sdp: &str) -> Vec<MediaSection> {
                 _ => None,
             };
             let port0 = parts.next() == Some("0");
-            cur = Some((
-                MediaSection {
-                    mid: String::new(),
-                    kind,
-                    sending: false,
-                },
-                port0,
-                None,
-            ));
+            let section = MediaSection {
+                mid: String::new(),
+                kind,
+                sending: false,
+                receiving: false,
+            };
+            cur = Some((section, port0, None));
         } else if let Some((s, _, dir)) = cur.as_mut() {
             if let Some(mid) = line.strip_prefix("a=mid:") {
                 s.mid = mid.trim().to_owned();
-            } else if line == "a=sendrecv" || line == "a=sendonly" {
-                *dir = Some(true);
-            } else if line == "a=recvonly" || line == "a=inactive" {
-                *dir = Some(false);
+            } else {
+                match line {
+                    "a=sendrecv" => *dir = Some((true, true)),
+                    "a=sendonly" => *dir = Some((true, false)),
+                    "a=recvonly" => *dir = Some((false, true)),
+                    "a=inactive" => *dir = Some((false, false)),
+                    _ => {}
+                }
             }
         }
     }
     finish(cur, &mut out);
+    out
+}
+
+/// An `application/trickle-ice-sdpfrag` body (RFC 8840), as far as WHIP and
+/// WHEP use it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fragment {
+    pub ufrag: Option<String>,
+    pub pwd: Option<String>,
+    /// (the m-section's mid, the `candidate:` attribute value).
+    pub candidates: Vec<(Option<String>, String)>,
+    pub end_of_candidates: bool,
+}
+
+pub fn parse_fragment(body: &str) -> Fragment {
+    let mut f = Fragment::default();
+    let mut mid: Option<String> = None;
+    for line in body.lines().map(|l| l.trim_end_matches('\r')) {
+        if let Some(v) = line.strip_prefix("a=ice-ufrag:") {
+            f.ufrag = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("a=ice-pwd:") {
+            f.pwd = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("a=mid:") {
+            mid = Some(v.trim().to_owned());
+        } else if let Some(v) = line.strip_prefix("a=") {
+            if v.starts_with("candidate:") {
+                f.candidates.push((mid.clone(), v.to_owned()));
+            } else if v == "end-of-candidates" {
+                f.end_of_candidates = true;
+            }
+        }
+    }
+    f
+}
+
+/// The first `a=ice-ufrag` and `a=ice-pwd` of an SDP.
+pub fn ice_credentials(sdp: &str) -> Option<(String, String)> {
+    let find = |key: &str| {
+        sdp.lines().find_map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix(key)
+                .map(|v| v.trim().to_owned())
+        })
+    };
+    Some((find("a=ice-ufrag:")?, find("a=ice-pwd:")?))
+}
+
+/// The SDP with every `a=ice-ufrag`/`a=ice-pwd` replaced (an ICE restart of
+/// a session whose offer is otherwise unchanged).
+pub fn with_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+        if line.starts_with("a=ice-ufrag:") {
+            out.push_str("a=ice-ufrag:");
+            out.push_str(ufrag);
+        } else if line.starts_with("a=ice-pwd:") {
+            out.push_str("a=ice-pwd:");
+            out.push_str(pwd);
+        } else {
+            out.push_str(line);
+        }
+        out.push_str("\r\n");
+    }
     out
 }
 
@@ -132,6 +204,34 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
             ]
         );
         assert_eq!(s[1].kind, Some(TrackKind::Video));
+    }
+
+    #[test]
+    fn receiving_sections() {
+        let r: Vec<bool> = media_sections(OFFER).iter().map(|m| m.receiving).collect();
+        assert_eq!(r, vec![false, true, true, false, false]);
+    }
+
+    #[test]
+    fn fragments_and_credentials() {
+        let frag = "a=ice-ufrag:new1\r\na=ice-pwd:secretsecret\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\na=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\na=end-of-candidates\r\n";
+        let f = parse_fragment(frag);
+        assert_eq!(f.ufrag.as_deref(), Some("new1"));
+        assert_eq!(f.pwd.as_deref(), Some("secretsecret"));
+        assert_eq!(
+            f.candidates,
+            vec![(
+                Some("0".into()),
+                "candidate:1 1 udp 1 192.0.2.1 5000 typ host".into()
+            )]
+        );
+        assert!(f.end_of_candidates);
+        let sdp =
+            "v=0\r\na=ice-ufrag:old\r\na=ice-pwd:oldpwd\r\nm=audio 9 X 0\r\na=ice-ufrag:old\r\n";
+        let out = with_ice_credentials(sdp, "u2", "p2");
+        assert_eq!(ice_credentials(&out), Some(("u2".into(), "p2".into())));
+        assert!(!out.contains("old"));
+        assert_eq!(parse_fragment("garbage\r\n"), Fragment::default());
     }
 
     #[test]

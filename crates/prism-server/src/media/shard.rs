@@ -34,10 +34,11 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::peer::{Peer, PeerSettings};
-use super::{stun, Directory, SessionTx, ShardCommand};
+use super::{stun, Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::Config;
 
 mod control;
+mod http;
 
 /// Ceiling of a subscribe leg's bandwidth estimate, bits per second.
 const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
@@ -59,12 +60,38 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// How a participant talks to Prism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberKind {
+    /// WebSocket signaling: both legs, events, renegotiation.
+    Socket,
+    /// A WHIP publisher: a publish leg only, driven over HTTP.
+    Whip,
+    /// A WHEP viewer: a hidden subscriber whose one offer fixed its tracks.
+    Whep,
+}
+
 /// A participant as the shard sees it: its session and its two legs.
 #[derive(Debug)]
 struct Member {
-    session: SessionTx,
+    kind: MemberKind,
+    /// The WebSocket session's inbox (None for WHIP/WHEP).
+    session: Option<SessionTx>,
+    /// The WHIP/WHEP session id, to forget it when the participant goes.
+    http_session: Option<String>,
     publish: Option<usize>,
     subscribe: Option<usize>,
+}
+
+impl Member {
+    /// Sends to the participant's WebSocket, if it has one. Err when its
+    /// inbox is full (it stopped reading) or gone.
+    fn tell(&self, out: Outbound) -> Result<(), ()> {
+        match &self.session {
+            Some(s) => s.try_send(out).map_err(|_| ()),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug)]

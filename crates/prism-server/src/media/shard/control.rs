@@ -1,15 +1,6 @@
 //! The control side of a shard: commands from sessions, the publish and
 //! subscribe negotiations, and room events turned into signaling messages.
 
-//! The shard task: one UDP socket, its peers, its rooms.
-//!
-//! Each turn of [`Shard::run`] waits for one of: a command from a session, a
-//! datagram, the earliest peer deadline, or the one-second housekeeping tick.
-//! It feeds the input to the right peer, then drains every peer that was
-//! touched ([`Shard::flush`]): datagrams out, engine events, RTP/RTCP in. RTP
-//! from a publisher goes through the room's forwarders and straight into each
-//! subscriber's sender, within the same turn.
-
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -34,8 +25,9 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 
 use super::super::peer::{PubTrack, SenderSlot};
 use super::super::{sdp, Outbound, SessionTx, ShardCommand};
-use super::{pack_sink, Member, RoomState, Shard};
+use super::{pack_sink, Member, MemberKind, RoomState, Shard};
 use crate::media::peer::RtxInfo;
+use crate::media::HttpFailure;
 
 /// Largest number of m-sections accepted in one publish offer.
 const MAX_PUBLISH_SECTIONS: usize = 16;
@@ -66,7 +58,15 @@ impl Shard {
                     )));
                     return;
                 }
-                let pid = self.join(now, &room, &identity, &name, session);
+                let (_, pid) = self.join(
+                    now,
+                    &room,
+                    &identity,
+                    &name,
+                    MemberKind::Socket,
+                    Some(session),
+                    None,
+                );
                 let _ = reply.send(Ok(pid));
             }
             ShardCommand::Signal {
@@ -82,6 +82,57 @@ impl Shard {
                     self.send_to(rk, participant, e.with_id(id).to_message());
                 }
             }
+            ShardCommand::HttpPublish {
+                room,
+                name,
+                session_id,
+                offer,
+                reply,
+            } => {
+                if !self.rooms_by_name.contains_key(&room)
+                    && !self.directory.claim(&room, self.index)
+                {
+                    let _ = reply.send(Err(HttpFailure::new(
+                        503,
+                        "Room moved",
+                        "retry the request",
+                    )));
+                    return;
+                }
+                let _ = reply.send(self.http_publish(now, &room, &name, session_id, &offer));
+            }
+            ShardCommand::HttpView {
+                room,
+                source,
+                session_id,
+                offer,
+                reply,
+            } => {
+                let _ =
+                    reply.send(self.http_view(now, &room, source.as_deref(), session_id, &offer));
+            }
+            ShardCommand::HttpPatch {
+                room,
+                participant,
+                fragment,
+                if_match,
+                reply,
+            } => {
+                let _ = reply.send(self.http_patch(
+                    now,
+                    &room,
+                    participant,
+                    &fragment,
+                    if_match.as_deref(),
+                ));
+            }
+            ShardCommand::HttpDelete {
+                room,
+                participant,
+                reply,
+            } => {
+                let _ = reply.send(self.http_delete(now, &room, participant));
+            }
             ShardCommand::Disconnected { room, participant } => {
                 if let Some(&rk) = self.rooms_by_name.get(&room) {
                     self.remove_participant(now, rk, participant, LeaveCause::Disconnected);
@@ -90,14 +141,20 @@ impl Shard {
         }
     }
 
-    fn join(
+    /// Adds a participant (creating the room). A WebSocket participant gets
+    /// `joined` first; WHIP/WHEP participants have no socket, and a WHEP
+    /// viewer is hidden from the room.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn join(
         &mut self,
         now: Instant,
         room: &str,
         identity: &str,
         name: &str,
-        session: SessionTx,
-    ) -> ParticipantId {
+        kind: MemberKind,
+        session: Option<SessionTx>,
+        http_session: Option<String>,
+    ) -> (usize, ParticipantId) {
         let rk = match self.rooms_by_name.get(room) {
             Some(&k) => k,
             None => {
@@ -120,17 +177,19 @@ impl Shard {
             }
         };
         let r = &mut self.rooms[rk];
-        let (pid, replaced) = r.core.join(now, identity, name);
+        let (pid, replaced) = match kind {
+            MemberKind::Whep => (r.core.join_hidden(now, identity), None),
+            _ => r.core.join(now, identity, name),
+        };
         if let Some(old) = replaced {
             if let Some(m) = r.members.remove(&old) {
-                let _ =
-                    m.session
-                        .try_send(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
-                            sig::Left {
-                                reason: sig::LeaveReason::Replaced,
-                            },
-                        ))));
-                let _ = m.session.try_send(Outbound::Close);
+                self.forget_http_session(&m);
+                let _ = m.tell(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
+                    sig::Left {
+                        reason: sig::LeaveReason::Replaced,
+                    },
+                ))));
+                let _ = m.tell(Outbound::Close);
                 for key in [m.publish, m.subscribe].into_iter().flatten() {
                     self.close_peer(key);
                 }
@@ -150,18 +209,29 @@ impl Shard {
             identity: identity.to_owned(),
             participants,
         });
-        let _ = session.try_send(Outbound::Msg(ServerEnvelope::new(joined)));
+        if let Some(s) = &session {
+            let _ = s.try_send(Outbound::Msg(ServerEnvelope::new(joined)));
+        }
         r.members.insert(
             pid,
             Member {
+                kind,
                 session,
+                http_session,
                 publish: None,
                 subscribe: None,
             },
         );
-        tracing::info!(room, participant = %pid, identity, "joined");
+        tracing::info!(room, participant = %pid, identity, kind = ?kind, "joined");
         self.process_room_events(now, rk);
-        pid
+        (rk, pid)
+    }
+
+    /// A WHIP/WHEP participant is gone: its session URL stops working.
+    fn forget_http_session(&self, m: &Member) {
+        if let Some(id) = &m.http_session {
+            self.directory.http_sessions.remove(id);
+        }
     }
 
     fn on_signal(
@@ -220,7 +290,7 @@ impl Shard {
                     ),
                 );
                 if let Some(m) = self.rooms[rk].members.get(&pid) {
-                    let _ = m.session.try_send(Outbound::Close);
+                    let _ = m.tell(Outbound::Close);
                 }
                 self.remove_participant(now, rk, pid, LeaveCause::Left);
             }
@@ -311,7 +381,7 @@ impl Shard {
     }
 
     /// Applies a client's publish-leg offer and returns the answer.
-    fn publish_offer(
+    pub(super) fn publish_offer(
         &mut self,
         now: Instant,
         rk: usize,
@@ -484,6 +554,11 @@ impl Shard {
         let Some(member) = self.rooms[rk].members.get(&pid) else {
             return Ok(());
         };
+        // Only WebSocket participants can be offered a new subscribe leg:
+        // WHIP publishers receive nothing, WHEP viewers keep their one offer.
+        if member.kind != MemberKind::Socket {
+            return Ok(());
+        }
         let wanted: Vec<(TrackId, ParticipantId)> = self.rooms[rk]
             .core
             .wanted_tracks(pid)
@@ -531,80 +606,12 @@ impl Shard {
             {
                 continue;
             }
-            let Some(codec) = self.publisher_codec(rk, owner, track) else {
-                continue;
-            };
-            let kind = if codec.mime_type.to_ascii_lowercase().starts_with("audio") {
-                RtpCodecKind::Audio
-            } else {
-                RtpCodecKind::Video
-            };
-            let ssrc = rand::random::<u32>();
-            // Video gets an RTX stream for retransmissions (used if the
-            // subscriber negotiates RTX; the engine drops it otherwise).
-            let rtx = (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
-                ssrc: rand::random::<u32>(),
-            });
-            let make_track = |codec: Option<&RTCRtpCodec>| {
-                MediaStreamTrack::new(
-                    owner.to_string(),
-                    track.to_string(),
-                    track.to_string(),
-                    kind,
-                    vec![RTCRtpEncodingParameters {
-                        rtp_coding_parameters: RTCRtpCodingParameters {
-                            ssrc: Some(ssrc),
-                            rtx: rtx.clone(),
-                            ..Default::default()
-                        },
-                        codec: codec.cloned().unwrap_or_default(),
-                        ..Default::default()
-                    }],
-                )
-            };
-            // Added with no codec on the encoding: a codec there becomes the
-            // m-section's codec preferences, and the engine keeps only the
-            // codecs its first negotiation settled, so a track of another
-            // codec added later could never be negotiated. Every section
-            // offers all codecs; the sink's payload-type map picks the
-            // publisher's.
-            let sender = self.peers[key]
-                .pc
-                .add_track(make_track(None))
-                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
-            // Then the encoding names the codec after all: the engine binds a
-            // sender's stream to its interceptors (TWCC sequence numbers,
-            // sender reports) only for an encoding whose codec it can match.
-            // replace_track changes no codec preferences.
-            if let Some(mut s) = self.peers[key].pc.rtp_sender(sender) {
-                s.replace_track(make_track(Some(&codec))).map_err(|e| {
-                    SignalError::new(ErrorCode::Internal, format!("replace_track: {e}"))
-                })?;
+            if self
+                .add_sender(rk, key, pid, track, owner, false)?
+                .is_some()
+            {
+                changed = true;
             }
-            let peer = &mut self.peers[key];
-            let slot = match peer.senders.iter().position(Option::is_none) {
-                Some(i) => i,
-                None => {
-                    peer.senders.push(None);
-                    peer.senders.len() - 1
-                }
-            };
-            peer.senders[slot] = Some(SenderSlot {
-                track,
-                sender,
-                ssrc,
-                codec,
-                mid: None,
-                mid_ext_id: None,
-                params: None,
-                rtx: None,
-                rtx_seq: rand::random(),
-            });
-            self.rooms[rk]
-                .core
-                .attach(track, pid, pack_sink(key, slot), None)
-                .map_err(room_error)?;
-            changed = true;
         }
         if !changed {
             return Ok(());
@@ -651,6 +658,106 @@ impl Shard {
         Ok(())
     }
 
+    /// Adds a sender for `track` (published by `owner`) to the subscribe-type
+    /// peer `key`, attached paused until its negotiation settles. `None`: the
+    /// publisher's codec is not known (its publish leg is gone).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn add_sender(
+        &mut self,
+        rk: usize,
+        key: usize,
+        pid: ParticipantId,
+        track: TrackId,
+        owner: ParticipantId,
+        pin_codec: bool,
+    ) -> Result<Option<usize>, SignalError> {
+        let Some(codec) = self.publisher_codec(rk, owner, track) else {
+            return Ok(None);
+        };
+        let kind = if codec.mime_type.to_ascii_lowercase().starts_with("audio") {
+            RtpCodecKind::Audio
+        } else {
+            RtpCodecKind::Video
+        };
+        let ssrc = rand::random::<u32>();
+        // Video gets an RTX stream for retransmissions (used if the
+        // subscriber negotiates RTX; the engine drops it otherwise).
+        let rtx = (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
+            ssrc: rand::random::<u32>(),
+        });
+        let make_track = |codec: Option<&RTCRtpCodec>| {
+            MediaStreamTrack::new(
+                owner.to_string(),
+                track.to_string(),
+                track.to_string(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(ssrc),
+                        rtx: rtx.clone(),
+                        ..Default::default()
+                    },
+                    codec: codec.cloned().unwrap_or_default(),
+                    ..Default::default()
+                }],
+            )
+        };
+        let sender = if pin_codec {
+            // Answering (WHEP): the codec on the encoding becomes the
+            // m-section's codec preferences, so the answer accepts only
+            // the publisher's codec, not everything the viewer offered.
+            self.peers[key]
+                .pc
+                .add_track(make_track(Some(&codec)))
+                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?
+        } else {
+            // Offering (subscribe leg): added with no codec on the
+            // encoding, since a codec there becomes the m-section's codec
+            // preferences, and the engine keeps only the codecs its first
+            // negotiation settled, so a track of another codec added later
+            // could never be negotiated. Every section offers all codecs;
+            // the sink's payload-type map picks the publisher's.
+            let sender = self.peers[key]
+                .pc
+                .add_track(make_track(None))
+                .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+            // Then the encoding names the codec after all: the engine
+            // binds a sender's stream to its interceptors (TWCC sequence
+            // numbers, sender reports) only for an encoding whose codec it
+            // can match. replace_track changes no codec preferences.
+            if let Some(mut s) = self.peers[key].pc.rtp_sender(sender) {
+                s.replace_track(make_track(Some(&codec))).map_err(|e| {
+                    SignalError::new(ErrorCode::Internal, format!("replace_track: {e}"))
+                })?;
+            }
+            sender
+        };
+        let peer = &mut self.peers[key];
+        let slot = match peer.senders.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                peer.senders.push(None);
+                peer.senders.len() - 1
+            }
+        };
+        peer.senders[slot] = Some(SenderSlot {
+            track,
+            sender,
+            ssrc,
+            codec,
+            mid: None,
+            mid_ext_id: None,
+            params: None,
+            rtx: None,
+            rtx_seq: rand::random(),
+        });
+        self.rooms[rk]
+            .core
+            .attach(track, pid, pack_sink(key, slot), None)
+            .map_err(room_error)?;
+        Ok(Some(slot))
+    }
+
     fn publisher_codec(
         &self,
         rk: usize,
@@ -690,6 +797,25 @@ impl Shard {
         self.peers[key].offer_pending = false;
         // Now the negotiated payload types and extension ids are known: give
         // every sender's forwarder its parameters.
+        self.settle_senders(now, rk, pid, key);
+        self.mark(key);
+        if self.peers[key].renegotiate {
+            self.reconcile(now, rk, pid);
+        }
+        Ok(())
+    }
+
+    /// After a subscribe-leg negotiation (the client's answer, or our answer
+    /// to a WHEP offer): read what each sender negotiated (payload types,
+    /// extension ids, RTX) and give its forwarder the parameters; attach now
+    /// if the leg is already connected, else when it connects.
+    pub(super) fn settle_senders(
+        &mut self,
+        now: Instant,
+        rk: usize,
+        pid: ParticipantId,
+        key: usize,
+    ) {
         let slots: Vec<(usize, TrackId)> = self.peers[key]
             .senders
             .iter()
@@ -801,18 +927,13 @@ impl Shard {
                 self.attach_sink(now, rk, track, pid, key, slot, sink);
             }
         }
-        self.mark(key);
-        if self.peers[key].renegotiate {
-            self.reconcile(now, rk, pid);
-        }
-        Ok(())
     }
 
     // ------------------------------------------------------------------
     // Room events → participants
     // ------------------------------------------------------------------
 
-    fn process_room_events(&mut self, now: Instant, rk: usize) {
+    pub(super) fn process_room_events(&mut self, now: Instant, rk: usize) {
         let mut reconcile: Vec<ParticipantId> = Vec::new();
         while let Some(ev) = self.rooms.get_mut(rk).and_then(|r| r.core.poll_event()) {
             let r = &self.rooms[rk];
@@ -893,7 +1014,7 @@ impl Shard {
             if Some(*pid) == except {
                 continue;
             }
-            if m.session.try_send(Outbound::Msg(env.clone())).is_err() {
+            if m.tell(Outbound::Msg(env.clone())).is_err() {
                 slow.push(*pid);
             }
         }
@@ -906,7 +1027,7 @@ impl Shard {
         let Some(m) = self.rooms.get(rk).and_then(|r| r.members.get(&pid)) else {
             return;
         };
-        if m.session.try_send(Outbound::Msg(env)).is_err() {
+        if m.tell(Outbound::Msg(env)).is_err() {
             self.drop_slow_session(rk, pid);
         }
     }
@@ -916,7 +1037,7 @@ impl Shard {
     fn drop_slow_session(&mut self, rk: usize, pid: ParticipantId) {
         tracing::warn!(participant = %pid, "signaling session not reading; disconnecting it");
         if let Some(m) = self.rooms[rk].members.get(&pid) {
-            let _ = m.session.try_send(Outbound::Close);
+            let _ = m.tell(Outbound::Close);
         }
         // Deferred: removing now would re-enter broadcast while iterating.
         let now = Instant::now();
@@ -936,15 +1057,16 @@ impl Shard {
         let Some(m) = r.members.remove(&pid) else {
             return;
         };
+        if let Some(id) = &m.http_session {
+            self.directory.http_sessions.remove(id);
+        }
         if matches!(cause, LeaveCause::Timeout) {
-            let _ = m
-                .session
-                .try_send(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
-                    sig::Left {
-                        reason: sig::LeaveReason::Timeout,
-                    },
-                ))));
-            let _ = m.session.try_send(Outbound::Close);
+            let _ = m.tell(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
+                sig::Left {
+                    reason: sig::LeaveReason::Timeout,
+                },
+            ))));
+            let _ = m.tell(Outbound::Close);
         }
         r.core.leave(now, pid, cause);
         for key in [m.publish, m.subscribe].into_iter().flatten() {

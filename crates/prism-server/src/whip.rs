@@ -1,0 +1,463 @@
+//! WHIP (RFC 9725) ingest and WHEP playback over HTTP.
+//!
+//! ```text
+//! POST    /whip/{room}              application/sdp offer → 201 answer, Location, ETag
+//! POST    /whep/{room}[?participant=PA_n]     recvonly offer → 201 answer
+//! PATCH   /{whip|whep}/{room}/{id}  application/trickle-ice-sdpfrag → 204, or 200 (ICE restart)
+//! DELETE  /{whip|whep}/{room}/{id}  → 200; then 404
+//! OPTIONS any of them               → 204, CORS, Accept-Post
+//! HEAD    /whep/{room}              → 200, Content-Type: application/sdp
+//! ```
+//!
+//! Each handler validates the request, then hands it to the room's shard and
+//! waits for its answer. Errors are `application/problem+json` (RFC 9457).
+//! Session ids come from a cryptographically secure generator. Bearer tokens
+//! are accepted on every request but the preflight; in dev mode any token
+//! (or none) is accepted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use rand::distr::{Alphanumeric, SampleString};
+use tokio::sync::oneshot;
+
+use crate::config::Config;
+use crate::media::{
+    Directory, HttpAnswer, HttpFailure, HttpKind, HttpSessionEntry, PatchOutcome, ShardCommand,
+};
+
+/// Largest SDP or sdpfrag body accepted.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// How long a request may wait for its shard.
+const SHARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct WhipState {
+    pub directory: Arc<Directory>,
+    pub cfg: Arc<Config>,
+}
+
+fn problem(f: &HttpFailure) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": f.title,
+        "status": f.status,
+        "detail": f.detail,
+    });
+    let mut r = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/problem+json")
+        .body(Body::from(body.to_string()))
+        .expect("static headers are valid");
+    if f.status == 503 {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    cors(r.headers_mut());
+    r
+}
+
+fn fail(status: u16, title: &'static str, detail: impl Into<String>) -> Response {
+    problem(&HttpFailure::new(status, title, detail))
+}
+
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, PATCH, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Link, Accept-Post, Accept-Patch"),
+    );
+}
+
+/// `Link: <url>; rel="ice-server"; ...` headers for the configured servers.
+fn ice_server_links(cfg: &Config, h: &mut HeaderMap) {
+    for s in &cfg.ice_servers {
+        for url in &s.urls {
+            let mut v = format!("<{url}>; rel=\"ice-server\"");
+            if let (Some(u), Some(c)) = (&s.username, &s.credential) {
+                v.push_str(&format!(
+                    "; username=\"{u}\"; credential=\"{c}\"; credential-type=\"password\""
+                ));
+            }
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.append(header::LINK, v);
+            }
+        }
+    }
+}
+
+/// The media type of a request, without parameters, lowercased.
+fn media_type(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(v.split(';').next()?.trim().to_ascii_lowercase())
+}
+
+/// Accepts `Authorization: Bearer <token>` (or none, in dev mode).
+fn check_auth(h: &HeaderMap) -> Result<(), HttpFailure> {
+    match h.get(header::AUTHORIZATION) {
+        None => Ok(()),
+        Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) if !t.trim().is_empty() => Ok(()),
+            _ => Err(HttpFailure::new(
+                401,
+                "Unauthorized",
+                "the Authorization header must be `Bearer <token>`",
+            )),
+        },
+    }
+}
+
+fn valid_room(room: &str) -> Result<(), HttpFailure> {
+    let ok = !room.is_empty()
+        && room.len() <= prism_signal::MAX_ROOM_NAME_BYTES
+        && room
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.~".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(HttpFailure::new(
+            400,
+            "Invalid room",
+            "room names are 1–128 ASCII letters, digits and - _ . ~",
+        ))
+    }
+}
+
+fn sdp_body(h: &HeaderMap, body: &Bytes, want: &str) -> Result<String, HttpFailure> {
+    if media_type(h).as_deref() != Some(want) {
+        return Err(HttpFailure::new(
+            415,
+            "Unsupported media type",
+            format!("the body must be {want}"),
+        ));
+    }
+    if body.len() > MAX_SDP_BYTES {
+        return Err(HttpFailure::new(
+            413,
+            "Body too large",
+            format!("at most {MAX_SDP_BYTES} bytes"),
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| HttpFailure::new(400, "Invalid SDP", "the body is not UTF-8"))?;
+    Ok(text.to_owned())
+}
+
+async fn ask<T>(
+    directory: &Directory,
+    room: &str,
+    make: impl FnOnce(oneshot::Sender<T>) -> ShardCommand,
+) -> Result<T, HttpFailure> {
+    let shard = directory
+        .shard_for(room)
+        .ok_or_else(|| HttpFailure::new(503, "Unavailable", "no media shard is running"))?;
+    let (tx, rx) = oneshot::channel();
+    if !shard.try_send(make(tx)) {
+        return Err(HttpFailure::new(
+            503,
+            "Over capacity",
+            "the media shard is busy; retry shortly",
+        ));
+    }
+    match tokio::time::timeout(SHARD_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(HttpFailure::new(
+            503,
+            "Over capacity",
+            "the media shard did not answer in time",
+        )),
+    }
+}
+
+fn created(kind: HttpKind, cfg: &Config, room: &str, id: &str, a: HttpAnswer) -> Response {
+    let prefix = match kind {
+        HttpKind::Whip => "whip",
+        HttpKind::Whep => "whep",
+    };
+    let mut r = Response::builder()
+        .status(StatusCode::CREATED)
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .header(header::LOCATION, format!("/{prefix}/{room}/{id}"))
+        .header(header::ETAG, a.etag)
+        .header("Accept-Patch", "application/trickle-ice-sdpfrag")
+        .body(Body::from(a.sdp))
+        .expect("header values built from ASCII");
+    ice_server_links(cfg, r.headers_mut());
+    cors(r.headers_mut());
+    r
+}
+
+pub async fn whip_post(
+    State(s): State<WhipState>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prep = (|| {
+        check_auth(&headers)?;
+        valid_room(&room)?;
+        sdp_body(&headers, &body, "application/sdp")
+    })();
+    let offer = match prep {
+        Ok(o) => o,
+        Err(f) => return problem(&f),
+    };
+    let id = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let name = q.get("name").cloned().unwrap_or_else(|| "WHIP".to_owned());
+    let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+    let res = ask(&s.directory, &room, |reply| ShardCommand::HttpPublish {
+        room: room.clone(),
+        name,
+        session_id: id.clone(),
+        offer,
+        reply,
+    })
+    .await;
+    match res {
+        Err(f) => problem(&f),
+        Ok(Err(f)) => problem(&f),
+        Ok(Ok(a)) => {
+            s.directory.http_sessions.insert(
+                id.clone(),
+                HttpSessionEntry {
+                    kind: HttpKind::Whip,
+                    room: room.clone(),
+                    participant: a.participant,
+                },
+            );
+            tracing::info!(room, participant = %a.participant, "WHIP session created");
+            created(HttpKind::Whip, &s.cfg, &room, &id, a)
+        }
+    }
+}
+
+pub async fn whep_post(
+    State(s): State<WhipState>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prep = (|| {
+        check_auth(&headers)?;
+        valid_room(&room)?;
+        sdp_body(&headers, &body, "application/sdp")
+    })();
+    let offer = match prep {
+        Ok(o) => o,
+        Err(f) => return problem(&f),
+    };
+    let id = Alphanumeric.sample_string(&mut rand::rng(), 32);
+    let res = ask(&s.directory, &room, |reply| ShardCommand::HttpView {
+        room: room.clone(),
+        source: q.get("participant").cloned(),
+        session_id: id.clone(),
+        offer,
+        reply,
+    })
+    .await;
+    match res {
+        Err(f) => problem(&f),
+        Ok(Err(f)) => problem(&f),
+        Ok(Ok(a)) => {
+            s.directory.http_sessions.insert(
+                id.clone(),
+                HttpSessionEntry {
+                    kind: HttpKind::Whep,
+                    room: room.clone(),
+                    participant: a.participant,
+                },
+            );
+            created(HttpKind::Whep, &s.cfg, &room, &id, a)
+        }
+    }
+}
+
+/// The session a URL names, if it is of this kind and room.
+fn session(
+    s: &WhipState,
+    kind: HttpKind,
+    room: &str,
+    id: &str,
+) -> Result<HttpSessionEntry, HttpFailure> {
+    match s.directory.http_sessions.get(id) {
+        Some(e) if e.kind == kind && e.room == room => Ok(e.clone()),
+        _ => Err(HttpFailure::new(404, "Not found", "no such session")),
+    }
+}
+
+async fn patch(
+    s: WhipState,
+    kind: HttpKind,
+    room: String,
+    id: String,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prep = (|| {
+        check_auth(&headers)?;
+        let e = session(&s, kind, &room, &id)?;
+        let frag = sdp_body(&headers, &body, "application/trickle-ice-sdpfrag")?;
+        Ok::<_, HttpFailure>((e, frag))
+    })();
+    let (entry, fragment) = match prep {
+        Ok(v) => v,
+        Err(f) => return problem(&f),
+    };
+    let if_match = headers
+        .get(header::IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let res = ask(&s.directory, &room, |reply| ShardCommand::HttpPatch {
+        room: entry.room.clone(),
+        participant: entry.participant,
+        fragment,
+        if_match,
+        reply,
+    })
+    .await;
+    match res {
+        Err(f) => problem(&f),
+        Ok(Err(f)) => problem(&f),
+        Ok(Ok(PatchOutcome::Trickled)) => {
+            let mut r = Response::builder()
+                .status(StatusCode::NO_CONTENT)
+                .body(Body::empty())
+                .expect("no headers");
+            cors(r.headers_mut());
+            r
+        }
+        Ok(Ok(PatchOutcome::Restarted { fragment, etag })) => {
+            let mut r = Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")
+                .header(header::ETAG, etag)
+                .body(Body::from(fragment))
+                .expect("header values built from ASCII");
+            cors(r.headers_mut());
+            r
+        }
+    }
+}
+
+async fn delete(
+    s: WhipState,
+    kind: HttpKind,
+    room: String,
+    id: String,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(f) = check_auth(&headers) {
+        return problem(&f);
+    }
+    let entry = match session(&s, kind, &room, &id) {
+        Ok(e) => e,
+        Err(f) => return problem(&f),
+    };
+    s.directory.http_sessions.remove(&id);
+    let res = ask(&s.directory, &room, |reply| ShardCommand::HttpDelete {
+        room: entry.room.clone(),
+        participant: entry.participant,
+        reply,
+    })
+    .await;
+    match res {
+        Err(f) => problem(&f),
+        Ok(false) => fail(404, "Not found", "no such session"),
+        Ok(true) => {
+            let mut r = Response::builder()
+                .status(StatusCode::OK)
+                .body(Body::empty())
+                .expect("no headers");
+            cors(r.headers_mut());
+            r
+        }
+    }
+}
+
+pub async fn whip_patch(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    patch(s, HttpKind::Whip, room, id, headers, body).await
+}
+
+pub async fn whep_patch(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    patch(s, HttpKind::Whep, room, id, headers, body).await
+}
+
+pub async fn whip_delete(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(s, HttpKind::Whip, room, id, headers).await
+}
+
+pub async fn whep_delete(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete(s, HttpKind::Whep, room, id, headers).await
+}
+
+/// OPTIONS on an endpoint: CORS preflight and `Accept-Post`; the ICE servers.
+pub async fn endpoint_options(State(s): State<WhipState>) -> Response {
+    let mut r = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("Accept-Post", "application/sdp")
+        .body(Body::empty())
+        .expect("static headers");
+    ice_server_links(&s.cfg, r.headers_mut());
+    cors(r.headers_mut());
+    r
+}
+
+/// OPTIONS on a session URL: CORS preflight and `Accept-Patch`.
+pub async fn session_options() -> Response {
+    let mut r = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header("Accept-Patch", "application/trickle-ice-sdpfrag")
+        .body(Body::empty())
+        .expect("static headers");
+    cors(r.headers_mut());
+    r
+}
+
+/// HEAD on a WHEP endpoint: what POST takes.
+pub async fn whep_head() -> Response {
+    let mut r = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/sdp")
+        .body(Body::empty())
+        .expect("static headers");
+    cors(r.headers_mut());
+    r
+}
