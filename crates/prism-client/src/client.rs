@@ -996,6 +996,67 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
     }
 }
 
+/// An SDP offer like a WHIP publisher's (`tracks` sendonly tracks, Opus then
+/// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
+/// video). For conformance tests: nobody answers it.
+pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
+    let mut leg = LegConn::new().await?;
+    if viewer {
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            leg.pc.add_transceiver_from_kind(
+                kind,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Recvonly,
+                    ..Default::default()
+                }),
+            )?;
+        }
+    } else {
+        for i in 0..tracks {
+            let video = i % 2 == 1;
+            let (kind, mime, clock_rate, channels) = if video {
+                (RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)
+            } else {
+                (RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)
+            };
+            let track = MediaStreamTrack::new(
+                "s".into(),
+                format!("t{i}"),
+                "sample".into(),
+                kind,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters {
+                        ssrc: Some(rand::random()),
+                        ..Default::default()
+                    },
+                    codec: RTCRtpCodec {
+                        mime_type: mime.into(),
+                        clock_rate,
+                        channels,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+            );
+            // Sendonly, as WHIP clients offer.
+            leg.pc.add_transceiver_from_track(
+                track,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )?;
+        }
+    }
+    let offer = leg.pc.create_offer(None)?;
+    leg.pc.set_local_description(Instant::now(), offer)?;
+    Ok(leg
+        .pc
+        .local_description()
+        .ok_or_else(|| anyhow!("no local offer"))?
+        .sdp)
+}
+
 /// Points every `a=candidate` line at `via` (address and port).
 fn redirect_candidates(sdp: &str, via: SocketAddr) -> String {
     let mut out = String::with_capacity(sdp.len());

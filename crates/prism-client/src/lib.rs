@@ -16,6 +16,8 @@ pub mod client;
 pub mod payload;
 pub mod signaling;
 
-pub use client::{ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack};
+pub use client::{
+    sample_offer, ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack,
+};
 pub use payload::{Probe, ProbeError};
 pub use signaling::Signaling;
