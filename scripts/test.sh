@@ -19,6 +19,25 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   if need rustup; then rustup component add rustfmt clippy; fi
 fi
 
+# promtool (Debian's prometheus package) checks /metrics and the Prometheus
+# config; PyYAML parses the Compose and Kubernetes files.
+if ! need promtool; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "== installing promtool (Debian package prometheus)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package may start a Prometheus server; the tests do not need it.
+    (command -v service >/dev/null && service prometheus stop >/dev/null 2>&1) || true
+  else
+    echo "promtool is missing: install Debian's prometheus package (or run as root)" >&2
+    exit 1
+  fi
+fi
+if ! python3 -c 'import yaml' 2>/dev/null; then
+  echo "== installing PyYAML"
+  python3 -m pip install -q pyyaml
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -20,7 +20,7 @@ pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParam
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{
-    LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomError, RoomEvent,
+    LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomCounters, RoomError, RoomEvent,
     SenderReportValues, SinkId, Source, Track, TrackId, TrackSpec,
 };
 pub use seq::{SeqOutcome, SeqRewriter};

@@ -260,7 +260,7 @@ pub enum RoomEvent {
 }
 
 /// Room-wide plain counters.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomCounters {
     pub packets_forwarded: u64,
     pub drops: [u64; 8],
@@ -280,6 +280,25 @@ pub struct RoomCounters {
     pub nack_expired: u64,
     /// NACKs for a packet retransmitted moments ago, ignored.
     pub nack_duplicates: u64,
+}
+
+impl RoomCounters {
+    /// Adds another room's counters (a closed room's, to keep totals monotonic).
+    pub fn absorb(&mut self, o: &RoomCounters) {
+        self.packets_forwarded += o.packets_forwarded;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        self.keyframe_requests_in += o.keyframe_requests_in;
+        self.keyframe_requests_out += o.keyframe_requests_out;
+        self.cache_starts += o.cache_starts;
+        self.cache_packets += o.cache_packets;
+        self.nacks_in += o.nacks_in;
+        self.retransmits += o.retransmits;
+        self.nack_misses += o.nack_misses;
+        self.nack_expired += o.nack_expired;
+        self.nack_duplicates += o.nack_duplicates;
+    }
 }
 
 #[derive(Debug)]

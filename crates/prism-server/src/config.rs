@@ -70,6 +70,9 @@ pub struct Config {
     pub max_publish_bitrate: u64,
     /// STUN/TURN servers announced to WHIP/WHEP clients.
     pub ice_servers: Vec<IceServer>,
+    /// On SIGTERM, how long to wait for participants to leave before exiting.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             nack_min_interval: Duration::from_millis(30),
             max_publish_bitrate: 3_000_000,
             ice_servers: Vec::new(),
+            drain_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -169,6 +173,9 @@ pub struct Overrides {
     /// credentials; put servers with credentials in the config file).
     #[arg(long, env = "PRISM_ICE_SERVERS", value_delimiter = ',')]
     pub ice_servers: Option<Vec<String>>,
+    /// On SIGTERM, wait this long for participants to leave [default: 60s].
+    #[arg(long, env = "PRISM_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +252,9 @@ impl Config {
         }
         if let Some(v) = o.max_publish_bitrate {
             c.max_publish_bitrate = v;
+        }
+        if let Some(v) = o.drain_timeout {
+            c.drain_timeout = v;
         }
         if let Some(v) = &o.ice_servers {
             c.ice_servers = v

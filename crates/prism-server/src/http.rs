@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
@@ -18,6 +18,7 @@ const WS_MAX_FRAME: usize = 1 << 20;
 pub struct AppState {
     pub directory: Arc<Directory>,
     pub cfg: Arc<crate::config::Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     let whip_state = WhipState {
         directory: state.directory.clone(),
         cfg: state.cfg.clone(),
+        metrics: state.metrics.clone(),
     };
     let whip_routes = Router::new()
         .route(
@@ -49,11 +51,17 @@ pub fn router(state: AppState) -> Router {
                 .delete(whip::whep_delete)
                 .options(whip::session_options),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            whip_state.clone(),
+            whip::count_requests,
+        ))
         .with_state(whip_state);
     Router::new()
         .route("/", get(index))
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
         .merge(whip_routes)
 }
@@ -62,7 +70,36 @@ async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Respons
     upgrade
         .max_message_size(WS_MAX_FRAME)
         .max_frame_size(WS_MAX_FRAME)
-        .on_upgrade(move |socket| crate::session::run(socket, state.directory))
+        .on_upgrade(move |socket| crate::session::run(socket, state.directory, state.metrics))
+}
+
+/// Ready for new work: not draining, and every media shard ticking.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (code, body) = if state.directory.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else if !state
+        .directory
+        .shards_alive(std::time::Duration::from_secs(5))
+    {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a media shard is not responding\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
+    };
+    (code, body).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 async fn index(State(state): State<AppState>) -> impl IntoResponse {

@@ -4,6 +4,7 @@
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod session;
 pub mod whip;
 
@@ -12,11 +13,31 @@ use std::sync::Arc;
 
 use config::Config;
 
-/// A started server: where it listens.
+/// A started server: where it listens, and what drain needs.
 pub struct Running {
     pub http_addr: SocketAddr,
     pub media_addrs: Vec<SocketAddr>,
     pub serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub directory: Arc<media::Directory>,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl Running {
+    /// Stops taking new work and tells every connected client; then the
+    /// caller waits for [`media::Directory::participant_count`] to reach 0.
+    pub async fn start_drain(&self, deadline: std::time::Duration) {
+        self.directory
+            .draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.draining.set(1);
+        for s in self.directory.shards() {
+            let _ = s
+                .send(media::ShardCommand::Drain {
+                    deadline_secs: deadline.as_secs(),
+                })
+                .await;
+        }
+    }
 }
 
 /// Binds every socket and starts serving. Returns once all are bound.
@@ -25,19 +46,23 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let directory = media::Directory::new();
     let shards = media::start_shards(cfg.clone(), directory.clone())?;
     let media_addrs = shards.iter().map(|s| s.media_addr).collect();
+    let metrics = metrics::Metrics::new(shards.iter().map(|s| s.stats.clone()).collect());
     directory.set_shards(shards);
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {}: {e}", cfg.http_addr))?;
     let http_addr = listener.local_addr()?;
     let app = http::router(http::AppState {
-        directory,
+        directory: directory.clone(),
         cfg: cfg.clone(),
+        metrics: metrics.clone(),
     });
     let serve = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {
         http_addr,
         media_addrs,
         serve,
+        directory,
+        metrics,
     })
 }

@@ -34,7 +34,8 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(filter)
             .init(),
     }
-    let running = prism_server::start(cfg).await?;
+    let running_drain_timeout = cfg.drain_timeout;
+    let mut running = prism_server::start(cfg).await?;
     let media: Vec<String> = running.media_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(http = %running.http_addr, media = %media.join(","), "prism ready: open http://{}", running.http_addr);
     // A machine-readable line for scripts and tests that start prism on port 0.
@@ -43,26 +44,64 @@ async fn main() -> anyhow::Result<()> {
         running.http_addr,
         media.join(",")
     );
+    let drain_timeout = running_drain_timeout;
     tokio::select! {
-        r = running.serve => { r??; }
-        _ = shutdown_signal() => { tracing::info!("shutting down"); }
+        r = &mut running.serve => { r??; return Ok(()); }
+        sig = shutdown_signal() => match sig {
+            Signal::Interrupt => {
+                tracing::info!("interrupted; exiting");
+                return Ok(());
+            }
+            Signal::Terminate => {}
+        },
+    }
+    // SIGTERM: drain. Refuse new work, tell clients, wait for them to go.
+    tracing::info!(timeout = ?drain_timeout, "SIGTERM: draining");
+    running.start_drain(drain_timeout).await;
+    let deadline = tokio::time::Instant::now() + drain_timeout;
+    // The shards publish participant counts once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    loop {
+        let left = running.directory.participant_count();
+        if left == 0 {
+            tracing::info!("drained: no participants left; exiting");
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(participants = left, "drain timeout; exiting");
+                break;
+            }
+            _ = shutdown_signal() => {
+                tracing::info!("second signal; exiting now");
+                break;
+            }
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+        }
     }
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+enum Signal {
+    /// SIGINT (Ctrl-C in a terminal): exit promptly.
+    Interrupt,
+    /// SIGTERM (an orchestrator): drain first.
+    Terminate,
+}
+
+async fn shutdown_signal() -> Signal {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("installing a SIGTERM handler cannot fail on unix");
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+            _ = term.recv() => Signal::Terminate,
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
+        Signal::Interrupt
     }
 }

@@ -19,6 +19,7 @@ use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::media::{Directory, Outbound, ShardCommand, ShardHandle, SESSION_QUEUE};
+use crate::metrics::Metrics;
 
 /// How long a `join` may wait for its shard.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +30,7 @@ struct Joined {
     participant: ParticipantId,
 }
 
-pub async fn run(mut ws: WebSocket, directory: Arc<Directory>) {
+pub async fn run(mut ws: WebSocket, directory: Arc<Directory>, metrics: Arc<Metrics>) {
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
     loop {
@@ -45,7 +46,9 @@ pub async fn run(mut ws: WebSocket, directory: Arc<Directory>) {
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue, // ping/pong frames: axum answers pings
                 };
-                let reply = match parse_client(text.as_str()) {
+                let parsed = parse_client(text.as_str());
+                count(&metrics, &parsed);
+                let reply = match parsed {
                     Err(e) => Some(e.to_message()),
                     Ok(env) => match env.msg {
                         ClientMessage::Ping(_) => Some(ServerEnvelope::reply(env.id, ServerMessage::Pong(Empty {}))),
@@ -94,6 +97,15 @@ pub async fn run(mut ws: WebSocket, directory: Arc<Directory>) {
     }
 }
 
+/// Counts a received frame by message type and parse result.
+fn count(metrics: &Metrics, parsed: &Result<prism_signal::ClientEnvelope, SignalError>) {
+    let (ty, result) = match parsed {
+        Ok(env) => (env.msg.type_name(), "ok"),
+        Err(e) => ("invalid", e.code.as_str()),
+    };
+    metrics.signaling.with_label_values(&[ty, result]).inc();
+}
+
 async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Error> {
     ws.send(Message::Text(env.to_json().into())).await
 }
@@ -108,6 +120,12 @@ async fn join(
     let identity = j
         .identity
         .unwrap_or_else(|| format!("guest-{}", Alphanumeric.sample_string(&mut rand::rng(), 10)));
+    if directory.is_draining() {
+        return Err(SignalError::new(
+            ErrorCode::Draining,
+            "the server is shutting down; join on another instance",
+        ));
+    }
     let shard = directory
         .shard_for(&j.room)
         .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no media shard is running"))?;

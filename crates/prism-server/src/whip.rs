@@ -40,6 +40,39 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct WhipState {
     pub directory: Arc<Directory>,
     pub cfg: Arc<Config>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Counts every WHIP/WHEP request by endpoint, method and status code.
+pub async fn count_requests(
+    State(s): State<WhipState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let endpoint = if req.uri().path().starts_with("/whep") {
+        "whep"
+    } else {
+        "whip"
+    };
+    let method = req.method().as_str().to_owned();
+    let resp = next.run(req).await;
+    s.metrics
+        .http
+        .with_label_values(&[endpoint, &method, resp.status().as_str()])
+        .inc();
+    resp
+}
+
+/// New sessions are refused while the server drains.
+fn refuse_if_draining(d: &Directory) -> Result<(), HttpFailure> {
+    if d.is_draining() {
+        return Err(HttpFailure::new(
+            503,
+            "Draining",
+            "the server is shutting down; connect to another instance",
+        ));
+    }
+    Ok(())
 }
 
 fn problem(f: &HttpFailure) -> Response {
@@ -214,6 +247,7 @@ pub async fn whip_post(
 ) -> Response {
     let prep = (|| {
         check_auth(&headers)?;
+        refuse_if_draining(&s.directory)?;
         valid_room(&room)?;
         sdp_body(&headers, &body, "application/sdp")
     })();
@@ -259,6 +293,7 @@ pub async fn whep_post(
 ) -> Response {
     let prep = (|| {
         check_auth(&headers)?;
+        refuse_if_draining(&s.directory)?;
         valid_room(&room)?;
         sdp_body(&headers, &body, "application/sdp")
     })();

@@ -279,8 +279,16 @@ pub enum ServerMessage {
     Answer(ServerAnswer),
     Candidate(Candidate),
     Left(Left),
+    /// The server is shutting down: finish up and reconnect elsewhere.
+    Draining(Draining),
     Pong(Empty),
     Error(ErrorBody),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Draining {
+    /// The server closes remaining sessions after this many seconds.
+    pub deadline_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

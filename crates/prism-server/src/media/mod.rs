@@ -89,6 +89,8 @@ pub enum ShardCommand {
         if_match: Option<String>,
         reply: oneshot::Sender<Result<PatchOutcome, HttpFailure>>,
     },
+    /// The server drains: tell every WebSocket participant.
+    Drain { deadline_secs: u64 },
     /// WHIP/WHEP DELETE: the session ends now.
     HttpDelete {
         room: String,
@@ -172,6 +174,11 @@ pub struct ShardHandle {
     tx: mpsc::Sender<ShardCommand>,
     /// Rooms on this shard, for placing new rooms on the least loaded one.
     pub rooms: Arc<AtomicUsize>,
+    /// The shard's metrics, published once a second.
+    pub stats: Arc<std::sync::Mutex<crate::metrics::ShardStats>>,
+    /// Milliseconds since the directory's epoch at the shard's last
+    /// housekeeping tick: a shard that stops ticking is stuck.
+    pub heartbeat: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl ShardHandle {
@@ -199,6 +206,10 @@ impl ShardHandle {
 #[derive(Debug)]
 pub struct Directory {
     rooms: dashmap::DashMap<String, usize>,
+    /// The time base of shard heartbeats.
+    pub epoch: std::time::Instant,
+    /// Set on SIGTERM: no new joins or WHIP/WHEP sessions.
+    pub draining: std::sync::atomic::AtomicBool,
     /// WHIP/WHEP session id (the unguessable part of the session URL) → its
     /// room and participant. Removed by DELETE or when the participant goes.
     pub http_sessions: dashmap::DashMap<String, HttpSessionEntry>,
@@ -209,6 +220,8 @@ impl Directory {
     pub fn new() -> Arc<Self> {
         Arc::new(Directory {
             rooms: dashmap::DashMap::new(),
+            epoch: std::time::Instant::now(),
+            draining: std::sync::atomic::AtomicBool::new(false),
             http_sessions: dashmap::DashMap::new(),
             shards: std::sync::OnceLock::new(),
         })
@@ -255,6 +268,32 @@ impl Directory {
     pub fn room_count(&self) -> usize {
         self.rooms.len()
     }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Participants across all shards, as last published (≤ 1 s old).
+    pub fn participant_count(&self) -> u64 {
+        self.shards()
+            .iter()
+            .map(|s| {
+                let st = s.stats.lock().unwrap_or_else(|e| e.into_inner());
+                st.participants.iter().sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// Every shard ticked within `limit` (a stuck shard makes us unready).
+    pub fn shards_alive(&self, limit: std::time::Duration) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let limit = limit.as_millis() as u64;
+        self.shards().iter().all(|s| {
+            let at = s.heartbeat.load(std::sync::atomic::Ordering::Relaxed);
+            // Not ticked yet: started less than a tick ago.
+            at == 0 && now < 2_000 || now.saturating_sub(at) <= limit
+        })
+    }
 }
 
 /// Binds every shard's socket and starts its thread.
@@ -275,15 +314,17 @@ pub fn start_shards(
             .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {bind}: {e}"))?;
         let local = socket.local_addr()?;
         let (tx, rx) = mpsc::channel(4096);
-        let rooms = Arc::new(AtomicUsize::new(0));
         let handle = ShardHandle {
             index,
             media_addr: local,
             tx,
-            rooms: rooms.clone(),
+            rooms: Default::default(),
+            stats: Default::default(),
+            heartbeat: Default::default(),
         };
         let cfg = cfg.clone();
         let dir = directory.clone();
+        let shared = handle.clone();
         std::thread::Builder::new()
             .name(format!("prism-shard-{index}"))
             .spawn(move || {
@@ -292,7 +333,7 @@ pub fn start_shards(
                     .build()
                     .expect("a current-thread runtime builds with the default settings");
                 rt.block_on(async move {
-                    match shard::Shard::new(index, socket, cfg, dir, rx, rooms) {
+                    match shard::Shard::new(index, socket, cfg, dir, rx, &shared) {
                         Ok(s) => s.run().await,
                         Err(e) => tracing::error!(shard = index, "shard failed to start: {e}"),
                     }
@@ -314,6 +355,8 @@ mod tests {
             media_addr: SocketAddr::from(([127, 0, 0, 1], 50000 + index as u16)),
             tx,
             rooms: Arc::new(AtomicUsize::new(0)),
+            stats: Default::default(),
+            heartbeat: Default::default(),
         }
     }
 

@@ -98,6 +98,10 @@ pub struct Peer {
     pub remb_in: Option<u64>,
     /// WHIP/WHEP peers: what PATCH needs.
     pub http: Option<HttpState>,
+    /// ICE reached connected (a later failure is then a DTLS failure).
+    pub ice_connected: bool,
+    /// Engine statistics already counted (metrics add deltas).
+    pub engine_seen: super::shard::EngineSeen,
 }
 
 /// Engine settings shared by every peer of a shard.
@@ -186,6 +190,8 @@ impl Peer {
                 last_remb: None,
                 remb_in: None,
                 http: None,
+                ice_connected: false,
+                engine_seen: Default::default(),
             },
             candidates,
         ))

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,7 +20,7 @@ use prism_core::{
 use prism_signal::{ErrorCode, Leg, SignalError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -36,9 +36,13 @@ use tokio::sync::mpsc;
 use super::peer::{Peer, PeerSettings};
 use super::{stun, Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::Config;
+use crate::metrics::ShardStats;
 
 mod control;
 mod http;
+mod stats;
+
+pub use stats::EngineSeen;
 
 /// Ceiling of a subscribe leg's bandwidth estimate, bits per second.
 const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
@@ -81,6 +85,9 @@ struct Member {
     http_session: Option<String>,
     publish: Option<usize>,
     subscribe: Option<usize>,
+    joined_at: Instant,
+    /// One of its legs connected (for the join-duration histogram).
+    media_connected: bool,
 }
 
 impl Member {
@@ -123,8 +130,16 @@ pub struct Shard {
     /// (deadline, room) for every room's next `Room::poll_timeout`.
     room_timers: BTreeSet<(Instant, usize)>,
     dirty: Vec<usize>,
-    /// Retransmissions sent as RTX (the rest went on the media SSRC).
-    retransmits_rtx: u64,
+    /// Plain counters for metrics, published once a second to `published`.
+    stats: ShardStats,
+    published: Arc<Mutex<ShardStats>>,
+    /// Counters of rooms already closed, so totals never go down.
+    closed_rooms: prism_core::RoomCounters,
+    /// When the current batch of datagrams was read (forwarding latency).
+    turn_at: Instant,
+    /// Milliseconds since `epoch` at the last housekeeping tick (liveness).
+    heartbeat: Arc<AtomicU64>,
+    epoch: Instant,
     // Scratch buffers reused every turn (no allocation once warm).
     reads: Vec<TaggedRTCMessage>,
     events: Vec<RTCPeerConnectionEvent>,
@@ -139,8 +154,12 @@ impl Shard {
         cfg: Arc<Config>,
         directory: Arc<Directory>,
         commands: mpsc::Receiver<ShardCommand>,
-        room_count: Arc<AtomicUsize>,
+        handle: &super::ShardHandle,
     ) -> std::io::Result<Shard> {
+        let room_count = handle.rooms.clone();
+        let published = handle.stats.clone();
+        let heartbeat = handle.heartbeat.clone();
+        let epoch = directory.epoch;
         let socket = UdpSocket::from_std(socket)?;
         let port = socket.local_addr()?.port();
         let advertised: Vec<SocketAddr> = cfg
@@ -175,7 +194,12 @@ impl Shard {
             timers: BTreeSet::new(),
             room_timers: BTreeSet::new(),
             dirty: Vec::new(),
-            retransmits_rtx: 0,
+            stats: ShardStats::default(),
+            published,
+            closed_rooms: Default::default(),
+            turn_at: Instant::now(),
+            heartbeat,
+            epoch,
             reads: Vec::new(),
             events: Vec::new(),
             sends: Vec::new(),
@@ -221,6 +245,7 @@ impl Shard {
 
     fn on_readable(&mut self) {
         let now = Instant::now();
+        self.turn_at = now;
         for _ in 0..RECV_BATCH {
             let (n, from) = match self.socket.try_recv_from(&mut self.recv_buf) {
                 Ok(v) => v,
@@ -326,6 +351,15 @@ impl Shard {
             .filter(|(_, p)| now.saturating_duration_since(p.last_rx_at) > timeout)
             .map(|(_, p)| (p.room, p.participant))
             .collect();
+        for (_, p) in self.peers.iter() {
+            if !p.connected && now.saturating_duration_since(p.last_rx_at) > timeout {
+                if p.ice_connected {
+                    self.stats.dtls_failures += 1;
+                } else {
+                    self.stats.ice_failures += 1;
+                }
+            }
+        }
         for (room, pid) in silent {
             tracing::info!(shard = self.index, participant = %pid, "media silent past peer_timeout");
             self.remove_participant(now, room, pid, LeaveCause::Timeout);
@@ -339,7 +373,7 @@ impl Shard {
                 keyframe_requests_out = c.keyframe_requests_out,
                 nacks_in = c.nacks_in,
                 retransmits = c.retransmits,
-                retransmits_rtx = self.retransmits_rtx,
+                retransmits_rtx = self.stats.retransmits_rtx,
                 nack_misses = c.nack_misses,
                 nack_expired = c.nack_expired,
                 nack_duplicates = c.nack_duplicates,
@@ -356,6 +390,7 @@ impl Shard {
         }
         self.send_rembs(now);
         self.send_sender_reports(now);
+        self.sample_engine_stats(now);
         let expired: Vec<usize> = self
             .rooms
             .iter()
@@ -364,6 +399,7 @@ impl Shard {
             .collect();
         for key in expired {
             let r = self.rooms.remove(key);
+            self.closed_rooms.absorb(&r.core.counters);
             if let Some(at) = r.timer_at {
                 self.room_timers.remove(&(at, key));
             }
@@ -372,6 +408,11 @@ impl Shard {
             self.room_count.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(shard = self.index, room = r.core.name(), "room closed");
         }
+        self.heartbeat.store(
+            now.saturating_duration_since(self.epoch).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        self.publish_stats();
     }
 
     // ------------------------------------------------------------------
@@ -453,6 +494,21 @@ impl Shard {
                 match state {
                     RTCPeerConnectionState::Connected if !p.connected => {
                         p.connected = true;
+                        let (room, pid) = (p.room, p.participant);
+                        if let Some(m) = self
+                            .rooms
+                            .get_mut(room)
+                            .and_then(|r| r.members.get_mut(&pid))
+                        {
+                            if !m.media_connected {
+                                m.media_connected = true;
+                                let d = now.saturating_duration_since(m.joined_at);
+                                self.stats.join_duration.observe(d.as_secs_f64());
+                            }
+                        }
+                        let Some(p) = self.peers.get_mut(key) else {
+                            return;
+                        };
                         tracing::info!(
                             participant = %p.participant,
                             leg = p.leg.as_str(),
@@ -464,11 +520,23 @@ impl Shard {
                         }
                     }
                     RTCPeerConnectionState::Failed => {
+                        if p.ice_connected {
+                            self.stats.dtls_failures += 1;
+                        } else {
+                            self.stats.ice_failures += 1;
+                        }
                         let (room, pid) = (p.room, p.participant);
                         tracing::info!(participant = %pid, "media connection failed");
                         self.remove_participant(now, room, pid, LeaveCause::Timeout);
                     }
                     _ => {}
+                }
+            }
+            RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
+                RTCIceConnectionState::Connected,
+            ) => {
+                if let Some(p) = self.peers.get_mut(key) {
+                    p.ice_connected = true;
                 }
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
@@ -529,6 +597,8 @@ impl Shard {
             }
         };
         let room_key = peer.room;
+        self.stats.rtp_in_packets += 1;
+        self.stats.rtp_in_bytes += packet.payload.len() as u64;
         let meta = PacketMeta {
             ssrc,
             seq: packet.header.sequence_number,
@@ -566,6 +636,14 @@ impl Shard {
     /// else as the original packet again.
     fn flush_sends(&mut self, now: Instant, retransmission: bool) {
         let mut sends = std::mem::take(&mut self.sends);
+        if !retransmission && !sends.is_empty() {
+            // One clock read per batch: every packet of it waited this long
+            // since its datagram was read.
+            let latency = Instant::now().saturating_duration_since(self.turn_at);
+            self.stats
+                .forwarding_latency
+                .observe_n(latency.as_secs_f64(), sends.len() as u64);
+        }
         for (sink, mut pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
             let Some(sub) = self.peers.get_mut(peer_key) else {
@@ -577,6 +655,8 @@ impl Shard {
             if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
                 let _ = pkt.header.set_extension(id, mid.clone());
             }
+            self.stats.rtp_out_packets += 1;
+            self.stats.rtp_out_bytes += pkt.payload.len() as u64;
             let rtx_pt = s.rtx.as_ref().filter(|_| retransmission).and_then(|r| {
                 r.payload_types
                     .iter()
@@ -594,7 +674,7 @@ impl Shard {
                     pkt.header.payload_type = pt;
                     pkt.header.sequence_number = s.rtx_seq;
                     pkt.payload = bytes::Bytes::from(payload);
-                    self.retransmits_rtx += 1;
+                    self.stats.retransmits_rtx += 1;
                     // write_rtp takes only the sender's primary SSRC; the
                     // connection's own write path routes by SSRC and knows
                     // the RTX stream from negotiation.
@@ -654,8 +734,10 @@ impl Shard {
                     .map(|s| s.track)
             };
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.stats.plis_in += 1;
                 wanted.extend(track_of(pli.media_ssrc));
             } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                self.stats.firs_in += 1;
                 wanted.extend(fir.fir.iter().filter_map(|e| track_of(e.ssrc)));
             } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
                 remb_in = Some(remb.bitrate as u64);
@@ -827,6 +909,7 @@ impl Shard {
             };
             let peer = &mut self.peers[key];
             peer.last_remb = Some(total);
+            self.stats.rembs_sent += 1;
             tracing::debug!(participant = %peer.participant, bps = total, "REMB to publisher");
             if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
                 if let Err(e) = receiver.write_rtcp(now, vec![Box::new(remb)]) {
@@ -881,6 +964,7 @@ impl Shard {
                 if let Err(e) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
                     tracing::debug!("PLI write: {e}");
                 }
+                self.stats.plis_out += 1;
             }
             self.mark(pub_key);
         }

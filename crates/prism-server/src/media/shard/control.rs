@@ -133,6 +133,17 @@ impl Shard {
             } => {
                 let _ = reply.send(self.http_delete(now, &room, participant));
             }
+            ShardCommand::Drain { deadline_secs } => {
+                let msg =
+                    ServerEnvelope::new(ServerMessage::Draining(sig::Draining { deadline_secs }));
+                let keys: Vec<usize> = self.rooms.iter().map(|(k, _)| k).collect();
+                for rk in keys {
+                    let pids: Vec<ParticipantId> = self.rooms[rk].members.keys().copied().collect();
+                    for pid in pids {
+                        self.send_to(rk, pid, msg.clone());
+                    }
+                }
+            }
             ShardCommand::Disconnected { room, participant } => {
                 if let Some(&rk) = self.rooms_by_name.get(&room) {
                     self.remove_participant(now, rk, participant, LeaveCause::Disconnected);
@@ -220,8 +231,11 @@ impl Shard {
                 http_session,
                 publish: None,
                 subscribe: None,
+                joined_at: now,
+                media_connected: false,
             },
         );
+        self.stats.participants_joined += 1;
         tracing::info!(room, participant = %pid, identity, kind = ?kind, "joined");
         self.process_room_events(now, rk);
         (rk, pid)

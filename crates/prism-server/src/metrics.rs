@@ -1,0 +1,507 @@
+//! Prometheus metrics.
+//!
+//! The packet path only increments plain integers in its shard
+//! ([`ShardStats`], owned by the shard task). Once a second each shard
+//! publishes a copy ([`ShardStats::publish`]); a scrape of `/metrics` sums
+//! the shards' copies through [`ShardCollector`]. So a scrape sees values up
+//! to a second old, and no metric-registry call ever happens per packet.
+//!
+//! Control-path counters (signaling messages, WHIP/WHEP requests) are
+//! ordinary `prometheus` counters updated where the request is handled.
+//! Every name has the `prism_` prefix, base units, and no room, participant
+//! or track label. `docs/metrics.md` describes each.
+
+use std::sync::{Arc, Mutex};
+
+use prism_core::DropReason;
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// A histogram with fixed upper bounds, kept in plain integers.
+#[derive(Debug, Clone)]
+pub struct Hist {
+    bounds: &'static [f64],
+    /// Per bucket (not cumulative); the last is +Inf.
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Hist {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Hist {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Adds `n` observations of `v`.
+    #[inline]
+    pub fn observe_n(&mut self, v: f64, n: u64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|b| v <= *b)
+            .unwrap_or(self.bounds.len());
+        self.counts[i] += n;
+        self.sum += v * n as f64;
+        self.count += n;
+    }
+
+    pub fn observe(&mut self, v: f64) {
+        self.observe_n(v, 1);
+    }
+
+    fn add(&mut self, o: &Hist) {
+        for (a, b) in self.counts.iter_mut().zip(&o.counts) {
+            *a += b;
+        }
+        self.sum += o.sum;
+        self.count += o.count;
+    }
+
+    fn to_proto(&self) -> proto::Histogram {
+        let mut h = proto::Histogram::default();
+        let mut cumulative = 0;
+        let mut buckets = Vec::with_capacity(self.bounds.len());
+        for (b, c) in self.bounds.iter().zip(&self.counts) {
+            cumulative += c;
+            let mut bucket = proto::Bucket::default();
+            bucket.set_upper_bound(*b);
+            bucket.set_cumulative_count(cumulative);
+            buckets.push(bucket);
+        }
+        h.set_bucket(buckets);
+        h.set_sample_count(self.count);
+        h.set_sample_sum(self.sum);
+        h
+    }
+}
+
+/// Forwarding latency buckets: 10 µs … 50 ms.
+pub const LATENCY_BOUNDS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05,
+];
+/// Jitter and RTT buckets: 1 ms … 2 s.
+pub const NETWORK_BOUNDS: &[f64] = &[
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+];
+/// Join duration buckets: 10 ms … 30 s.
+pub const JOIN_BOUNDS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// One shard's numbers. Gauges are set at each publish; counters only grow.
+#[derive(Debug, Clone)]
+pub struct ShardStats {
+    // Gauges.
+    pub rooms: u64,
+    /// By how they connect: socket, whip, whep.
+    pub participants: [u64; 3],
+    /// Published tracks: audio, video.
+    pub tracks: [u64; 2],
+    /// Subscriptions (attached subscriber legs): audio, video.
+    pub subscriptions: [u64; 2],
+    pub peers: u64,
+    // Counters.
+    pub rtp_in_packets: u64,
+    pub rtp_in_bytes: u64,
+    pub rtp_out_packets: u64,
+    pub rtp_out_bytes: u64,
+    pub drops: [u64; 8],
+    pub nacks_in: u64,
+    pub nacks_out: u64,
+    pub retransmits: u64,
+    pub retransmits_rtx: u64,
+    pub nack_misses: u64,
+    pub plis_in: u64,
+    pub firs_in: u64,
+    pub plis_out: u64,
+    pub firs_out: u64,
+    pub keyframe_requests_out: u64,
+    pub keyframe_cache_starts: u64,
+    pub packets_lost: u64,
+    pub rembs_sent: u64,
+    pub ice_failures: u64,
+    pub dtls_failures: u64,
+    pub participants_joined: u64,
+    pub forwarding_latency: Hist,
+    pub jitter: Hist,
+    pub rtt: Hist,
+    pub join_duration: Hist,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        ShardStats {
+            rooms: 0,
+            participants: [0; 3],
+            tracks: [0; 2],
+            subscriptions: [0; 2],
+            peers: 0,
+            rtp_in_packets: 0,
+            rtp_in_bytes: 0,
+            rtp_out_packets: 0,
+            rtp_out_bytes: 0,
+            drops: [0; 8],
+            nacks_in: 0,
+            nacks_out: 0,
+            retransmits: 0,
+            retransmits_rtx: 0,
+            nack_misses: 0,
+            plis_in: 0,
+            firs_in: 0,
+            plis_out: 0,
+            firs_out: 0,
+            keyframe_requests_out: 0,
+            keyframe_cache_starts: 0,
+            packets_lost: 0,
+            rembs_sent: 0,
+            ice_failures: 0,
+            dtls_failures: 0,
+            participants_joined: 0,
+            forwarding_latency: Hist::new(LATENCY_BOUNDS),
+            jitter: Hist::new(NETWORK_BOUNDS),
+            rtt: Hist::new(NETWORK_BOUNDS),
+            join_duration: Hist::new(JOIN_BOUNDS),
+        }
+    }
+}
+
+impl ShardStats {
+    fn add(&mut self, o: &ShardStats) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $( self.$f += o.$f; )* };
+        }
+        sum!(
+            rooms,
+            peers,
+            rtp_in_packets,
+            rtp_in_bytes,
+            rtp_out_packets,
+            rtp_out_bytes,
+            nacks_in,
+            nacks_out,
+            retransmits,
+            retransmits_rtx,
+            nack_misses,
+            plis_in,
+            firs_in,
+            plis_out,
+            firs_out,
+            keyframe_requests_out,
+            keyframe_cache_starts,
+            packets_lost,
+            rembs_sent,
+            ice_failures,
+            dtls_failures,
+            participants_joined
+        );
+        for (a, b) in self.participants.iter_mut().zip(o.participants) {
+            *a += b;
+        }
+        for (a, b) in self.tracks.iter_mut().zip(o.tracks) {
+            *a += b;
+        }
+        for (a, b) in self.subscriptions.iter_mut().zip(o.subscriptions) {
+            *a += b;
+        }
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        self.forwarding_latency.add(&o.forwarding_latency);
+        self.jitter.add(&o.jitter);
+        self.rtt.add(&o.rtt);
+        self.join_duration.add(&o.join_duration);
+    }
+
+    /// Copies these numbers where the exporter reads them.
+    pub fn publish(&self, to: &Mutex<ShardStats>) {
+        // A poisoned lock only means an exporter panicked mid-read: the data
+        // is plain numbers, still fine to overwrite.
+        let mut g = to.lock().unwrap_or_else(|e| e.into_inner());
+        g.clone_from(self);
+    }
+}
+
+/// Sums the shards' published stats at scrape time.
+pub struct ShardCollector {
+    shards: Vec<Arc<Mutex<ShardStats>>>,
+    descs: Vec<Desc>,
+}
+
+fn family(name: &str, help: &str, t: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(name.to_owned());
+    f.set_help(help.to_owned());
+    f.set_field_type(t);
+    *f.mut_metric() = metrics;
+    f
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<proto::LabelPair> {
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut l = proto::LabelPair::default();
+            l.set_name((*k).to_owned());
+            l.set_value((*v).to_owned());
+            l
+        })
+        .collect()
+}
+
+fn counter(v: u64, l: &[(&str, &str)]) -> proto::Metric {
+    let mut c = proto::Counter::default();
+    c.set_value(v as f64);
+    let mut m = proto::Metric::default();
+    m.set_counter(c);
+    m.set_label(labels(l));
+    m
+}
+
+fn gauge(v: u64, l: &[(&str, &str)]) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(v as f64);
+    let mut m = proto::Metric::default();
+    m.set_gauge(g);
+    m.set_label(labels(l));
+    m
+}
+
+fn histogram(h: &Hist) -> proto::Metric {
+    let mut m = proto::Metric::default();
+    m.set_histogram(h.to_proto());
+    m
+}
+
+impl ShardCollector {
+    pub fn new(shards: Vec<Arc<Mutex<ShardStats>>>) -> Self {
+        ShardCollector {
+            shards,
+            descs: Vec::new(),
+        }
+    }
+
+    fn total(&self) -> ShardStats {
+        let mut t = ShardStats::default();
+        for s in &self.shards {
+            t.add(&s.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        t
+    }
+}
+
+impl Collector for ShardCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        // Unchecked collector: the families are built at collect time.
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+        let t = self.total();
+        let kinds = ["audio", "video"];
+        let mut out = vec![
+            family("prism_rooms", "Open rooms.", GAUGE, vec![gauge(t.rooms, &[])]),
+            family(
+                "prism_participants",
+                "Participants in rooms, by how they connect (WHEP viewers are hidden from rooms but counted here).",
+                GAUGE,
+                ["websocket", "whip", "whep"]
+                    .iter()
+                    .zip(t.participants)
+                    .map(|(k, v)| gauge(v, &[("transport", k)]))
+                    .collect(),
+            ),
+            family(
+                "prism_published_tracks",
+                "Published tracks, by kind.",
+                GAUGE,
+                kinds.iter().zip(t.tracks).map(|(k, v)| gauge(v, &[("kind", k)])).collect(),
+            ),
+            family(
+                "prism_subscriptions",
+                "Subscriber legs attached to a published track, by kind.",
+                GAUGE,
+                kinds.iter().zip(t.subscriptions).map(|(k, v)| gauge(v, &[("kind", k)])).collect(),
+            ),
+            family("prism_peer_connections", "Peer connections (publish and subscribe legs).", GAUGE, vec![gauge(t.peers, &[])]),
+            family(
+                "prism_rtp_packets_total",
+                "RTP packets received from publishers (in) and sent to subscribers (out), retransmissions included.",
+                COUNTER,
+                vec![counter(t.rtp_in_packets, &[("direction", "in")]), counter(t.rtp_out_packets, &[("direction", "out")])],
+            ),
+            family(
+                "prism_rtp_bytes_total",
+                "RTP payload bytes received and sent.",
+                COUNTER,
+                vec![counter(t.rtp_in_bytes, &[("direction", "in")]), counter(t.rtp_out_bytes, &[("direction", "out")])],
+            ),
+            family(
+                "prism_dropped_packets_total",
+                "Packets not forwarded to a subscriber, by reason.",
+                COUNTER,
+                DropReason::ALL.iter().map(|r| counter(t.drops[r.index()], &[("reason", r.as_str())])).collect(),
+            ),
+            family(
+                "prism_nacks_total",
+                "Sequence numbers NACKed by subscribers (in) and by Prism to publishers (out).",
+                COUNTER,
+                vec![counter(t.nacks_in, &[("direction", "in")]), counter(t.nacks_out, &[("direction", "out")])],
+            ),
+            family(
+                "prism_retransmitted_packets_total",
+                "Packets retransmitted to subscribers from the shared history, by encapsulation.",
+                COUNTER,
+                vec![
+                    counter(t.retransmits_rtx, &[("mode", "rtx")]),
+                    counter(t.retransmits.saturating_sub(t.retransmits_rtx), &[("mode", "media")]),
+                ],
+            ),
+            family("prism_nack_misses_total", "NACKed packets not answered (never sent to that subscriber, or past the history).", COUNTER, vec![counter(t.nack_misses, &[])]),
+            family(
+                "prism_keyframe_requests_total",
+                "Keyframe requests: PLI/FIR from subscribers (in) and to publishers (out).",
+                COUNTER,
+                vec![
+                    counter(t.plis_in, &[("direction", "in"), ("type", "pli")]),
+                    counter(t.firs_in, &[("direction", "in"), ("type", "fir")]),
+                    counter(t.plis_out, &[("direction", "out"), ("type", "pli")]),
+                    counter(t.firs_out, &[("direction", "out"), ("type", "fir")]),
+                ],
+            ),
+            family("prism_keyframe_cache_starts_total", "Subscribers started from a cached keyframe.", COUNTER, vec![counter(t.keyframe_cache_starts, &[])]),
+            family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
+            family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
+            family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),
+            family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
+            family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
+            family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),
+            family("prism_jitter_seconds", "Interarrival jitter of publishers' streams, sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.jitter)]),
+            family("prism_rtt_seconds", "Round-trip time to subscribers (from their receiver reports), sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.rtt)]),
+            family("prism_join_duration_seconds", "From a participant's join to its first connected media leg.", HISTOGRAM, vec![histogram(&t.join_duration)]),
+        ];
+        out.retain(|f| !f.get_metric().is_empty());
+        out
+    }
+}
+
+/// Everything `/metrics` shows, and the control-path counters.
+pub struct Metrics {
+    pub registry: Registry,
+    /// Signaling messages by type and result (`ok` or the error code).
+    pub signaling: IntCounterVec,
+    /// WHIP/WHEP requests by endpoint, method and status code.
+    pub http: IntCounterVec,
+    pub draining: IntGauge,
+}
+
+impl Metrics {
+    pub fn new(shards: Vec<Arc<Mutex<ShardStats>>>) -> Arc<Metrics> {
+        let registry = Registry::new();
+        let signaling = IntCounterVec::new(
+            Opts::new(
+                "prism_signaling_messages_total",
+                "WebSocket signaling messages received, by type and result.",
+            ),
+            &["type", "result"],
+        )
+        .expect("valid metric options");
+        let http = IntCounterVec::new(
+            Opts::new(
+                "prism_whip_whep_requests_total",
+                "WHIP/WHEP HTTP requests, by endpoint, method and status code.",
+            ),
+            &["endpoint", "method", "code"],
+        )
+        .expect("valid metric options");
+        let draining = IntGauge::new(
+            "prism_draining",
+            "1 while the server drains (refuses new work) before shutting down.",
+        )
+        .expect("valid metric options");
+        let build = IntGauge::with_opts(
+            Opts::new("prism_build_info", "Build information; always 1.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
+        )
+        .expect("valid metric options");
+        build.set(1);
+        for c in [
+            Box::new(signaling.clone()) as Box<dyn Collector>,
+            Box::new(http.clone()),
+            Box::new(draining.clone()),
+            Box::new(build),
+            Box::new(ShardCollector::new(shards)),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metrics register once");
+        Arc::new(Metrics {
+            registry,
+            signaling,
+            http,
+            draining,
+        })
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding plain families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Hist::new(&[0.1, 1.0]);
+        h.observe(0.05);
+        h.observe_n(0.5, 2);
+        h.observe(5.0);
+        let p = h.to_proto();
+        let b: Vec<u64> = p
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
+        assert_eq!(b, vec![1, 3]);
+        assert_eq!(p.get_sample_count(), 4);
+        assert!((p.get_sample_sum() - 6.05).abs() < 1e-9);
+    }
+
+    #[test]
+    fn shards_are_summed() {
+        let a = Arc::new(Mutex::new(ShardStats {
+            rooms: 2,
+            rtp_in_packets: 10,
+            ..Default::default()
+        }));
+        let b = Arc::new(Mutex::new(ShardStats {
+            rooms: 1,
+            rtp_in_packets: 5,
+            ..Default::default()
+        }));
+        let m = Metrics::new(vec![a, b]);
+        let text = m.render();
+        assert!(text.contains("prism_rooms 3"), "{text}");
+        assert!(
+            text.contains("prism_rtp_packets_total{direction=\"in\"} 15"),
+            "{text}"
+        );
+        assert!(text.contains("prism_build_info{version="), "{text}");
+    }
+}
