@@ -38,9 +38,33 @@ if ! python3 -c 'import yaml' 2>/dev/null; then
   python3 -m pip install -q pyyaml
 fi
 
+# Browser tests: Debian's Chromium driven by npm playwright-core (a browser
+# download would fail here), Node's built-in test runner.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "== installing chromium (Debian package)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  else
+    echo "Chromium is missing: install Debian's chromium package (or run as root)" >&2
+    exit 1
+  fi
+fi
+if ! need node || ! need npm; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  fi
+fi
+(cd web/tests && npm ci --no-audit --no-fund --silent)
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== browser tests (headless Chromium)"
+cargo build --locked -p prism-server --bin prism
+PRISM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/prism"
+export PRISM_BIN
+(cd web/tests && node --test --test-concurrency=1 .)

@@ -73,6 +73,8 @@ pub struct Config {
     /// On SIGTERM, how long to wait for participants to leave before exiting.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Serve the web client from this folder instead of the embedded copy.
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             max_publish_bitrate: 3_000_000,
             ice_servers: Vec::new(),
             drain_timeout: Duration::from_secs(60),
+            web_dir: None,
         }
     }
 }
@@ -176,6 +179,9 @@ pub struct Overrides {
     /// On SIGTERM, wait this long for participants to leave [default: 60s].
     #[arg(long, env = "PRISM_DRAIN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub drain_timeout: Option<Duration>,
+    /// Serve the web client from this folder (development) instead of the embedded copy.
+    #[arg(long, env = "PRISM_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +258,9 @@ impl Config {
         }
         if let Some(v) = o.max_publish_bitrate {
             c.max_publish_bitrate = v;
+        }
+        if let Some(v) = &o.web_dir {
+            c.web_dir = Some(v.clone());
         }
         if let Some(v) = o.drain_timeout {
             c.drain_timeout = v;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use axum::Router;
 
@@ -57,9 +57,14 @@ pub fn router(state: AppState) -> Router {
         ))
         .with_state(whip_state);
     Router::new()
-        .route("/", get(index))
+        .route("/", get(crate::web::index))
+        .route("/room/{room}", get(crate::web::room))
+        .route("/broadcast/{room}", get(crate::web::broadcast))
+        .route("/watch/{room}", get(crate::web::watch))
+        .route("/static/{file}", get(crate::web::asset))
         .route("/ws", get(ws))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
@@ -100,21 +105,4 @@ async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(),
     )
         .into_response()
-}
-
-async fn index(State(state): State<AppState>) -> impl IntoResponse {
-    let shards: Vec<String> = state
-        .directory
-        .shards()
-        .iter()
-        .map(|s| s.media_addr.to_string())
-        .collect();
-    let body = format!(
-        "<!doctype html><meta charset=utf-8><title>Prism</title>\
-         <h1>Prism SFU</h1><p>Signaling: <code>ws://HOST/ws</code> (see docs/signaling.md). \
-         Media UDP: <code>{}</code>. Rooms open: {}.</p>",
-        shards.join(", "),
-        state.directory.room_count()
-    );
-    ([(header::CACHE_CONTROL, "no-store")], Html(body))
 }

@@ -6,6 +6,7 @@ pub mod http;
 pub mod media;
 pub mod metrics;
 pub mod session;
+pub mod web;
 pub mod whip;
 
 use std::net::SocketAddr;

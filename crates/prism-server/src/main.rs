@@ -4,7 +4,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Default log filter: our own info lines; the WebRTC engine's chatter only at warn.
 const DEFAULT_FILTER: &str =
-    "info,rtc=warn,rtc_ice=warn,rtc_dtls=warn,rtc_srtp=warn,rtc_sctp=warn,\
+    "info,rtc=warn,rtc_ice=warn,rtc_dtls=error,rtc_srtp=warn,rtc_sctp=warn,\
 rtc_interceptor=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn,webrtc=warn";
 
 #[tokio::main]

@@ -56,7 +56,7 @@ pub async fn run(mut ws: WebSocket, directory: Arc<Directory>, metrics: Arc<Metr
                             if joined.is_some() {
                                 Some(SignalError::new(ErrorCode::AlreadyJoined, "this socket already joined a room; open another socket for another room").with_id(env.id).to_message())
                             } else {
-                                match join(&directory, j, tx.clone()).await {
+                                match join(&directory, j, env.id.clone(), tx.clone()).await {
                                     Ok(j) => { joined = Some(j); None }
                                     Err(e) => Some(e.with_id(env.id).to_message()),
                                 }
@@ -113,6 +113,7 @@ async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Erro
 async fn join(
     directory: &Directory,
     j: prism_signal::Join,
+    id: Option<prism_signal::MsgId>,
     session: crate::media::SessionTx,
 ) -> Result<Joined, SignalError> {
     // Dev mode: tokens are not checked yet; the identity is the client's
@@ -135,6 +136,7 @@ async fn join(
             room: j.room.clone(),
             identity,
             name: j.name,
+            id,
             session,
             reply: reply_tx,
         })

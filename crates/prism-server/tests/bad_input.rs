@@ -39,19 +39,28 @@ async fn room_with_traffic() -> Room {
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
     let mut sig = Signaling::connect(&url).await.unwrap();
-    sig.send(ClientMessage::Join(Join {
-        room: "bad".into(),
-        name: "mallory".into(),
-        token: None,
-        identity: Some("mallory".into()),
-    }))
+    sig.send_with_id(
+        Some(MsgId::Str("j1".into())),
+        ClientMessage::Join(Join {
+            room: "bad".into(),
+            name: "mallory".into(),
+            token: None,
+            identity: Some("mallory".into()),
+        }),
+    )
     .await
     .unwrap();
-    sig.recv_until(Duration::from_secs(5), |m| {
-        matches!(m.msg, ServerMessage::Joined(_))
-    })
-    .await
-    .unwrap();
+    let joined = sig
+        .recv_until(Duration::from_secs(5), |m| {
+            matches!(m.msg, ServerMessage::Joined(_))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        joined.id,
+        Some(MsgId::Str("j1".into())),
+        "joined echoes the join's id"
+    );
     Room {
         srv,
         _publisher: publisher,

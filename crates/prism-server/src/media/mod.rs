@@ -50,6 +50,8 @@ pub enum ShardCommand {
         room: String,
         identity: String,
         name: String,
+        /// The `join` message's id, echoed on `joined`.
+        id: Option<prism_signal::MsgId>,
         session: SessionTx,
         reply: oneshot::Sender<Result<ParticipantId, SignalError>>,
     },

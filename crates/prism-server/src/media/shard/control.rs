@@ -44,6 +44,7 @@ impl Shard {
                 room,
                 identity,
                 name,
+                id,
                 session,
                 reply,
             } => {
@@ -64,7 +65,7 @@ impl Shard {
                     &identity,
                     &name,
                     MemberKind::Socket,
-                    Some(session),
+                    Some((session, id)),
                     None,
                 );
                 let _ = reply.send(Ok(pid));
@@ -163,9 +164,13 @@ impl Shard {
         identity: &str,
         name: &str,
         kind: MemberKind,
-        session: Option<SessionTx>,
+        session: Option<(SessionTx, Option<prism_signal::MsgId>)>,
         http_session: Option<String>,
     ) -> (usize, ParticipantId) {
+        let (session, join_id) = match session {
+            Some((s, id)) => (Some(s), id),
+            None => (None, None),
+        };
         let rk = match self.rooms_by_name.get(room) {
             Some(&k) => k,
             None => {
@@ -221,7 +226,7 @@ impl Shard {
             participants,
         });
         if let Some(s) = &session {
-            let _ = s.try_send(Outbound::Msg(ServerEnvelope::new(joined)));
+            let _ = s.try_send(Outbound::Msg(ServerEnvelope::reply(join_id, joined)));
         }
         r.members.insert(
             pid,

@@ -1,0 +1,450 @@
+// Prism web client library: plain ES module, standard APIs only.
+//
+//   import { PrismRoom, publishWhip, watchWhep } from "/static/prism.js";
+//
+// PrismRoom speaks the WebSocket protocol of docs/signaling.md: it joins a
+// room, publishes local tracks on its publish leg (it offers), receives the
+// others' tracks on its subscribe leg (the server offers), and reconnects
+// after a network drop or a page reload (a stable identity per tab makes the
+// server replace the old connection instead of showing a duplicate).
+// See docs/web-client.md for the events and examples.
+
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+
+function defaultUrl() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${proto}//${location.host}/ws`;
+}
+
+/** A stable identity for this browser tab (survives reloads, not new tabs). */
+export function tabIdentity(prefix = "web") {
+  const key = "prism.identity";
+  let id = sessionStorage.getItem(key);
+  if (!id) {
+    id = `${prefix}-${crypto.randomUUID()}`;
+    sessionStorage.setItem(key, id);
+  }
+  return id;
+}
+
+export class PrismError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * A conference room connection.
+ *
+ * Events (EventTarget, `event.detail`):
+ * - `joined` {participantId, participants}
+ * - `participant-joined` {participant}, `participant-left` {participantId, reason}
+ * - `track` {participantId, trackId, kind, source, track, stream, muted}
+ * - `track-removed` {participantId, trackId}
+ * - `track-muted` / `track-unmuted` {participantId, trackId}
+ * - `published` {trackId, source, kind}
+ * - `state` {state: "connecting" | "connected" | "reconnecting" | "closed"}
+ * - `error` {code, message}
+ * - `draining` {deadlineSecs}
+ */
+export class PrismRoom extends EventTarget {
+  constructor({ room, name = "", token, identity, url } = {}) {
+    super();
+    this.url = url || defaultUrl();
+    this.room = room;
+    this.name = name;
+    this.token = token;
+    this.identity = identity || tabIdentity();
+    this.participantId = null;
+    /** id → {id, identity, name, tracks: Map(trackId → info)} */
+    this.participants = new Map();
+    /** Local tracks to (re)publish: {track, source, stream, trackId?} */
+    this.local = [];
+    this.state = "closed";
+    this._closing = false;
+    this._attempt = 0;
+    this._nextId = 1;
+    this._pending = new Map();
+    this._negotiation = Promise.resolve();
+    this._subTracks = new Map(); // mid → trackId on the subscribe leg
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state) {
+    this.state = state;
+    this._emit("state", { state });
+  }
+
+  /** Connects and joins; resolves with the `joined` message. */
+  async join() {
+    this._closing = false;
+    this._setState("connecting");
+    return this._connect();
+  }
+
+  async _connect() {
+    const ws = new WebSocket(this.url);
+    this.ws = ws;
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new PrismError("network", "cannot reach the server"));
+    });
+    ws.onmessage = (e) => this._onMessage(JSON.parse(e.data));
+    ws.onclose = () => this._onClose(ws);
+    const joined = await this._request({
+      type: "join",
+      room: this.room,
+      name: this.name,
+      identity: this.identity,
+      ...(this.token ? { token: this.token } : {}),
+    });
+    this._attempt = 0;
+    this.participantId = joined.participant_id;
+    this.participants.clear();
+    for (const p of joined.participants) this._addParticipant(p);
+    this._setupSubscribeLeg();
+    this._setState("connected");
+    this._emit("joined", { participantId: this.participantId, participants: [...this.participants.values()] });
+    if (this.local.length) await this._negotiatePublish();
+    return joined;
+  }
+
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Sends a message with an id; resolves with the reply (or rejects on `error`). */
+  _request(msg) {
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject });
+      this._send({ ...msg, id });
+    });
+  }
+
+  _onClose(ws) {
+    if (ws !== this.ws) return;
+    for (const { reject } of this._pending.values()) reject(new PrismError("network", "connection closed"));
+    this._pending.clear();
+    this._closePeers();
+    if (this._closing) {
+      this._setState("closed");
+      return;
+    }
+    // A network drop, a server restart, or being replaced elsewhere: retry.
+    const delay = RECONNECT_DELAYS_MS[Math.min(this._attempt, RECONNECT_DELAYS_MS.length - 1)];
+    this._attempt++;
+    this._setState("reconnecting");
+    setTimeout(() => {
+      if (this._closing) return;
+      this._connect().catch((e) => {
+        this._emit("error", { code: e.code || "network", message: e.message });
+        if (this.ws && this.ws.readyState !== WebSocket.CLOSED) this.ws.close();
+        else this._onClose(this.ws);
+      });
+    }, delay);
+  }
+
+  _closePeers() {
+    for (const pc of [this.pub, this.sub]) if (pc) pc.close();
+    this.pub = null;
+    this.sub = null;
+    for (const [pid] of this.participants) this._removeParticipant(pid, "disconnected");
+    for (const l of this.local) l.trackId = undefined;
+  }
+
+  _onMessage(m) {
+    if (m.id !== undefined && this._pending.has(m.id)) {
+      const p = this._pending.get(m.id);
+      this._pending.delete(m.id);
+      if (m.type === "error") p.reject(new PrismError(m.code, m.message));
+      else p.resolve(m);
+      return;
+    }
+    switch (m.type) {
+      case "participant_joined":
+        this._addParticipant(m.participant);
+        break;
+      case "participant_left":
+        this._removeParticipant(m.participant_id, m.reason);
+        break;
+      case "track_published": {
+        const p = this.participants.get(m.track.participant_id);
+        if (p) p.tracks.set(m.track.id, { ...m.track });
+        break;
+      }
+      case "track_unpublished": {
+        const p = this.participants.get(m.participant_id);
+        if (p) p.tracks.delete(m.track_id);
+        this._emit("track-removed", { participantId: m.participant_id, trackId: m.track_id });
+        break;
+      }
+      case "track_muted":
+      case "track_unmuted": {
+        const muted = m.type === "track_muted";
+        const p = this.participants.get(m.participant_id);
+        const t = p && p.tracks.get(m.track_id);
+        if (t) t.muted = muted;
+        this._emit(muted ? "track-muted" : "track-unmuted", { participantId: m.participant_id, trackId: m.track_id });
+        break;
+      }
+      case "offer":
+        this._onSubscribeOffer(m);
+        break;
+      case "draining":
+        this._emit("draining", { deadlineSecs: m.deadline_secs });
+        break;
+      case "left":
+        // Replaced by another connection of ours (another tab took over) or
+        // timed out: do not fight it unless it was a timeout.
+        if (m.reason === "replaced") this._closing = true;
+        break;
+      case "error":
+        this._emit("error", { code: m.code, message: m.message });
+        break;
+    }
+  }
+
+  _addParticipant(info) {
+    const p = { id: info.id, identity: info.identity, name: info.name, tracks: new Map() };
+    for (const t of info.tracks || []) p.tracks.set(t.id, { ...t });
+    this.participants.set(p.id, p);
+    this._emit("participant-joined", { participant: p });
+  }
+
+  _removeParticipant(id, reason) {
+    const p = this.participants.get(id);
+    if (!p) return;
+    for (const trackId of p.tracks.keys()) this._emit("track-removed", { participantId: id, trackId });
+    this.participants.delete(id);
+    this._emit("participant-left", { participantId: id, reason });
+  }
+
+  _newPeer(leg) {
+    const pc = new RTCPeerConnection();
+    pc.onicecandidate = (e) => this._send({ type: "candidate", leg, candidate: e.candidate ? e.candidate.toJSON() : null });
+    return pc;
+  }
+
+  _setupSubscribeLeg() {
+    this.sub = this._newPeer("subscribe");
+    this._subTracks.clear();
+    this.sub.ontrack = (e) => {
+      const mid = e.transceiver.mid;
+      const trackId = this._subTracks.get(mid);
+      const stream = e.streams[0] || new MediaStream([e.track]);
+      const participantId = stream.id;
+      const p = this.participants.get(participantId);
+      const info = p && p.tracks.get(trackId);
+      this._emit("track", {
+        participantId,
+        trackId,
+        kind: e.track.kind,
+        source: info ? info.source : e.track.kind === "audio" ? "microphone" : "camera",
+        muted: info ? info.muted : false,
+        track: e.track,
+        stream,
+      });
+    };
+  }
+
+  async _onSubscribeOffer(m) {
+    if (!this.sub) this._setupSubscribeLeg();
+    for (const t of m.tracks) this._subTracks.set(t.mid, t.track_id);
+    try {
+      await this.sub.setRemoteDescription({ type: "offer", sdp: m.sdp });
+      await this.sub.setLocalDescription(await this.sub.createAnswer());
+      this._send({ type: "answer", leg: "subscribe", sdp: this.sub.localDescription.sdp });
+    } catch (e) {
+      this._emit("error", { code: "negotiation", message: `subscribe leg: ${e.message}` });
+    }
+  }
+
+  /**
+   * Publishes a local track. `source`: camera, microphone, screen, screen_audio.
+   * Resolves with the server's track id.
+   */
+  async publish(track, source, stream = new MediaStream([track])) {
+    const entry = { track, source, stream };
+    this.local.push(entry);
+    if (this.state === "connected") await this._negotiatePublish();
+    return entry.trackId;
+  }
+
+  /** Stops publishing a local track. */
+  async unpublish(track) {
+    const entry = this.local.find((l) => l.track === track);
+    if (!entry) return;
+    this.local = this.local.filter((l) => l !== entry);
+    if (this.pub && entry.transceiver) {
+      entry.transceiver.sender.replaceTrack(null);
+      entry.transceiver.direction = "inactive";
+      await this._negotiatePublish();
+    }
+  }
+
+  /** Renegotiates the publish leg (serialized: one offer at a time). */
+  _negotiatePublish() {
+    this._negotiation = this._negotiation.then(() => this._doNegotiatePublish()).catch((e) => {
+      this._emit("error", { code: e.code || "negotiation", message: e.message });
+    });
+    return this._negotiation;
+  }
+
+  async _doNegotiatePublish() {
+    if (!this.pub) this.pub = this._newPeer("publish");
+    for (const l of this.local) {
+      if (!l.transceiver || l.transceiver.currentDirection === "stopped") {
+        l.transceiver = this.pub.addTransceiver(l.track, { direction: "sendonly", streams: [l.stream] });
+      }
+    }
+    await this.pub.setLocalDescription(await this.pub.createOffer());
+    const tracks = this.local
+      .filter((l) => l.transceiver.mid)
+      .map((l) => ({ mid: l.transceiver.mid, source: l.source }));
+    const answer = await this._request({ type: "offer", leg: "publish", sdp: this.pub.localDescription.sdp, tracks });
+    await this.pub.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    for (const t of answer.tracks) {
+      const l = this.local.find((x) => x.transceiver && x.transceiver.mid === t.mid);
+      if (l && l.trackId !== t.track_id) {
+        l.trackId = t.track_id;
+        this._emit("published", { trackId: t.track_id, source: l.source, kind: l.track.kind });
+        if (!l.track.enabled) this._send({ type: "mute", track_id: t.track_id });
+      }
+    }
+  }
+
+  /** Mutes (or unmutes) a local track: stops sending and tells the others. */
+  setMuted(track, muted) {
+    const l = this.local.find((x) => x.track === track);
+    if (!l) return;
+    track.enabled = !muted;
+    if (l.trackId) this._send({ type: muted ? "mute" : "unmute", track_id: l.trackId });
+  }
+
+  /** Stop receiving these tracks (or receive them again). */
+  setSubscribed(trackIds, subscribed) {
+    this._send({ type: subscribed ? "subscribe" : "unsubscribe", track_ids: trackIds });
+  }
+
+  /** The subscribe leg's inbound statistics per track id: bitrate, loss, resolution, fps. */
+  async inboundStats() {
+    const out = new Map();
+    if (!this.sub) return out;
+    const report = await this.sub.getStats();
+    const now = performance.now();
+    this._lastStats = this._lastStats || new Map();
+    report.forEach((s) => {
+      if (s.type !== "inbound-rtp") return;
+      const trackId = this._subTracks.get(s.mid);
+      if (!trackId) return;
+      const prev = this._lastStats.get(s.id);
+      const bitrate = prev ? ((s.bytesReceived - prev.bytes) * 8 * 1000) / (now - prev.at) : 0;
+      this._lastStats.set(s.id, { bytes: s.bytesReceived, at: now });
+      out.set(trackId, {
+        kind: s.kind,
+        bitrate,
+        packetsLost: s.packetsLost || 0,
+        packetsReceived: s.packetsReceived || 0,
+        width: s.frameWidth,
+        height: s.frameHeight,
+        fps: s.framesPerSecond,
+      });
+    });
+    return out;
+  }
+
+  /** Leaves the room for good (no reconnect). */
+  leave() {
+    this._closing = true;
+    this._send({ type: "leave" });
+    this._closePeers();
+    if (this.ws) this.ws.close();
+    this._setState("closed");
+  }
+}
+
+async function postSdp(url, sdp, token) {
+  const headers = { "Content-Type": "application/sdp" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(url, { method: "POST", headers, body: sdp });
+  if (r.status !== 201) {
+    let detail = r.statusText;
+    try {
+      detail = (await r.json()).detail || detail;
+    } catch {}
+    throw new PrismError(r.status, detail);
+  }
+  return { answer: await r.text(), location: r.headers.get("Location") };
+}
+
+/**
+ * Publishes a MediaStream to a room over WHIP. Resolves with
+ * {pc, stop()} once the answer is applied.
+ */
+export async function publishWhip(room, stream, { token, base = "" } = {}) {
+  const pc = new RTCPeerConnection();
+  for (const t of stream.getTracks()) pc.addTransceiver(t, { direction: "sendonly", streams: [stream] });
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForCandidates(pc);
+  const { answer, location } = await postSdp(`${base}/whip/${encodeURIComponent(room)}`, pc.localDescription.sdp, token);
+  await pc.setRemoteDescription({ type: "answer", sdp: answer });
+  return {
+    pc,
+    location,
+    async stop() {
+      pc.close();
+      await fetch(location, { method: "DELETE" }).catch(() => {});
+    },
+  };
+}
+
+/**
+ * Watches a room's broadcast over WHEP. Resolves with {pc, stream, stop()};
+ * rejects with a PrismError whose code is 404 when there is no broadcast yet.
+ */
+export async function watchWhep(room, { token, base = "", participant } = {}) {
+  const pc = new RTCPeerConnection();
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  const stream = new MediaStream();
+  pc.ontrack = (e) => stream.addTrack(e.track);
+  await pc.setLocalDescription(await pc.createOffer());
+  await waitForCandidates(pc);
+  const q = participant ? `?participant=${encodeURIComponent(participant)}` : "";
+  let res;
+  try {
+    res = await postSdp(`${base}/whep/${encodeURIComponent(room)}${q}`, pc.localDescription.sdp, token);
+  } catch (e) {
+    pc.close();
+    throw e;
+  }
+  await pc.setRemoteDescription({ type: "answer", sdp: res.answer });
+  return {
+    pc,
+    stream,
+    location: res.location,
+    async stop() {
+      pc.close();
+      await fetch(res.location, { method: "DELETE" }).catch(() => {});
+    },
+  };
+}
+
+/** Waits (briefly) for ICE gathering, so the offer carries our candidates. */
+function waitForCandidates(pc, limitMs = 1000) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => pc.iceGatheringState === "complete" && done();
+    pc.addEventListener("icegatheringstatechange", check);
+    setTimeout(done, limitMs);
+  });
+}

@@ -1,0 +1,47 @@
+// The broadcast page publishes over WHIP; five watch pages decode it.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startPrism, launchBrowser, waitFor, sleep } from "./harness.js";
+
+let prism, browser;
+before(async () => {
+  prism = await startPrism();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  prism?.stop();
+});
+
+const frames = (page) => page.evaluate(() => document.getElementById("player").getVideoPlaybackQuality().totalVideoFrames);
+
+test("broadcast page → five watch pages", async () => {
+  const ctx = await browser.newContext();
+  // A watch page opened first waits for the broadcast and retries.
+  const early = await ctx.newPage();
+  await early.goto(`${prism.http}/watch/show`);
+  await waitFor("the early viewer waits", async () => (await early.textContent("#state")).includes("waiting"), 10000);
+
+  const studio = await ctx.newPage();
+  await studio.goto(`${prism.http}/broadcast/show`);
+  await studio.click("#camera");
+  await waitFor("live", async () => (await studio.textContent("#state")) === "live", 20000);
+
+  const viewers = [early];
+  for (let i = 0; i < 4; i++) {
+    const p = await (await browser.newContext()).newPage();
+    await p.goto(`${prism.http}/watch/show`);
+    viewers.push(p);
+  }
+  for (const [i, v] of viewers.entries()) {
+    await waitFor(`viewer ${i} decodes`, async () => (await frames(v)) > 10, 40000);
+  }
+  await sleep(1500);
+  for (const [i, v] of viewers.entries()) {
+    const a = await frames(v);
+    await sleep(1000);
+    assert.ok((await frames(v)) > a, `viewer ${i} keeps decoding`);
+  }
+  await waitFor("latency shown", async () => (await viewers[1].textContent("#metrics")).includes("latency"), 10000);
+  await viewers[1].screenshot({ path: new URL("../../docs/screenshots/watch.png", import.meta.url).pathname });
+});
