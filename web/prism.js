@@ -398,7 +398,7 @@ export async function publishWhip(room, stream, { token, base = "" } = {}) {
     location,
     async stop() {
       pc.close();
-      await fetch(location, { method: "DELETE" }).catch(() => {});
+      await fetch(location, { method: "DELETE", headers: token ? { Authorization: `Bearer ${token}` } : {} }).catch(() => {});
     },
   };
 }
@@ -430,7 +430,7 @@ export async function watchWhep(room, { token, base = "", participant } = {}) {
     location: res.location,
     async stop() {
       pc.close();
-      await fetch(res.location, { method: "DELETE" }).catch(() => {});
+      await fetch(res.location, { method: "DELETE", headers: token ? { Authorization: `Bearer ${token}` } : {} }).catch(() => {});
     },
   };
 }

@@ -187,7 +187,7 @@ function toggle(button, on, [offText, onText]) {
 }
 
 async function start(name) {
-  room = new PrismRoom({ room: roomName, name });
+  room = new PrismRoom({ room: roomName, name, token: params.get("token") || undefined });
   window.prismRoom = room; // for debugging and tests
   wire();
   $("controls").hidden = false;

@@ -48,6 +48,9 @@ pub struct ClientOptions {
     pub room: String,
     pub name: String,
     pub identity: Option<String>,
+    /// Access token: sent on `join`, and as `Authorization: Bearer` on
+    /// WHIP/WHEP requests. None in dev mode.
+    pub token: Option<String>,
     /// Written into every payload so receivers know who sent it.
     pub sender_id: u32,
     pub publish_audio: bool,
@@ -74,6 +77,7 @@ impl ClientOptions {
             room: room.to_owned(),
             name: name.to_owned(),
             identity: Some(name.to_owned()),
+            token: None,
             sender_id,
             publish_audio: true,
             publish_video: true,
@@ -225,7 +229,7 @@ impl MediaClient {
         sig.send(ClientMessage::Join(Join {
             room: opts.room.clone(),
             name: opts.name.clone(),
-            token: None,
+            token: opts.token.clone(),
             identity: opts.identity.clone(),
         }))
         .await?;
@@ -597,11 +601,14 @@ impl Driver {
             url.push_str(&format!("?participant={p}"));
         }
         self.state.lock().expect("state lock").posted_at = Some(Instant::now());
-        let resp = self
+        let mut req = self
             .http
             .post(&url)
-            .header("Content-Type", "application/sdp")
-            .header("Authorization", "Bearer dev")
+            .header("Content-Type", "application/sdp");
+        if let Some(t) = &self.opts.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req
             .body(sdp)
             .send()
             .await
@@ -874,7 +881,13 @@ impl Driver {
             ClientCommand::Leave => match &self.session_url {
                 // WHIP/WHEP: DELETE the session.
                 Some(url) => {
-                    let status = self.http.delete(url).send().await?.status().as_u16();
+                    let status = {
+                        let mut req = self.http.delete(url);
+                        if let Some(t) = &self.opts.token {
+                            req = req.bearer_auth(t);
+                        }
+                        req.send().await?.status().as_u16()
+                    };
                     self.state.lock().expect("state lock").delete_status = Some(status);
                 }
                 None => {

@@ -18,6 +18,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// A secret that never shows in debug output (`prism print-config`).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes, redacted>", self.0.len())
+    }
+}
+
 /// A STUN or TURN server offered to WHIP/WHEP clients (`Link` headers).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +86,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Serve the web client from this folder instead of the embedded copy.
     pub web_dir: Option<PathBuf>,
+    /// Access-token signing secrets (HS256, ≥ 32 bytes each; the first signs
+    /// new tokens). None: dev mode, loopback only.
+    pub keys: Vec<Secret>,
 }
 
 impl Default for Config {
@@ -98,6 +112,7 @@ impl Default for Config {
             ice_servers: Vec::new(),
             drain_timeout: Duration::from_secs(60),
             web_dir: None,
+            keys: Vec::new(),
         }
     }
 }
@@ -119,6 +134,36 @@ pub struct Cli {
 pub enum Command {
     /// Print the effective configuration (after file, environment and flags) and exit.
     PrintConfig,
+    /// Mint an access token with the configured key (config `keys` or PRISM_KEYS).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The room the token is for.
+    #[arg(long)]
+    pub room: String,
+    /// The holder's identity (`sub`): a second join with it replaces the first.
+    #[arg(long)]
+    pub identity: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Allow publishing (default: publish and subscribe when neither is given).
+    #[arg(long)]
+    pub publish: bool,
+    /// Allow subscribing.
+    #[arg(long)]
+    pub subscribe: bool,
+    /// Allow data publishing.
+    #[arg(long)]
+    pub publish_data: bool,
+    /// Allow admin actions.
+    #[arg(long)]
+    pub admin: bool,
+    /// How long the token is valid, e.g. 1h, 30m, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
 }
 
 /// Flags and environment variables; each overrides the config file.
@@ -182,6 +227,14 @@ pub struct Overrides {
     /// Serve the web client from this folder (development) instead of the embedded copy.
     #[arg(long, env = "PRISM_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+    /// Comma-separated access-token signing secrets (≥ 32 bytes each).
+    #[arg(
+        long,
+        env = "PRISM_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +312,14 @@ impl Config {
         if let Some(v) = o.max_publish_bitrate {
             c.max_publish_bitrate = v;
         }
+        if let Some(v) = &o.keys {
+            c.keys = v
+                .iter()
+                .filter(|k| !k.is_empty())
+                .cloned()
+                .map(Secret)
+                .collect();
+        }
         if let Some(v) = &o.web_dir {
             c.web_dir = Some(v.clone());
         }
@@ -285,6 +346,7 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::auth::Keys::new(&self.secrets()).map_err(ConfigError::Invalid)?;
         if self.media_ip.is_unspecified() {
             return Err(ConfigError::Invalid(format!(
                 "media_ip {} is a wildcard; bind the media sockets to the address clients reach \
@@ -296,6 +358,22 @@ impl Config {
             return Err(ConfigError::Invalid(format!(
                 "advertised_ips contains the wildcard {ip}; list the addresses clients reach"
             )));
+        }
+        // Secure by default: without keys anyone may join, so only loopback.
+        if self.keys.is_empty() {
+            let exposed: Vec<String> = [self.http_addr.ip(), self.media_ip]
+                .into_iter()
+                .filter(|ip| !ip.is_loopback())
+                .map(|ip| ip.to_string())
+                .collect();
+            if !exposed.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "refusing to listen on {} without access-token keys: anyone could join. \
+                     Set keys (config `keys = [\"…\"]` or PRISM_KEYS, at least 32 bytes each; \
+                     e.g. PRISM_KEYS=$(openssl rand -base64 48)), or bind to 127.0.0.1 for dev mode",
+                    exposed.join(" and ")
+                )));
+            }
         }
         for (name, n) in [
             ("video_history_packets", self.video_history_packets),
@@ -325,6 +403,11 @@ impl Config {
             )));
         }
         Ok(())
+    }
+
+    /// The signing secrets as strings.
+    pub fn secrets(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.0.clone()).collect()
     }
 
     /// The number of media shards to run.
@@ -387,6 +470,36 @@ mod tests {
         };
         let c = Config::load(&o).unwrap();
         assert_eq!((c.udp_port, c.shards), (41000, 3));
+    }
+
+    #[test]
+    fn exposed_without_keys_is_refused_and_short_keys_too() {
+        let o = Overrides {
+            http_addr: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        let err = Config::load(&o).unwrap_err().to_string();
+        assert!(
+            err.contains("without access-token keys") && err.contains("PRISM_KEYS"),
+            "{err}"
+        );
+        let o = Overrides {
+            http_addr: Some("0.0.0.0:8080".parse().unwrap()),
+            keys: Some(vec!["too-short".into()]),
+            ..Default::default()
+        };
+        let err = Config::load(&o).unwrap_err().to_string();
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        let o = Overrides {
+            http_addr: Some("0.0.0.0:8080".parse().unwrap()),
+            keys: Some(vec!["x".repeat(40)]),
+            ..Default::default()
+        };
+        let c = Config::load(&o).unwrap();
+        assert!(
+            !format!("{c:?}").contains(&"x".repeat(40)),
+            "keys are redacted"
+        );
     }
 
     #[test]

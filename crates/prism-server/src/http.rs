@@ -19,6 +19,7 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub cfg: Arc<crate::config::Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub keys: Arc<crate::auth::Keys>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         directory: state.directory.clone(),
         cfg: state.cfg.clone(),
         metrics: state.metrics.clone(),
+        keys: state.keys.clone(),
     };
     let whip_routes = Router::new()
         .route(
@@ -75,7 +77,9 @@ async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Respons
     upgrade
         .max_message_size(WS_MAX_FRAME)
         .max_frame_size(WS_MAX_FRAME)
-        .on_upgrade(move |socket| crate::session::run(socket, state.directory, state.metrics))
+        .on_upgrade(move |socket| {
+            crate::session::run(socket, state.directory, state.metrics, state.keys)
+        })
 }
 
 /// Ready for new work: not draining, and every media shard ticking.

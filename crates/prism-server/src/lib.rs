@@ -1,6 +1,7 @@
 //! The `prism` server: configuration, the media engine (UDP shards driving
 //! `rtc` peer connections), WebSocket signaling, and the HTTP surface.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 pub mod media;
@@ -47,8 +48,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let directory = media::Directory::new();
     let shards = media::start_shards(cfg.clone(), directory.clone())?;
     let media_addrs = shards.iter().map(|s| s.media_addr).collect();
-    let metrics = metrics::Metrics::new(shards.iter().map(|s| s.stats.clone()).collect());
+    let metrics = metrics::Metrics::new(
+        shards.iter().map(|s| s.stats.clone()).collect(),
+        directory.limit_hits.clone(),
+    );
     directory.set_shards(shards);
+    let keys = Arc::new(auth::Keys::new(&cfg.secrets()).map_err(|e| anyhow::anyhow!(e))?);
+    if keys.dev_mode() {
+        tracing::warn!("dev mode: no access-token keys configured; anyone who reaches this server may join (loopback only)");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind HTTP {}: {e}", cfg.http_addr))?;
@@ -57,6 +65,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         directory: directory.clone(),
         cfg: cfg.clone(),
         metrics: metrics.clone(),
+        keys,
     });
     let serve = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Running {

@@ -17,9 +17,37 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    if let Some(Command::PrintConfig) = cli.command {
-        println!("{cfg:#?}");
-        return Ok(());
+    match &cli.command {
+        Some(Command::PrintConfig) => {
+            println!("{cfg:#?}");
+            return Ok(());
+        }
+        Some(Command::Token(t)) => {
+            let keys = prism_server::auth::Keys::new(&cfg.secrets())
+                .map_err(|e| anyhow::anyhow!(e))?;
+            let mut grants = prism_server::auth::Grants {
+                publish: t.publish,
+                subscribe: t.subscribe,
+                publish_data: t.publish_data,
+                admin: t.admin,
+            };
+            if !t.publish && !t.subscribe {
+                grants.publish = true;
+                grants.subscribe = true;
+                grants.publish_data = true;
+            }
+            match keys.mint(&t.room, &t.identity, t.name.as_deref(), grants, t.ttl, None) {
+                Ok(token) => {
+                    println!("{token}");
+                    return Ok(());
+                }
+                Err(e) => {
+                    eprintln!("prism token: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        None => {}
     }
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

@@ -397,12 +397,37 @@ pub struct Metrics {
     pub signaling: IntCounterVec,
     /// WHIP/WHEP requests by endpoint, method and status code.
     pub http: IntCounterVec,
+    /// Refused tokens by reason (`missing`, `expired`, `wrong_room`, …).
+    pub auth_failures: IntCounterVec,
+    /// Requests refused by a configured limit, by limit name.
+    pub limit_hits: IntCounterVec,
     pub draining: IntGauge,
 }
 
+/// `prism_limit_hits_total{limit}`: made before the shards start (they count
+/// into it too) and registered by [`Metrics::new`].
+pub fn limit_counter() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "prism_limit_hits_total",
+            "Requests refused because a configured limit was reached, by limit.",
+        ),
+        &["limit"],
+    )
+    .expect("valid metric options")
+}
+
 impl Metrics {
-    pub fn new(shards: Vec<Arc<Mutex<ShardStats>>>) -> Arc<Metrics> {
+    pub fn new(shards: Vec<Arc<Mutex<ShardStats>>>, limit_hits: IntCounterVec) -> Arc<Metrics> {
         let registry = Registry::new();
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "prism_auth_failures_total",
+                "Access tokens refused on join, WHIP or WHEP, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric options");
         let signaling = IntCounterVec::new(
             Opts::new(
                 "prism_signaling_messages_total",
@@ -433,6 +458,8 @@ impl Metrics {
         for c in [
             Box::new(signaling.clone()) as Box<dyn Collector>,
             Box::new(http.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(limit_hits.clone()),
             Box::new(draining.clone()),
             Box::new(build),
             Box::new(ShardCollector::new(shards)),
@@ -449,6 +476,8 @@ impl Metrics {
             registry,
             signaling,
             http,
+            auth_failures,
+            limit_hits,
             draining,
         })
     }
@@ -495,7 +524,7 @@ mod tests {
             rtp_in_packets: 5,
             ..Default::default()
         }));
-        let m = Metrics::new(vec![a, b]);
+        let m = Metrics::new(vec![a, b], limit_counter());
         let text = m.render();
         assert!(text.contains("prism_rooms 3"), "{text}");
         assert!(

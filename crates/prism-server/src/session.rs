@@ -18,6 +18,7 @@ use prism_signal::{
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::auth::{Grants, Keys};
 use crate::media::{Directory, Outbound, ShardCommand, ShardHandle, SESSION_QUEUE};
 use crate::metrics::Metrics;
 
@@ -30,7 +31,12 @@ struct Joined {
     participant: ParticipantId,
 }
 
-pub async fn run(mut ws: WebSocket, directory: Arc<Directory>, metrics: Arc<Metrics>) {
+pub async fn run(
+    mut ws: WebSocket,
+    directory: Arc<Directory>,
+    metrics: Arc<Metrics>,
+    keys: Arc<Keys>,
+) {
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
     loop {
@@ -56,7 +62,7 @@ pub async fn run(mut ws: WebSocket, directory: Arc<Directory>, metrics: Arc<Metr
                             if joined.is_some() {
                                 Some(SignalError::new(ErrorCode::AlreadyJoined, "this socket already joined a room; open another socket for another room").with_id(env.id).to_message())
                             } else {
-                                match join(&directory, j, env.id.clone(), tx.clone()).await {
+                                match join(&directory, &keys, &metrics, j, env.id.clone(), tx.clone()).await {
                                     Ok(j) => { joined = Some(j); None }
                                     Err(e) => Some(e.with_id(env.id).to_message()),
                                 }
@@ -112,15 +118,29 @@ async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Erro
 
 async fn join(
     directory: &Directory,
+    keys: &Keys,
+    metrics: &Metrics,
     j: prism_signal::Join,
     id: Option<prism_signal::MsgId>,
     session: crate::media::SessionTx,
 ) -> Result<Joined, SignalError> {
-    // Dev mode: tokens are not checked yet; the identity is the client's
-    // choice or a fresh one.
-    let identity = j
-        .identity
-        .unwrap_or_else(|| format!("guest-{}", Alphanumeric.sample_string(&mut rand::rng(), 10)));
+    let (identity, name, grants) = if keys.dev_mode() {
+        // Dev mode: no token needed; the identity is the client's choice or
+        // a fresh one, and everything is allowed.
+        let identity = j.identity.unwrap_or_else(|| {
+            format!("guest-{}", Alphanumeric.sample_string(&mut rand::rng(), 10))
+        });
+        (identity, j.name, Grants::all())
+    } else {
+        // The token decides who this is and what it may do; a client-sent
+        // `identity` is ignored.
+        let claims = keys.verify(j.token.as_deref(), &j.room).map_err(|e| {
+            metrics.auth_failures.with_label_values(&[e.reason()]).inc();
+            e.to_signal()
+        })?;
+        let name = claims.name.unwrap_or(j.name);
+        (claims.sub, name, claims.grants)
+    };
     if directory.is_draining() {
         return Err(SignalError::new(
             ErrorCode::Draining,
@@ -135,7 +155,8 @@ async fn join(
         .send(ShardCommand::Join {
             room: j.room.clone(),
             identity,
-            name: j.name,
+            name,
+            grants,
             id,
             session,
             reply: reply_tx,

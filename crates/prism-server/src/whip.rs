@@ -41,6 +41,7 @@ pub struct WhipState {
     pub directory: Arc<Directory>,
     pub cfg: Arc<Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    pub keys: Arc<crate::auth::Keys>,
 }
 
 /// Counts every WHIP/WHEP request by endpoint, method and status code.
@@ -142,19 +143,64 @@ fn media_type(h: &HeaderMap) -> Option<String> {
     Some(v.split(';').next()?.trim().to_ascii_lowercase())
 }
 
-/// Accepts `Authorization: Bearer <token>` (or none, in dev mode).
-fn check_auth(h: &HeaderMap) -> Result<(), HttpFailure> {
-    match h.get(header::AUTHORIZATION) {
-        None => Ok(()),
+/// What a request needs its token to grant.
+#[derive(Clone, Copy)]
+enum Need {
+    Publish,
+    Subscribe,
+    /// PATCH/DELETE of an existing session: any valid token for the room.
+    Room,
+}
+
+/// Checks `Authorization: Bearer <token>`: with keys configured, a valid
+/// token for `room` granting `need` (401 when missing or invalid, 403 when
+/// for another room or without the grant); in dev mode any token or none.
+/// A malformed header is refused either way.
+fn authorize(
+    s: &WhipState,
+    h: &HeaderMap,
+    room: &str,
+    need: Need,
+) -> Result<Option<crate::auth::Claims>, HttpFailure> {
+    let token = match h.get(header::AUTHORIZATION) {
+        None => None,
         Some(v) => match v.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")) {
-            Some(t) if !t.trim().is_empty() => Ok(()),
-            _ => Err(HttpFailure::new(
-                401,
-                "Unauthorized",
-                "the Authorization header must be `Bearer <token>`",
-            )),
+            Some(t) if !t.trim().is_empty() => Some(t.trim()),
+            _ => {
+                return Err(HttpFailure::new(
+                    401,
+                    "Unauthorized",
+                    "the Authorization header must be `Bearer <token>`",
+                ))
+            }
         },
+    };
+    if s.keys.dev_mode() {
+        return Ok(None);
     }
+    let checked = s.keys.verify(token, room).and_then(|c| {
+        let granted = match need {
+            Need::Publish => c.grants.publish,
+            Need::Subscribe => c.grants.subscribe,
+            Need::Room => true,
+        };
+        match (granted, need) {
+            (true, _) => Ok(c),
+            (false, Need::Publish) => Err(crate::auth::AuthError::MissingGrant("publish")),
+            (false, _) => Err(crate::auth::AuthError::MissingGrant("subscribe")),
+        }
+    });
+    checked.map(Some).map_err(|e| {
+        s.metrics
+            .auth_failures
+            .with_label_values(&[e.reason()])
+            .inc();
+        if e.is_forbidden() {
+            HttpFailure::new(403, "Forbidden", e.to_string())
+        } else {
+            HttpFailure::new(401, "Unauthorized", e.to_string())
+        }
+    })
 }
 
 fn valid_room(room: &str) -> Result<(), HttpFailure> {
@@ -246,17 +292,20 @@ pub async fn whip_post(
     body: Bytes,
 ) -> Response {
     let prep = (|| {
-        check_auth(&headers)?;
-        refuse_if_draining(&s.directory)?;
         valid_room(&room)?;
-        sdp_body(&headers, &body, "application/sdp")
+        let claims = authorize(&s, &headers, &room, Need::Publish)?;
+        refuse_if_draining(&s.directory)?;
+        Ok::<_, HttpFailure>((claims, sdp_body(&headers, &body, "application/sdp")?))
     })();
-    let offer = match prep {
+    let (claims, offer) = match prep {
         Ok(o) => o,
         Err(f) => return problem(&f),
     };
     let id = Alphanumeric.sample_string(&mut rand::rng(), 32);
-    let name = q.get("name").cloned().unwrap_or_else(|| "WHIP".to_owned());
+    let name = claims
+        .and_then(|c| c.name)
+        .or_else(|| q.get("name").cloned())
+        .unwrap_or_else(|| "WHIP".to_owned());
     let name: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
     let res = ask(&s.directory, &room, |reply| ShardCommand::HttpPublish {
         room: room.clone(),
@@ -292,9 +341,9 @@ pub async fn whep_post(
     body: Bytes,
 ) -> Response {
     let prep = (|| {
-        check_auth(&headers)?;
-        refuse_if_draining(&s.directory)?;
         valid_room(&room)?;
+        authorize(&s, &headers, &room, Need::Subscribe)?;
+        refuse_if_draining(&s.directory)?;
         sdp_body(&headers, &body, "application/sdp")
     })();
     let offer = match prep {
@@ -349,7 +398,7 @@ async fn patch(
     body: Bytes,
 ) -> Response {
     let prep = (|| {
-        check_auth(&headers)?;
+        authorize(&s, &headers, &room, Need::Room)?;
         let e = session(&s, kind, &room, &id)?;
         let frag = sdp_body(&headers, &body, "application/trickle-ice-sdpfrag")?;
         Ok::<_, HttpFailure>((e, frag))
@@ -401,7 +450,7 @@ async fn delete(
     id: String,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(f) = check_auth(&headers) {
+    if let Err(f) = authorize(&s, &headers, &room, Need::Room) {
         return problem(&f);
     }
     let entry = match session(&s, kind, &room, &id) {

@@ -50,6 +50,8 @@ pub enum ShardCommand {
         room: String,
         identity: String,
         name: String,
+        /// What the participant's token allows (everything in dev mode).
+        grants: crate::auth::Grants,
         /// The `join` message's id, echoed on `joined`.
         id: Option<prism_signal::MsgId>,
         session: SessionTx,
@@ -215,6 +217,8 @@ pub struct Directory {
     /// WHIP/WHEP session id (the unguessable part of the session URL) → its
     /// room and participant. Removed by DELETE or when the participant goes.
     pub http_sessions: dashmap::DashMap<String, HttpSessionEntry>,
+    /// `prism_limit_hits_total`, counted wherever a limit refuses something.
+    pub limit_hits: prometheus::IntCounterVec,
     shards: std::sync::OnceLock<Vec<ShardHandle>>,
 }
 
@@ -225,6 +229,7 @@ impl Directory {
             epoch: std::time::Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
             http_sessions: dashmap::DashMap::new(),
+            limit_hits: crate::metrics::limit_counter(),
             shards: std::sync::OnceLock::new(),
         })
     }

@@ -85,6 +85,9 @@ struct Member {
     http_session: Option<String>,
     publish: Option<usize>,
     subscribe: Option<usize>,
+    /// What its token allows: no publish leg without `publish`, no
+    /// subscribe leg without `subscribe`.
+    grants: crate::auth::Grants,
     joined_at: Instant,
     /// One of its legs connected (for the join-duration histogram).
     media_connected: bool,

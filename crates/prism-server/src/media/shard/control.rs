@@ -44,6 +44,7 @@ impl Shard {
                 room,
                 identity,
                 name,
+                grants,
                 id,
                 session,
                 reply,
@@ -65,6 +66,7 @@ impl Shard {
                     &identity,
                     &name,
                     MemberKind::Socket,
+                    grants,
                     Some((session, id)),
                     None,
                 );
@@ -164,6 +166,7 @@ impl Shard {
         identity: &str,
         name: &str,
         kind: MemberKind,
+        grants: crate::auth::Grants,
         session: Option<(SessionTx, Option<prism_signal::MsgId>)>,
         http_session: Option<String>,
     ) -> (usize, ParticipantId) {
@@ -236,6 +239,7 @@ impl Shard {
                 http_session,
                 publish: None,
                 subscribe: None,
+                grants,
                 joined_at: now,
                 media_connected: false,
             },
@@ -260,10 +264,10 @@ impl Shard {
         pid: ParticipantId,
         env: ClientEnvelope,
     ) -> Result<(), SignalError> {
-        if !self.rooms[rk].members.contains_key(&pid) {
+        let Some(grants) = self.rooms[rk].members.get(&pid).map(|m| m.grants) else {
             // A message that raced the participant's removal.
             return Ok(());
-        }
+        };
         let id = env.id;
         match env.msg {
             ClientMessage::Offer(o) => {
@@ -271,6 +275,12 @@ impl Shard {
                     return Err(SignalError::new(
                         ErrorCode::WrongLeg,
                         "the server makes the offers on the subscribe leg; send an answer",
+                    ));
+                }
+                if !grants.publish {
+                    return Err(SignalError::new(
+                        ErrorCode::Forbidden,
+                        "your access token does not grant publish",
                     ));
                 }
                 let answer = self.publish_offer(now, rk, pid, &o.sdp, &o.tracks)?;
@@ -291,6 +301,12 @@ impl Shard {
                 self.subscribe_answer(now, rk, pid, &a.sdp)?;
             }
             ClientMessage::Candidate(c) => self.remote_candidate(rk, pid, c)?,
+            ClientMessage::Subscribe(_) if !grants.subscribe => {
+                return Err(SignalError::new(
+                    ErrorCode::Forbidden,
+                    "your access token does not grant subscribe",
+                ));
+            }
             ClientMessage::Subscribe(t) => self.set_subscribed(now, rk, pid, &t.track_ids, true)?,
             ClientMessage::Unsubscribe(t) => {
                 self.set_subscribed(now, rk, pid, &t.track_ids, false)?
@@ -575,7 +591,7 @@ impl Shard {
         };
         // Only WebSocket participants can be offered a new subscribe leg:
         // WHIP publishers receive nothing, WHEP viewers keep their one offer.
-        if member.kind != MemberKind::Socket {
+        if member.kind != MemberKind::Socket || !member.grants.subscribe {
             return Ok(());
         }
         let wanted: Vec<(TrackId, ParticipantId)> = self.rooms[rk]

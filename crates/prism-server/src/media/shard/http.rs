@@ -44,6 +44,10 @@ impl Shard {
             &identity,
             name,
             MemberKind::Whip,
+            crate::auth::Grants {
+                publish: true,
+                ..Default::default()
+            },
             None,
             Some(session_id),
         );
@@ -115,6 +119,10 @@ impl Shard {
             &identity,
             "",
             MemberKind::Whep,
+            crate::auth::Grants {
+                subscribe: true,
+                ..Default::default()
+            },
             None,
             Some(session_id),
         );
