@@ -219,8 +219,7 @@ impl Keys {
             .keys
             .first()
             .ok_or("no key configured: set keys in the config file or PRISM_KEYS")?;
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
-            .map_err(|e| e.to_string())
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key).map_err(|e| e.to_string())
     }
 
     /// Seconds since the Unix epoch (the clock `exp`/`nbf` are checked on).

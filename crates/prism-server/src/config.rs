@@ -89,6 +89,16 @@ pub struct Config {
     /// Access-token signing secrets (HS256, ≥ 32 bytes each; the first signs
     /// new tokens). None: dev mode, loopback only.
     pub keys: Vec<Secret>,
+    /// Most participants (WebSocket, WHIP and WHEP) in one room.
+    pub max_participants_per_room: usize,
+    /// Most published tracks (publish-leg m-sections) per participant.
+    pub max_tracks_per_participant: usize,
+    /// Most rooms open on this node.
+    pub max_rooms: usize,
+    /// Signaling messages per second per WebSocket (bursts of twice that).
+    pub max_signal_rate: u32,
+    /// WHIP/WHEP requests per minute per client IP address (all at once is fine).
+    pub max_http_rate: u32,
 }
 
 impl Default for Config {
@@ -113,6 +123,11 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(60),
             web_dir: None,
             keys: Vec::new(),
+            max_participants_per_room: 10_000,
+            max_tracks_per_participant: 16,
+            max_rooms: 10_000,
+            max_signal_rate: 50,
+            max_http_rate: 120,
         }
     }
 }
@@ -235,6 +250,21 @@ pub struct Overrides {
         hide_env_values = true
     )]
     pub keys: Option<Vec<String>>,
+    /// Most participants in one room [default: 10000].
+    #[arg(long, env = "PRISM_MAX_PARTICIPANTS_PER_ROOM")]
+    pub max_participants_per_room: Option<usize>,
+    /// Most published tracks per participant [default: 16].
+    #[arg(long, env = "PRISM_MAX_TRACKS_PER_PARTICIPANT")]
+    pub max_tracks_per_participant: Option<usize>,
+    /// Most rooms open on this node [default: 10000].
+    #[arg(long, env = "PRISM_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
+    /// Signaling messages per second per WebSocket, bursts of twice that [default: 50].
+    #[arg(long, env = "PRISM_MAX_SIGNAL_RATE")]
+    pub max_signal_rate: Option<u32>,
+    /// WHIP/WHEP requests per minute per client IP address [default: 120].
+    #[arg(long, env = "PRISM_MAX_HTTP_RATE")]
+    pub max_http_rate: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -323,6 +353,21 @@ impl Config {
         if let Some(v) = &o.web_dir {
             c.web_dir = Some(v.clone());
         }
+        if let Some(v) = o.max_participants_per_room {
+            c.max_participants_per_room = v;
+        }
+        if let Some(v) = o.max_tracks_per_participant {
+            c.max_tracks_per_participant = v;
+        }
+        if let Some(v) = o.max_rooms {
+            c.max_rooms = v;
+        }
+        if let Some(v) = o.max_signal_rate {
+            c.max_signal_rate = v;
+        }
+        if let Some(v) = o.max_http_rate {
+            c.max_http_rate = v;
+        }
         if let Some(v) = o.drain_timeout {
             c.drain_timeout = v;
         }
@@ -384,6 +429,25 @@ impl Config {
                     "{name} must be 16..=65536, not {n}"
                 )));
             }
+        }
+        for (name, n) in [
+            ("max_participants_per_room", self.max_participants_per_room),
+            (
+                "max_tracks_per_participant",
+                self.max_tracks_per_participant,
+            ),
+            ("max_rooms", self.max_rooms),
+            ("max_signal_rate", self.max_signal_rate as usize),
+            ("max_http_rate", self.max_http_rate as usize),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        if self.max_tracks_per_participant > 64 {
+            return Err(ConfigError::Invalid(
+                "max_tracks_per_participant must be at most 64".into(),
+            ));
         }
         if self.max_publish_bitrate < 100_000 {
             return Err(ConfigError::Invalid(

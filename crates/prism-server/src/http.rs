@@ -29,6 +29,7 @@ pub fn router(state: AppState) -> Router {
         cfg: state.cfg.clone(),
         metrics: state.metrics.clone(),
         keys: state.keys.clone(),
+        limiter: whip::address_limiter(state.cfg.max_http_rate),
     };
     let whip_routes = Router::new()
         .route(
@@ -55,6 +56,10 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(axum::middleware::from_fn_with_state(
             whip_state.clone(),
+            whip::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            whip_state.clone(),
             whip::count_requests,
         ))
         .with_state(whip_state);
@@ -77,9 +82,7 @@ async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Respons
     upgrade
         .max_message_size(WS_MAX_FRAME)
         .max_frame_size(WS_MAX_FRAME)
-        .on_upgrade(move |socket| {
-            crate::session::run(socket, state.directory, state.metrics, state.keys)
-        })
+        .on_upgrade(move |socket| crate::session::run(socket, state))
 }
 
 /// Ready for new work: not draining, and every media shard ticking.

@@ -67,7 +67,15 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         keys,
     });
-    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    let serve = tokio::spawn(async move {
+        {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        }
+    });
     Ok(Running {
         http_addr,
         media_addrs,

@@ -23,8 +23,8 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::Token(t)) => {
-            let keys = prism_server::auth::Keys::new(&cfg.secrets())
-                .map_err(|e| anyhow::anyhow!(e))?;
+            let keys =
+                prism_server::auth::Keys::new(&cfg.secrets()).map_err(|e| anyhow::anyhow!(e))?;
             let mut grants = prism_server::auth::Grants {
                 publish: t.publish,
                 subscribe: t.subscribe,

@@ -7,8 +7,8 @@
 //! ends when the socket closes or the shard says `Close`; it then tells the
 //! shard, which removes the participant.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
 use prism_core::ParticipantId;
@@ -18,7 +18,10 @@ use prism_signal::{
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::{mpsc, oneshot};
 
+use governor::{Quota, RateLimiter};
+
 use crate::auth::{Grants, Keys};
+use crate::http::AppState;
 use crate::media::{Directory, Outbound, ShardCommand, ShardHandle, SESSION_QUEUE};
 use crate::metrics::Metrics;
 
@@ -31,14 +34,22 @@ struct Joined {
     participant: ParticipantId,
 }
 
-pub async fn run(
-    mut ws: WebSocket,
-    directory: Arc<Directory>,
-    metrics: Arc<Metrics>,
-    keys: Arc<Keys>,
-) {
+pub async fn run(mut ws: WebSocket, state: AppState) {
+    let AppState {
+        directory,
+        metrics,
+        keys,
+        cfg,
+    } = state;
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
+    // Messages per second, with bursts of twice that (join, offer and a
+    // handful of candidates arrive together).
+    let rate = NonZeroU32::new(cfg.max_signal_rate).unwrap_or(NonZeroU32::MIN);
+    let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
+    let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
+    // Over the limit, messages are dropped; the client hears it once a second.
+    let mut last_limit_error: Option<Instant> = None;
     loop {
         tokio::select! {
             frame = ws.recv() => {
@@ -52,6 +63,16 @@ pub async fn run(
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     Some(Ok(_)) => continue, // ping/pong frames: axum answers pings
                 };
+                if limiter.check().is_err() {
+                    metrics.limit_hits.with_label_values(&["signal_rate"]).inc();
+                    if last_limit_error.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        last_limit_error = Some(Instant::now());
+                        let e = SignalError::new(ErrorCode::LimitExceeded, format!(
+                            "more than {} messages per second; messages are being dropped", cfg.max_signal_rate));
+                        if send(&mut ws, &e.to_message()).await.is_err() { break; }
+                    }
+                    continue;
+                }
                 let parsed = parse_client(text.as_str());
                 count(&metrics, &parsed);
                 let reply = match parsed {

@@ -16,6 +16,7 @@
 //! (or none) is accepted.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +43,62 @@ pub struct WhipState {
     pub cfg: Arc<Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub keys: Arc<crate::auth::Keys>,
+    /// WHIP/WHEP requests per client IP address.
+    pub limiter: Arc<governor::DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// `per_minute` requests per minute per address, all of them at once if the
+/// client likes. Idle addresses are forgotten every minute.
+pub fn address_limiter(per_minute: u32) -> Arc<governor::DefaultKeyedRateLimiter<IpAddr>> {
+    let n = std::num::NonZeroU32::new(per_minute).unwrap_or(std::num::NonZeroU32::MIN);
+    let limiter = Arc::new(governor::RateLimiter::keyed(governor::Quota::per_minute(n)));
+    let weak = Arc::downgrade(&limiter);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let Some(l) = weak.upgrade() else { break };
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    });
+    limiter
+}
+
+/// Refuses a client address over `max_http_rate` with 429 and `Retry-After`.
+/// CORS preflights are not counted.
+pub async fn rate_limit(
+    State(s): State<WhipState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.method() != axum::http::Method::OPTIONS {
+        let addr = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        if let Some(ip) = addr {
+            if let Err(not_until) = s.limiter.check_key(&ip) {
+                s.metrics.limit_hits.with_label_values(&["http_rate"]).inc();
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                let mut r = problem(&HttpFailure::new(
+                    429,
+                    "Too many requests",
+                    format!(
+                        "more than {} WHIP/WHEP requests per minute from {ip}; retry later",
+                        s.cfg.max_http_rate
+                    ),
+                ));
+                if let Ok(v) = HeaderValue::from_str(&(wait.as_secs() + 1).to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                return r;
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// Counts every WHIP/WHEP request by endpoint, method and status code.

@@ -70,14 +70,22 @@ fn assert_refused(msg: ServerMessage, code: ErrorCode, needle: &str) {
         panic!("expected error {code}, got {msg:?}");
     };
     assert_eq!(e.code, code, "{}", e.message);
-    assert!(e.message.contains(needle), "{:?} lacks {needle:?}", e.message);
+    assert!(
+        e.message.contains(needle),
+        "{:?} lacks {needle:?}",
+        e.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_refuses_every_bad_token() {
     let mut srv = server();
     let now = Keys::now();
-    assert_refused(join(&srv, "a", None).await, ErrorCode::Unauthorized, "required");
+    assert_refused(
+        join(&srv, "a", None).await,
+        ErrorCode::Unauthorized,
+        "required",
+    );
     assert_refused(
         join(&srv, "a", Some("not.a.jwt".into())).await,
         ErrorCode::Unauthorized,
@@ -122,7 +130,13 @@ async fn join_refuses_every_bad_token() {
         .text()
         .await
         .unwrap();
-    for reason in ["missing", "invalid", "expired", "not_yet_valid", "wrong_room"] {
+    for reason in [
+        "missing",
+        "invalid",
+        "expired",
+        "not_yet_valid",
+        "wrong_room",
+    ] {
         assert!(
             metrics.contains(&format!("prism_auth_failures_total{{reason=\"{reason}\"}}")),
             "no {reason} failure counted:\n{metrics}"
@@ -187,16 +201,23 @@ async fn subscribe_only_token_cannot_publish_but_receives() {
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
-    both.wait_for(Duration::from_secs(20), "media to a full-grant client", |s| {
-        s.received.values().filter(|t| t.packets > 10).count() == 2
-    })
+    both.wait_for(
+        Duration::from_secs(20),
+        "media to a full-grant client",
+        |s| s.received.values().filter(|t| t.packets > 10).count() == 2,
+    )
     .await
     .unwrap();
     assert!(publisher.snapshot().received.is_empty());
     srv.assert_alive();
 }
 
-async fn post(srv: &TestServer, path: &str, bearer: Option<&str>, body: String) -> reqwest::Response {
+async fn post(
+    srv: &TestServer,
+    path: &str,
+    bearer: Option<&str>,
+    body: String,
+) -> reqwest::Response {
     let mut r = Client::new()
         .post(format!("http://{}{path}", srv.http))
         .header("Content-Type", "application/sdp")
@@ -245,7 +266,13 @@ async fn whip_and_whep_need_bearer_tokens() {
     let viewer_offer = sample_offer(true, 0).await.unwrap();
     let publisher_only = token("live", "p", grants(true, false));
     let d = problem(
-        post(&srv, "/whep/live", Some(&publisher_only), viewer_offer.clone()).await,
+        post(
+            &srv,
+            "/whep/live",
+            Some(&publisher_only),
+            viewer_offer.clone(),
+        )
+        .await,
         403,
     )
     .await;
@@ -295,11 +322,22 @@ async fn whip_to_whep_with_tokens() {
 #[test]
 fn token_command_mints_a_token_the_server_accepts() {
     let out = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(["token", "--room", "cli", "--identity", "carol", "--subscribe"])
+        .args([
+            "token",
+            "--room",
+            "cli",
+            "--identity",
+            "carol",
+            "--subscribe",
+        ])
         .env("PRISM_KEYS", KEY)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let t = String::from_utf8(out.stdout).unwrap();
     let c = keys().verify(Some(t.trim()), "cli").unwrap();
     assert_eq!(c.sub, "carol");

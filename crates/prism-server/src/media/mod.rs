@@ -276,6 +276,12 @@ impl Directory {
         self.rooms.len()
     }
 
+    /// Rooms the shards actually host (the directory may also hold rooms
+    /// placed for a join still in flight).
+    pub fn open_rooms(&self) -> usize {
+        self.shards().iter().map(|s| s.room_count()).sum()
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }

@@ -29,10 +29,51 @@ use super::{pack_sink, Member, MemberKind, RoomState, Shard};
 use crate::media::peer::RtxInfo;
 use crate::media::HttpFailure;
 
-/// Largest number of m-sections accepted in one publish offer.
-const MAX_PUBLISH_SECTIONS: usize = 16;
-
 impl Shard {
+    /// The room and participant limits for a newcomer to `room`. A join that
+    /// replaces its own identity (a refresh) does not add a participant.
+    /// Err: the limit's metric label and the sentence for the client.
+    pub(super) fn admit(
+        &self,
+        room: &str,
+        identity: Option<&str>,
+    ) -> Result<(), (&'static str, String)> {
+        let refused = match self.rooms_by_name.get(room) {
+            None if self.directory.open_rooms() >= self.cfg.max_rooms => Some((
+                "rooms",
+                format!(
+                    "this server has its maximum of {} rooms open; try again later",
+                    self.cfg.max_rooms
+                ),
+            )),
+            None => None,
+            Some(&rk) => {
+                let r = &self.rooms[rk];
+                let replacing = identity.is_some_and(|i| r.core.find_identity(i).is_some());
+                (!replacing && r.members.len() >= self.cfg.max_participants_per_room).then(|| {
+                    (
+                        "participants_per_room",
+                        format!(
+                            "room `{room}` is full ({} participants)",
+                            self.cfg.max_participants_per_room
+                        ),
+                    )
+                })
+            }
+        };
+        match refused {
+            Some((limit, msg)) => {
+                if !self.rooms_by_name.contains_key(room) {
+                    // The directory placed the room here for this request.
+                    self.directory.release(room, self.index);
+                }
+                self.directory.limit_hits.with_label_values(&[limit]).inc();
+                Err((limit, msg))
+            }
+            None => Ok(()),
+        }
+    }
+
     // ------------------------------------------------------------------
     // Commands from sessions
     // ------------------------------------------------------------------
@@ -49,6 +90,10 @@ impl Shard {
                 session,
                 reply,
             } => {
+                if let Err((_, msg)) = self.admit(&room, Some(&identity)) {
+                    let _ = reply.send(Err(SignalError::new(ErrorCode::LimitExceeded, msg)));
+                    return;
+                }
                 // The room may have closed here and moved to another shard
                 // between the directory lookup and this command.
                 if !self.rooms_by_name.contains_key(&room)
@@ -92,6 +137,10 @@ impl Shard {
                 offer,
                 reply,
             } => {
+                if let Err((_, msg)) = self.admit(&room, None) {
+                    let _ = reply.send(Err(HttpFailure::new(503, "Limit reached", msg)));
+                    return;
+                }
                 if !self.rooms_by_name.contains_key(&room)
                     && !self.directory.claim(&room, self.index)
                 {
@@ -111,6 +160,12 @@ impl Shard {
                 offer,
                 reply,
             } => {
+                if self.rooms_by_name.contains_key(&room) {
+                    if let Err((_, msg)) = self.admit(&room, None) {
+                        let _ = reply.send(Err(HttpFailure::new(503, "Limit reached", msg)));
+                        return;
+                    }
+                }
                 let _ =
                     reply.send(self.http_view(now, &room, source.as_deref(), session_id, &offer));
             }
@@ -433,10 +488,15 @@ impl Shard {
                 "the offer has no m-section with a mid",
             ));
         }
-        if sections.len() > MAX_PUBLISH_SECTIONS {
+        let max = self.cfg.max_tracks_per_participant;
+        if sections.len() > max {
+            self.directory
+                .limit_hits
+                .with_label_values(&["tracks_per_participant"])
+                .inc();
             return Err(SignalError::new(
                 ErrorCode::LimitExceeded,
-                format!("at most {MAX_PUBLISH_SECTIONS} m-sections per offer"),
+                format!("at most {max} tracks (m-sections) per participant"),
             ));
         }
         let existing = self.rooms[rk].members[&pid].publish;
