@@ -1072,7 +1072,7 @@ fn unpack_sink(s: SinkId) -> (usize, usize) {
 /// SSRC, payload type, sequence number and timestamp, and the extensions it
 /// negotiated under its own ids. Rebuilt through `set_extension` so the
 /// header's padding bookkeeping stays right.
-fn rewrite(
+pub fn rewrite(
     src: &rtp::Packet,
     sp: prism_core::SendParams,
     ext: &prism_core::ExtensionMap,

@@ -1,0 +1,335 @@
+//! Entry points for the fuzz targets in `fuzz/` (cargo fuzz, nightly) and
+//! for `tests/fuzz_corpus.rs`, which replays the committed corpora on
+//! stable. Each takes arbitrary bytes and must never panic.
+//!
+//! - [`signaling`]: a WebSocket frame through the signaling parser.
+//! - [`sdp_offer`]: an SDP offer the way the shard handles a publish offer
+//!   (parse, our m-section scan, a fresh engine peer connection, answer).
+//! - [`packet_path`]: a byte program driving a prism-core room: RTP in
+//!   (forward, rewrite, store), RTCP in (NACK, PLI, FIR, REMB, TWCC, SR),
+//!   time passing, mute/subscribe/attach churn and keyframe cache starts.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use prism_core::{
+    ExtensionMap, Forward, LeaveCause, MediaKind, PacketMeta, PtMap, Room, RoomConfig, SinkId,
+    SinkParams, Source, TrackId, TrackSpec,
+};
+use prism_signal::Leg;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
+use rtc::shared::marshal::Unmarshal;
+
+use crate::media::peer::{Peer, PeerSettings};
+use crate::media::{sdp, shard, stun};
+
+/// A signaling frame: parse it; whatever parses must serialize and parse
+/// back to the same message.
+pub fn signaling(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(env) = prism_signal::parse_client(text) {
+        let again = serde_json::to_string(&env).expect("a parsed message serializes");
+        let back = prism_signal::parse_client(&again).expect("a serialized message parses");
+        assert_eq!(back.msg.type_name(), env.msg.type_name());
+    }
+}
+
+/// An SDP publish offer, handled as the shard does: our section scan and
+/// ICE helpers, then the engine's parse, remote description and answer on a
+/// peer connection built like the shard's.
+pub fn sdp_offer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let sections = sdp::media_sections(text);
+    let _ = sdp::ice_credentials(text);
+    let _ = sdp::candidates_in(text);
+    let frag = sdp::parse_fragment(text);
+    drop(frag);
+    let _ = sdp::with_ice_credentials(text, "ufrag", "password");
+    if sections.is_empty() || sections.len() > 16 {
+        return; // refused before the engine sees it
+    }
+    let Ok(offer) = RTCSessionDescription::offer(text.to_owned()) else {
+        return;
+    };
+    let now = Instant::now();
+    let settings = PeerSettings {
+        advertised: vec!["127.0.0.1:50000".parse().expect("literal address")],
+        ice_disconnected: Duration::from_secs(5),
+        ice_failed: Duration::from_secs(5),
+        estimate_bounds: prism_rtc::EstimateBounds {
+            initial: 1_000_000.0,
+            min: 100_000.0,
+            max: 3_000_000.0,
+        },
+    };
+    let Ok((mut peer, candidates)) =
+        Peer::new(now, &settings, 0, prism_core::ParticipantId(1), Leg::Publish)
+    else {
+        return;
+    };
+    if peer.pc.set_remote_description(now, offer).is_err() {
+        return;
+    }
+    let Ok(answer) = peer.pc.create_answer(None) else {
+        return;
+    };
+    if peer.pc.set_local_description(now, answer).is_ok() {
+        if let Some(d) = peer.pc.local_description() {
+            let answer = sdp::with_candidates(&d.sdp, &candidates);
+            assert!(!sdp::media_sections(&answer).is_empty());
+        }
+    }
+    let _ = rtc::sansio::Protocol::close(&mut peer.pc);
+}
+
+/// The state [`packet_path`] drives: one publisher (audio and video), two
+/// subscribers attached to both tracks.
+struct Bench {
+    room: Room,
+    now: Instant,
+    publisher: prism_core::ParticipantId,
+    subs: [prism_core::ParticipantId; 2],
+    tracks: [TrackId; 2],
+    sent: u64,
+    resent: u64,
+}
+
+fn spec(kind: MediaKind) -> TrackSpec {
+    let audio = kind == MediaKind::Audio;
+    TrackSpec {
+        kind,
+        source: if audio {
+            Source::Microphone
+        } else {
+            Source::Camera
+        },
+        mid: if audio { "0" } else { "1" }.into(),
+        codec: if audio { "audio/opus" } else { "video/VP8" }.into(),
+        clock_rate: if audio { 48_000 } else { 90_000 },
+    }
+}
+
+fn params(ssrc: u32) -> SinkParams {
+    let ext = ExtensionMap::build(
+        [
+            ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 1u16),
+            ("urn:ietf:params:rtp-hdrext:sdes:mid", 4),
+            (
+                "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01",
+                3,
+            ),
+        ],
+        [
+            ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 10u16),
+            ("urn:ietf:params:rtp-hdrext:sdes:mid", 9),
+        ],
+    );
+    SinkParams {
+        ssrc,
+        payload_types: [
+            Some(PtMap { from: 96, to: 100 }),
+            Some(PtMap { from: 111, to: 109 }),
+            Some(PtMap { from: 98, to: 98 }),
+            None,
+        ],
+        extensions: ext,
+    }
+}
+
+fn sink(i: usize, track: usize) -> SinkId {
+    SinkId(((i as u64) << 32) | track as u64)
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let now = Instant::now();
+        let mut room = Room::new("fuzz", RoomConfig::default(), now);
+        let (publisher, _) = room.join(now, "pub", "Pub");
+        let a = room
+            .publish(publisher, spec(MediaKind::Audio))
+            .expect("publisher is in the room");
+        let v = room
+            .publish(publisher, spec(MediaKind::Video))
+            .expect("publisher is in the room");
+        let mut b = Bench {
+            room,
+            now,
+            publisher,
+            subs: [prism_core::ParticipantId(0); 2],
+            tracks: [a, v],
+            sent: 0,
+            resent: 0,
+        };
+        for i in 0..2 {
+            let (s, _) = b.room.join(now, &format!("sub{i}"), "Sub");
+            b.subs[i] = s;
+            b.attach(i);
+        }
+        b
+    }
+
+    fn attach(&mut self, i: usize) {
+        for (ti, t) in self.tracks.into_iter().enumerate() {
+            let _ = self.room.attach(
+                t,
+                self.subs[i],
+                sink(i, ti),
+                Some(params(0x1000 + (i * 2 + ti) as u32)),
+            );
+        }
+    }
+
+    fn rtp(&mut self, track: usize, bytes: &[u8]) {
+        // The demultiplexer's first look at a datagram.
+        let _ = stun::is_stun(bytes);
+        let _ = stun::local_ufrag(bytes);
+        let mut buf = Bytes::copy_from_slice(bytes);
+        let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) else {
+            return;
+        };
+        let meta = PacketMeta {
+            ssrc: packet.header.ssrc,
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload_type: packet.header.payload_type,
+            marker: packet.header.marker,
+            payload_len: packet.payload.len(),
+        };
+        let t = self.tracks[track];
+        let mut sent = 0;
+        self.room
+            .forward(self.now, t, &meta, &packet.payload, |_, p, d| {
+                if let Forward::Send(sp) = d {
+                    let out = shard::rewrite(&packet, sp, &p.extensions);
+                    assert_eq!(out.header.ssrc, p.ssrc);
+                    sent += 1;
+                }
+            });
+        self.sent += sent;
+        self.room.store(self.now, t, packet);
+    }
+
+    fn rtcp(&mut self, sub: usize, bytes: &[u8]) {
+        let mut buf = Bytes::copy_from_slice(bytes);
+        let Ok(packets) = rtc::rtcp::packet::unmarshal(&mut buf) else {
+            return;
+        };
+        let who = self.subs[sub];
+        for p in &packets {
+            // Whatever decodes must encode again.
+            let _ = p.marshal();
+            let any = p.as_any();
+            let track = |ssrc: u32| self.tracks[(ssrc & 1) as usize];
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                self.room.request_keyframe(self.now, track(pli.media_ssrc));
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                for e in &fir.fir {
+                    self.room.request_keyframe(self.now, track(e.ssrc));
+                }
+            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                let _ = remb.bitrate as u64;
+            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
+                let seqs: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
+                let mut resent = 0u64;
+                self.room.nack(
+                    self.now,
+                    track(nack.media_ssrc),
+                    who,
+                    seqs,
+                    |_, p, sp, pkt| {
+                        let _ = shard::rewrite(pkt, sp, &p.extensions);
+                        resent += 1;
+                    },
+                );
+                self.resent += resent;
+            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+                let _ = cc.packet_chunks.len() + cc.recv_deltas.len();
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                let t = track(sr.ssrc);
+                self.room
+                    .on_sender_report(self.now, t, sr.ssrc, sr.ntp_time, sr.rtp_time);
+                self.room.sender_reports(self.now, t, |_, _| {});
+            }
+        }
+    }
+
+    fn control(&mut self, op: u8, arg: u8) {
+        let i = (arg & 1) as usize;
+        let ti = ((arg >> 1) & 1) as usize;
+        let (t, s) = (self.tracks[ti], self.subs[i]);
+        match op % 6 {
+            0 => {
+                let _ = self.room.set_muted(self.publisher, t, arg & 4 != 0);
+            }
+            1 => {
+                let _ = self.room.unsubscribe(s, &[t]);
+            }
+            2 => {
+                let _ = self.room.subscribe(s, &[t]);
+                self.attach(i);
+            }
+            3 => self.room.detach(t, s),
+            4 => {
+                let _ = self.room.start_from_cache(self.now, t, s, |_, p, sp, pkt| {
+                    let _ = shard::rewrite(pkt, sp, &p.extensions);
+                });
+            }
+            _ => {
+                // A subscriber leaves and comes back (a refresh).
+                self.room.leave(self.now, s, LeaveCause::Left);
+                let (n, _) = self.room.join(self.now, &format!("sub{i}"), "Sub");
+                self.subs[i] = n;
+                self.attach(i);
+            }
+        }
+    }
+}
+
+/// Runs a byte program against a room. Each step is `op len payload…`:
+/// op 0–1 RTP on the audio/video track, 2–3 RTCP from subscriber 0/1,
+/// 4 time passes `len` ms, 5 a control action (`len` picks which).
+pub fn packet_path(data: &[u8]) {
+    run_program(data);
+}
+
+/// [`packet_path`], returning (packets forwarded, packets retransmitted)
+/// so the seeds can be checked to reach the paths they were written for.
+pub fn run_program(data: &[u8]) -> (u64, u64) {
+    let mut b = Bench::new();
+    let mut rest = data;
+    let mut steps = 0;
+    while rest.len() >= 2 && steps < 4096 {
+        steps += 1;
+        let (op, len) = (rest[0], rest[1] as usize);
+        rest = &rest[2..];
+        let body = &rest[..len.min(rest.len())];
+        match op % 6 {
+            0 | 1 => b.rtp((op % 2) as usize, body),
+            2 | 3 => b.rtcp((op % 2) as usize, body),
+            4 => {
+                b.now += Duration::from_millis(len as u64);
+                b.room.handle_timeout(b.now);
+                while b.room.poll_keyframe_request().is_some() {}
+                while b.room.poll_event().is_some() {}
+                continue;
+            }
+            _ => {
+                b.control(op / 6, len as u8);
+                while b.room.poll_event().is_some() {}
+                continue;
+            }
+        }
+        rest = &rest[body.len()..];
+    }
+    (b.sent, b.resent)
+}
