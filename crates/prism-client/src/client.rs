@@ -212,6 +212,10 @@ pub enum ClientCommand {
     /// Stop all media traffic (both legs) but keep signaling open: the server
     /// sees a client whose network died.
     FreezeMedia,
+    /// Stop reading anything (signaling and both media sockets) for this
+    /// long, then carry on: a slow consumer, or a process stopped in a
+    /// debugger. The kernel drops what overflows the socket buffers.
+    Stall(Duration),
     /// Send any message.
     Send(ClientMessage),
 }
@@ -693,7 +697,12 @@ impl Driver {
             tokio::select! {
                 c = self.cmds.recv() => match c {
                     None => break Ok(()),
-                    Some(c) => if let Err(e) = self.on_command(c).await { break Err(e) },
+                    Some(c) => {
+                        // A WHIP/WHEP client is done once its DELETE is answered.
+                        let done = matches!(c, ClientCommand::Leave) && self.session_url.is_some();
+                        if let Err(e) = self.on_command(c).await { break Err(e) }
+                        if done { break Ok(()) }
+                    }
                 },
                 m = recv_sig(self.sig.as_mut()) => match m {
                     Ok(Some(env)) => if let Err(e) = self.on_server(env.msg).await { break Err(e) },
@@ -911,6 +920,7 @@ impl Driver {
                 self.publish = None;
                 self.subscribe = None;
             }
+            ClientCommand::Stall(d) => tokio::time::sleep(d).await,
             ClientCommand::Send(m) => self.signaling()?.send(m).await?,
         }
         Ok(())

@@ -72,9 +72,13 @@ pub fn sdp_offer(data: &[u8]) {
             max: 3_000_000.0,
         },
     };
-    let Ok((mut peer, candidates)) =
-        Peer::new(now, &settings, 0, prism_core::ParticipantId(1), Leg::Publish)
-    else {
+    let Ok((mut peer, candidates)) = Peer::new(
+        now,
+        &settings,
+        0,
+        prism_core::ParticipantId(1),
+        Leg::Publish,
+    ) else {
         return;
     };
     if peer.pc.set_remote_description(now, offer).is_err() {

@@ -104,6 +104,15 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    m.http_sessions
+        .set(state.directory.http_sessions.len() as i64);
+    m.room_directory.set(state.directory.room_count() as i64);
+    m.tasks.set(
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks() as i64,
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -402,6 +402,15 @@ pub struct Metrics {
     /// Requests refused by a configured limit, by limit name.
     pub limit_hits: IntCounterVec,
     pub draining: IntGauge,
+    /// Open WebSocket signaling sessions (one task each).
+    pub ws_sessions: IntGauge,
+    /// Live WHIP/WHEP session URLs; set at scrape time.
+    pub http_sessions: IntGauge,
+    /// Room → shard placements; equals `prism_rooms` unless a placement
+    /// leaked. Set at scrape time.
+    pub room_directory: IntGauge,
+    /// Tasks alive on the server's async runtime; set at scrape time.
+    pub tasks: IntGauge,
 }
 
 /// `prism_limit_hits_total{limit}`: made before the shards start (they count
@@ -455,12 +464,34 @@ impl Metrics {
         )
         .expect("valid metric options");
         build.set(1);
+        let gauge =
+            |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric options");
+        let ws_sessions = gauge(
+            "prism_websocket_sessions",
+            "Open WebSocket signaling connections.",
+        );
+        let http_sessions = gauge(
+            "prism_whip_whep_sessions",
+            "WHIP/WHEP sessions whose URL is live.",
+        );
+        let room_directory = gauge(
+            "prism_room_directory_entries",
+            "Rooms placed on a shard in the directory; more than prism_rooms for long means a leak.",
+        );
+        let tasks = gauge(
+            "prism_runtime_tasks",
+            "Tasks alive on the async runtime (sessions, HTTP connections, timers).",
+        );
         for c in [
             Box::new(signaling.clone()) as Box<dyn Collector>,
             Box::new(http.clone()),
             Box::new(auth_failures.clone()),
             Box::new(limit_hits.clone()),
             Box::new(draining.clone()),
+            Box::new(ws_sessions.clone()),
+            Box::new(http_sessions.clone()),
+            Box::new(room_directory.clone()),
+            Box::new(tasks.clone()),
             Box::new(build),
             Box::new(ShardCollector::new(shards)),
         ] {
@@ -479,6 +510,10 @@ impl Metrics {
             auth_failures,
             limit_hits,
             draining,
+            ws_sessions,
+            http_sessions,
+            room_directory,
+            tasks,
         })
     }
 

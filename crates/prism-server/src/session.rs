@@ -43,6 +43,9 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
     } = state;
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
+    metrics.ws_sessions.inc();
+    // Decremented however this task ends.
+    let _open = scopeguard(&metrics);
     // Messages per second, with bursts of twice that (join, offer and a
     // handful of candidates arrive together).
     let rate = NonZeroU32::new(cfg.max_signal_rate).unwrap_or(NonZeroU32::MIN);
@@ -122,6 +125,16 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
             })
             .await;
     }
+}
+
+struct SessionGauge<'a>(&'a Metrics);
+impl Drop for SessionGauge<'_> {
+    fn drop(&mut self) {
+        self.0.ws_sessions.dec();
+    }
+}
+fn scopeguard(m: &Metrics) -> SessionGauge<'_> {
+    SessionGauge(m)
 }
 
 /// Counts a received frame by message type and parse result.

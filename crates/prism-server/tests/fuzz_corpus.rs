@@ -59,7 +59,10 @@ fn packet_path_corpus() {
         prism_server::fuzz::run_program(&std::fs::read(path).unwrap())
     };
     let (sent, resent) = seed("video-nack.bin");
-    assert!(sent > 60 && resent > 0, "video-nack: {sent} sent, {resent} resent");
+    assert!(
+        sent > 60 && resent > 0,
+        "video-nack: {sent} sent, {resent} resent"
+    );
     let (sent, _) = seed("control-churn.bin");
     assert!(sent > 0, "control-churn forwards nothing");
 }

@@ -1,0 +1,168 @@
+//! Soak: many join → publish → leave cycles through the real server leave
+//! nothing behind. After the churn, the server's own gauges (participants,
+//! peer connections, tracks, subscriptions, rooms, room placements,
+//! WebSocket and WHIP sessions, runtime tasks) are back to where they
+//! started, and its resident memory is within 10% of where it stood after
+//! warm-up.
+//!
+//! The test command runs a reduced form (`PRISM_SOAK_CYCLES`, default 60);
+//! `scripts/soak.sh` runs it at full size (1000 cycles).
+
+mod common;
+
+use std::time::Duration;
+
+use common::TestServer;
+use prism_client::{ClientCommand, ClientOptions, MediaClient};
+
+async fn scrape(srv: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", srv.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The sum of every sample of the family `name` (all label sets).
+fn gauge(text: &str, name: &str) -> f64 {
+    let samples: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labels) => labels.split_once("} ")?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse().ok()
+        })
+        .collect();
+    assert!(!samples.is_empty(), "no {name} in /metrics");
+    samples.iter().sum()
+}
+
+const LEAK_GAUGES: &[&str] = &[
+    "prism_participants",
+    "prism_peer_connections",
+    "prism_published_tracks",
+    "prism_subscriptions",
+    "prism_rooms",
+    "prism_room_directory_entries",
+    "prism_websocket_sessions",
+    "prism_whip_whep_sessions",
+];
+
+async fn leave(c: MediaClient) {
+    c.command(ClientCommand::Leave).await.unwrap();
+    for _ in 0..100 {
+        if c.is_finished() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("client did not finish after leave");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_publish_leave_cycles_leave_nothing_behind() {
+    let cycles: u32 = std::env::var("PRISM_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(60);
+    let mut srv = TestServer::start(&[]);
+    let url = srv.ws_url();
+    let base = format!("http://{}", srv.http);
+    let idle = scrape(&srv).await;
+    let tasks_idle = gauge(&idle, "prism_runtime_tasks");
+
+    // A long-lived subscriber: every cycle's publisher reaches it, so each
+    // cycle also renegotiates its subscribe leg twice.
+    let mut o = ClientOptions::new(&url, "soak", "watcher", 0);
+    o.publish_audio = false;
+    o.publish_video = false;
+    let watcher = MediaClient::start(o).await.unwrap();
+
+    let warm_at = (cycles / 10).max(5);
+    let mut rss_warm = 0.0;
+    for i in 1..=cycles {
+        if i % 5 == 0 {
+            // WHIP publish and DELETE: the HTTP session path.
+            let c = MediaClient::start_whip(ClientOptions::new(&base, "soak", "whip", 10_000 + i))
+                .await
+                .unwrap();
+            c.wait_for(Duration::from_secs(10), "WHIP publishing", |s| {
+                s.sent_video > 3
+            })
+            .await
+            .unwrap_or_else(|e| panic!("cycle {i}: {e}\n{}", srv.log()));
+            leave(c).await;
+        } else {
+            // A fresh room every tenth cycle: rooms open and close too.
+            let room = if i % 10 == 1 {
+                format!("soak-{i}")
+            } else {
+                "soak".to_owned()
+            };
+            let c = MediaClient::start(ClientOptions::new(&url, &room, &format!("p{i}"), i))
+                .await
+                .unwrap();
+            if room == "soak" {
+                watcher
+                    .wait_for(Duration::from_secs(10), "this cycle's media", |s| {
+                        s.received
+                            .values()
+                            .any(|t| t.probes.first().is_some_and(|(id, _)| *id == i))
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("cycle {i}: {e}\n{}", srv.log()));
+            } else {
+                c.wait_for(Duration::from_secs(10), "publishing", |s| s.sent_video > 3)
+                    .await
+                    .unwrap();
+            }
+            leave(c).await;
+        }
+        if i == warm_at {
+            rss_warm = gauge(&scrape(&srv).await, "process_resident_memory_bytes");
+        }
+    }
+    leave(watcher).await;
+
+    // Everything drains: rooms close after their empty timeout.
+    let mut last = String::new();
+    let mut clean = false;
+    for _ in 0..100 {
+        last = scrape(&srv).await;
+        if LEAK_GAUGES.iter().all(|g| gauge(&last, g) == 0.0) {
+            clean = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let summary: Vec<String> = LEAK_GAUGES
+        .iter()
+        .map(|g| format!("{g}={}", gauge(&last, g)))
+        .collect();
+    assert!(clean, "left behind after {cycles} cycles: {summary:?}");
+    // Runtime tasks: back to idle, give or take this scrape's own
+    // connection and the timers of connections closing.
+    let tasks = gauge(&last, "prism_runtime_tasks");
+    assert!(
+        tasks <= tasks_idle + 4.0,
+        "runtime tasks {tasks} after the churn, {tasks_idle} idle"
+    );
+    let rss_end = gauge(&last, "process_resident_memory_bytes");
+    let growth = rss_end / rss_warm;
+    eprintln!(
+        "soak: {cycles} cycles; RSS {:.1} MiB after warm-up (cycle {warm_at}), {:.1} MiB at the end ({:+.1}%); tasks {tasks_idle} idle, {tasks} after",
+        rss_warm / 1048576.0,
+        rss_end / 1048576.0,
+        (growth - 1.0) * 100.0
+    );
+    assert!(
+        growth <= 1.10,
+        "RSS grew {:.1}% ({rss_warm} → {rss_end})",
+        (growth - 1.0) * 100.0
+    );
+    srv.assert_alive();
+}
