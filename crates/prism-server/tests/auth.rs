@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{problem, scrape, TestServer};
 use prism_client::{sample_offer, ClientOptions, MediaClient, Signaling};
 use prism_server::auth::{Claims, Grants, Keys};
 use prism_signal::{ClientMessage, ErrorCode, Join, Leg, Offer, ServerMessage};
@@ -45,6 +45,24 @@ fn claims(room: &str, exp: u64, nbf: Option<u64>) -> Claims {
         nbf,
         iat: Keys::now(),
     }
+}
+
+/// Base64url without padding (RFC 7515), for hand-made tokens.
+fn b64url(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..=chunk.len() {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
 }
 
 fn server() -> TestServer {
@@ -114,6 +132,21 @@ async fn join_refuses_every_bad_token() {
         ErrorCode::Unauthorized,
         "signature",
     );
+    // An unsigned token (`alg: none`) with valid claims.
+    let unsigned = format!(
+        "{}.{}.",
+        b64url(br#"{"alg":"none","typ":"JWT"}"#),
+        b64url(
+            serde_json::to_string(&claims("a", now + 600, None))
+                .unwrap()
+                .as_bytes()
+        )
+    );
+    assert_refused(
+        join(&srv, "a", Some(unsigned)).await,
+        ErrorCode::Unauthorized,
+        "invalid",
+    );
     assert_refused(
         join(&srv, "b", Some(token("a", "alice", grants(true, true)))).await,
         ErrorCode::Forbidden,
@@ -124,12 +157,7 @@ async fn join_refuses_every_bad_token() {
         ServerMessage::Joined(j) => assert_eq!(j.identity, "alice"),
         other => panic!("expected joined, got {other:?}"),
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", srv.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = scrape(&srv).await;
     for reason in [
         "missing",
         "invalid",
@@ -226,16 +254,6 @@ async fn post(
         r = r.bearer_auth(t);
     }
     r.send().await.unwrap()
-}
-
-async fn problem(r: reqwest::Response, status: u16) -> String {
-    assert_eq!(r.status().as_u16(), status);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    v["detail"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

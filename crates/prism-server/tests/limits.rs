@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{scrape, TestServer};
 use prism_client::{sample_offer, Signaling};
 use prism_signal::{
     ClientMessage, Empty, ErrorCode, Join, Leg, MsgId, Offer, ServerEnvelope, ServerMessage,
@@ -31,12 +31,7 @@ fn is_limit(m: &ServerMessage, needle: &str) -> bool {
 }
 
 async fn limit_hits(srv: &TestServer, limit: &str) -> u64 {
-    let text = reqwest::get(format!("http://{}/metrics", srv.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(srv).await;
     let key = format!("prism_limit_hits_total{{limit=\"{limit}\"}} ");
     text.lines()
         .find_map(|l| l.strip_prefix(&key))

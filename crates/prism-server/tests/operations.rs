@@ -7,18 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{scrape, TestServer};
 use prism_client::{ClientOptions, MediaClient, Signaling};
 use prism_signal::{ClientMessage, ErrorCode, Join, ServerMessage};
-
-async fn scrape(srv: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", srv.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 /// The value of a sample line (`name{labels} value`), if present.
 fn value(text: &str, sample: &str) -> Option<f64> {

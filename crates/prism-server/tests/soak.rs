@@ -12,17 +12,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{scrape, TestServer};
 use prism_client::{ClientCommand, ClientOptions, MediaClient};
-
-async fn scrape(srv: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", srv.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 /// The sum of every sample of the family `name` (all label sets).
 fn gauge(text: &str, name: &str) -> f64 {

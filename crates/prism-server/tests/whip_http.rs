@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::TestServer;
+use common::{problem, TestServer};
 use prism_client::sample_offer;
 use reqwest::Client;
 
@@ -36,19 +36,6 @@ async fn patch(
         r = r.header("If-Match", m);
     }
     r.send().await.unwrap()
-}
-
-/// Asserts a problem+json error with this status; returns its detail.
-async fn problem(r: reqwest::Response, status: u16) -> String {
-    assert_eq!(r.status().as_u16(), status);
-    assert_eq!(
-        r.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    assert_eq!(v["status"], status);
-    assert!(v["title"].is_string());
-    v["detail"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -183,3 +183,26 @@ fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// `GET /metrics` of the server.
+pub async fn scrape(srv: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", srv.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Asserts a problem+json error with this status; returns its detail.
+pub async fn problem(r: reqwest::Response, status: u16) -> String {
+    assert_eq!(r.status().as_u16(), status);
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    assert_eq!(v["status"], status);
+    assert!(v["title"].is_string());
+    v["detail"].as_str().unwrap().to_owned()
+}
