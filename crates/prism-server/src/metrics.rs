@@ -466,6 +466,27 @@ impl Metrics {
         build.set(1);
         let gauge =
             |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric options");
+        // Known label values start at 0, so rate() works from the first hit
+        // and dashboards show the series before anything goes wrong.
+        for reason in [
+            "missing",
+            "invalid",
+            "expired",
+            "not_yet_valid",
+            "wrong_room",
+            "missing_grant",
+        ] {
+            auth_failures.with_label_values(&[reason]);
+        }
+        for limit in [
+            "participants_per_room",
+            "rooms",
+            "tracks_per_participant",
+            "signal_rate",
+            "http_rate",
+        ] {
+            limit_hits.with_label_values(&[limit]);
+        }
         let ws_sessions = gauge(
             "prism_websocket_sessions",
             "Open WebSocket signaling connections.",

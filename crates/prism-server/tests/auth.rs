@@ -158,16 +158,19 @@ async fn join_refuses_every_bad_token() {
         other => panic!("expected joined, got {other:?}"),
     }
     let metrics = scrape(&srv).await;
-    for reason in [
-        "missing",
-        "invalid",
-        "expired",
-        "not_yet_valid",
-        "wrong_room",
+    // Invalid: "not.a.jwt", the forged and the unsigned token.
+    for (reason, n) in [
+        ("missing", 1),
+        ("invalid", 3),
+        ("expired", 1),
+        ("not_yet_valid", 1),
+        ("wrong_room", 1),
+        ("missing_grant", 0),
     ] {
+        let sample = format!("prism_auth_failures_total{{reason=\"{reason}\"}} {n}");
         assert!(
-            metrics.contains(&format!("prism_auth_failures_total{{reason=\"{reason}\"}}")),
-            "no {reason} failure counted:\n{metrics}"
+            metrics.lines().any(|l| l == sample),
+            "no `{sample}` in:\n{metrics}"
         );
     }
     srv.assert_alive();
