@@ -60,7 +60,8 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60);
-    let mut srv = TestServer::start(&[]);
+    // Every fifth cycle is two WHIP requests: above the default per-address rate.
+    let mut srv = TestServer::start(&["--max-http-rate", "1000000"]);
     let url = srv.ws_url();
     let base = format!("http://{}", srv.http);
     let idle = scrape(&srv).await;
@@ -71,10 +72,17 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
     let mut o = ClientOptions::new(&url, "soak", "watcher", 0);
     o.publish_audio = false;
     o.publish_video = false;
-    let watcher = MediaClient::start(o).await.unwrap();
+    // PRISM_SOAK_WATCHER=0 leaves it out (to tell its cost from the rest).
+    let watch = std::env::var("PRISM_SOAK_WATCHER").map_or(true, |v| v != "0");
+    let watcher = if watch {
+        Some(MediaClient::start(o).await.unwrap())
+    } else {
+        None
+    };
 
     let warm_at = (cycles / 10).max(5);
     let mut rss_warm = 0.0;
+    let mut rss_curve = Vec::new();
     for i in 1..=cycles {
         if i % 5 == 0 {
             // WHIP publish and DELETE: the HTTP session path.
@@ -97,7 +105,7 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
             let c = MediaClient::start(ClientOptions::new(&url, &room, &format!("p{i}"), i))
                 .await
                 .unwrap();
-            if room == "soak" {
+            if let (Some(watcher), "soak") = (&watcher, room.as_str()) {
                 watcher
                     .wait_for(Duration::from_secs(10), "this cycle's media", |s| {
                         s.received
@@ -116,8 +124,14 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
         if i == warm_at {
             rss_warm = gauge(&scrape(&srv).await, "process_resident_memory_bytes");
         }
+        if i % (cycles / 10).max(1) == 0 {
+            let rss = gauge(&scrape(&srv).await, "process_resident_memory_bytes");
+            rss_curve.push(format!("{i}:{:.1}", rss / 1048576.0));
+        }
     }
-    leave(watcher).await;
+    if let Some(w) = watcher {
+        leave(w).await;
+    }
 
     // Everything drains: rooms close after their empty timeout.
     let mut last = String::new();
@@ -144,6 +158,7 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
     );
     let rss_end = gauge(&last, "process_resident_memory_bytes");
     let growth = rss_end / rss_warm;
+    eprintln!("soak: RSS MiB by cycle: {}", rss_curve.join(" "));
     eprintln!(
         "soak: {cycles} cycles; RSS {:.1} MiB after warm-up (cycle {warm_at}), {:.1} MiB at the end ({:+.1}%); tasks {tasks_idle} idle, {tasks} after",
         rss_warm / 1048576.0,

@@ -60,6 +60,19 @@ async fn whip_post_errors() {
     )
     .await;
     assert!(d.contains("sends no audio or video"), "{d}");
+    // An offer the engine parses but cannot answer a section of (found by
+    // the sdp_offer fuzz target): refused, not answered with a broken SDP.
+    let unanswerable = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fuzz/corpus/sdp_offer/regress-unanswerable-section.sdp"
+    ))
+    .unwrap();
+    let d = problem(
+        post(&srv, "/whip/r", "application/sdp", unanswerable).await,
+        400,
+    )
+    .await;
+    assert!(d.contains("media sections could be answered"), "{d}");
     // 17 tracks: the whole offer is refused, not single m-lines.
     let big = sample_offer(false, 17).await.unwrap();
     let d = problem(post(&srv, "/whip/r", "application/sdp", big).await, 400).await;

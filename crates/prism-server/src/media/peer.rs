@@ -199,6 +199,43 @@ impl Peer {
 
     /// This subscribe leg's available bandwidth, bits per second: the
     /// send-side (TWCC) estimate, else the subscriber's own REMB, else 0.
+    /// Applies a client's offer and returns our answer, for the publish leg
+    /// and WHEP alike. `offered` is the number of m-sections with a mid in
+    /// the offer ([`super::sdp::media_sections`]): an answer that leaves
+    /// any out (the engine does so for sections it cannot parse) would be
+    /// invalid at the client, so it is refused here with a message for the
+    /// sender.
+    pub fn answer(
+        &mut self,
+        now: Instant,
+        offer: rtc::peer_connection::sdp::RTCSessionDescription,
+        offered: usize,
+    ) -> Result<String, String> {
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| format!("offer: {e}"))?;
+        let answer = self
+            .pc
+            .create_answer(None)
+            .map_err(|e| format!("answer: {e}"))?;
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(|e| format!("answer: {e}"))?;
+        let sdp = self
+            .pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or("no local description")?;
+        let answered = super::sdp::media_sections(&sdp).len();
+        if answered != offered {
+            return Err(format!(
+                "only {answered} of the offer's {offered} media sections could be answered; \
+                 check each m-section's mid, codecs and attributes"
+            ));
+        }
+        Ok(sdp)
+    }
+
     pub fn available_bitrate(&self) -> u64 {
         match self.estimate.bits_per_second() {
             0 => self.remb_in.unwrap_or(0),

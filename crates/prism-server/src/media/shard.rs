@@ -234,8 +234,10 @@ impl Shard {
                         self.on_readable();
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => self.on_timers(),
+                // The tick before the deadline: a deadline that keeps
+                // coming due must not starve housekeeping.
                 _ = tick.tick() => self.housekeeping(),
+                _ = tokio::time::sleep_until(deadline.into()) => self.on_timers(),
             }
             self.flush();
         }
@@ -331,16 +333,23 @@ impl Shard {
                 self.mark(key);
             }
         }
+        let mut room_due = false;
         while let Some(&(at, room)) = self.room_timers.first() {
             if at > now {
                 break;
             }
+            room_due = true;
             self.room_timers.pop_first();
             if let Some(r) = self.rooms.get_mut(room) {
                 r.timer_at = None;
                 r.core.handle_timeout(now);
             }
             self.flush_keyframe_requests(now, room);
+        }
+        // An empty room's deadline is its close: close it now, or its
+        // timer would be re-armed in the past and fire again at once.
+        if room_due {
+            self.close_expired_rooms(now);
         }
     }
 
@@ -394,6 +403,16 @@ impl Shard {
         self.send_rembs(now);
         self.send_sender_reports(now);
         self.sample_engine_stats(now);
+        self.close_expired_rooms(now);
+        self.heartbeat.store(
+            now.saturating_duration_since(self.epoch).as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        self.publish_stats();
+    }
+
+    /// Closes every room that has been empty for `room_empty_timeout`.
+    fn close_expired_rooms(&mut self, now: Instant) {
         let expired: Vec<usize> = self
             .rooms
             .iter()
@@ -411,11 +430,6 @@ impl Shard {
             self.room_count.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(shard = self.index, room = r.core.name(), "room closed");
         }
-        self.heartbeat.store(
-            now.saturating_duration_since(self.epoch).as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        self.publish_stats();
     }
 
     // ------------------------------------------------------------------

@@ -504,19 +504,9 @@ impl Shard {
             Some(k) => (k, false),
             None => (self.new_peer(now, rk, pid, Leg::Publish)?, true),
         };
-        let result = (|| {
-            let pc = &mut self.peers[key].pc;
-            pc.set_remote_description(now, offer)
-                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("offer: {e}")))?;
-            let answer = pc
-                .create_answer(None)
-                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
-            pc.set_local_description(now, answer)
-                .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
-            pc.local_description()
-                .map(|d| d.sdp)
-                .ok_or_else(|| SignalError::new(ErrorCode::Internal, "no local description"))
-        })();
+        let result = self.peers[key]
+            .answer(now, offer, sections.len())
+            .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, e));
         let answer_sdp = match result {
             Ok(s) => s,
             Err(e) => {

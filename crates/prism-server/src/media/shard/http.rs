@@ -172,18 +172,9 @@ impl Shard {
                 "the room publishes no track of the kinds the offer receives",
             ));
         }
-        let pc = &mut self.peers[key].pc;
-        pc.set_remote_description(now, desc)
-            .map_err(|e| HttpFailure::new(400, "Invalid SDP", format!("offer: {e}")))?;
-        let answer = pc
-            .create_answer(None)
-            .map_err(|e| HttpFailure::new(400, "Invalid SDP", format!("answer: {e}")))?;
-        pc.set_local_description(now, answer)
-            .map_err(|e| HttpFailure::new(500, "Internal error", format!("answer: {e}")))?;
-        let answer_sdp = pc
-            .local_description()
-            .map(|d| d.sdp)
-            .ok_or_else(|| HttpFailure::new(500, "Internal error", "no local description"))?;
+        let answer_sdp = self.peers[key]
+            .answer(now, desc, sections.len())
+            .map_err(|e| HttpFailure::new(400, "Invalid SDP", e))?;
         // Each sender's m-section, for MID stamping.
         let peer = &mut self.peers[key];
         for slot in peer.senders.iter_mut().flatten() {
