@@ -333,23 +333,33 @@ impl Shard {
                 self.mark(key);
             }
         }
-        let mut room_due = false;
+        // Take every due room deadline first: handling one re-arms the
+        // room's timer, and a deadline re-armed inside this loop would be
+        // taken again forever (an empty room's close deadline stays due
+        // until the room is closed).
+        let mut due = Vec::new();
         while let Some(&(at, room)) = self.room_timers.first() {
             if at > now {
                 break;
             }
-            room_due = true;
             self.room_timers.pop_first();
             if let Some(r) = self.rooms.get_mut(room) {
                 r.timer_at = None;
+            }
+            due.push(room);
+        }
+        if due.is_empty() {
+            return;
+        }
+        // An empty room's deadline is its close.
+        self.close_expired_rooms(now);
+        for room in due {
+            // Deferred keyframe requests; re-arms what is left, all in the
+            // future now.
+            if let Some(r) = self.rooms.get_mut(room) {
                 r.core.handle_timeout(now);
             }
             self.flush_keyframe_requests(now, room);
-        }
-        // An empty room's deadline is its close: close it now, or its
-        // timer would be re-armed in the past and fire again at once.
-        if room_due {
-            self.close_expired_rooms(now);
         }
     }
 
