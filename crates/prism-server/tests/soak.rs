@@ -172,3 +172,55 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
     );
     srv.assert_alive();
 }
+
+/// A room that empties while a deferred keyframe request is pending (two
+/// subscribers arrived within the keyframe throttle window, then everyone
+/// left at once) must still close, and its shard keep serving. This once
+/// spun the shard forever: the empty room's close deadline was re-armed in
+/// the past inside the loop that takes due deadlines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_emptied_with_a_deferred_keyframe_request_closes() {
+    let mut srv = TestServer::start(&[]);
+    let url = srv.ws_url();
+    for round in 0..3 {
+        let room = format!("kf-{round}");
+        let p = MediaClient::start(ClientOptions::new(&url, &room, "p", 1))
+            .await
+            .unwrap();
+        p.wait_for(Duration::from_secs(10), "publishing", |s| s.sent_video > 3)
+            .await
+            .unwrap();
+        let mut subs = Vec::new();
+        for i in 0..2 {
+            let mut o = ClientOptions::new(&url, &room, &format!("s{i}"), 2 + i);
+            o.publish_audio = false;
+            o.publish_video = false;
+            subs.push(MediaClient::start(o).await.unwrap());
+        }
+        for s in &subs {
+            s.wait_for(Duration::from_secs(10), "subscribed", |s| {
+                !s.received.is_empty()
+            })
+            .await
+            .unwrap();
+        }
+        // Everyone leaves inside the 500 ms throttle window.
+        for c in subs.into_iter().chain([p]) {
+            leave(c).await;
+        }
+    }
+    let mut last = String::new();
+    for _ in 0..60 {
+        last = scrape(&srv).await;
+        if gauge(&last, "prism_rooms") == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gauge(&last, "prism_rooms"), 0.0, "rooms did not close");
+    let ready = reqwest::get(format!("http://{}/readyz", srv.http))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "the shard stopped ticking");
+    srv.assert_alive();
+}
