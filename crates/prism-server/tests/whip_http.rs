@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{problem, TestServer};
+use common::{problem, scrape, TestServer};
 use prism_client::sample_offer;
 use reqwest::Client;
 
@@ -93,6 +93,25 @@ async fn whip_post_errors() {
         .await
         .unwrap();
     problem(bad_auth, 401).await;
+    // Nothing refused leaves a room placed on a shard once the room a
+    // failed publish opened has closed (room_empty_timeout is 2 s here).
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = scrape(&srv).await;
+        if metrics
+            .lines()
+            .any(|l| l == "prism_room_directory_entries 0")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "prism_room_directory_entries 0"),
+        "{metrics}"
+    );
     srv.assert_alive();
 }
 
@@ -294,6 +313,14 @@ async fn delete_then_404_and_whep_errors() {
     )
     .await;
     assert!(d.contains("no published tracks"), "{d}");
+    // ...and leaves no placement for the room behind.
+    let metrics = scrape(&srv).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "prism_room_directory_entries 0"),
+        "{metrics}"
+    );
     problem(
         post(&srv, "/whep/empty", "text/plain", viewer_offer.clone()).await,
         415,

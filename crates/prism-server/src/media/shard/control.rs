@@ -63,10 +63,6 @@ impl Shard {
         };
         match refused {
             Some((limit, msg)) => {
-                if !self.rooms_by_name.contains_key(room) {
-                    // The directory placed the room here for this request.
-                    self.directory.release(room, self.index);
-                }
                 self.directory.limit_hits.with_label_values(&[limit]).inc();
                 Err((limit, msg))
             }
@@ -79,6 +75,25 @@ impl Shard {
     // ------------------------------------------------------------------
 
     pub(super) fn on_command(&mut self, cmd: ShardCommand) {
+        // The directory places a room on this shard before the request that
+        // opens it arrives. A request that ends without opening it (refused
+        // by a limit, a bad offer, WHEP on a room with no broadcast) must
+        // not leave the placement behind, or room names would pile up.
+        let placed = match &cmd {
+            ShardCommand::Join { room, .. }
+            | ShardCommand::HttpPublish { room, .. }
+            | ShardCommand::HttpView { room, .. } => Some(room.clone()),
+            _ => None,
+        };
+        self.handle_command(cmd);
+        if let Some(room) = placed {
+            if !self.rooms_by_name.contains_key(&room) {
+                self.directory.release(&room, self.index);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, cmd: ShardCommand) {
         let now = Instant::now();
         match cmd {
             ShardCommand::Join {
