@@ -27,6 +27,7 @@ use axum::response::Response;
 use rand::distr::{Alphanumeric, SampleString};
 use tokio::sync::oneshot;
 
+use crate::auth::AuthError;
 use crate::config::Config;
 use crate::media::{
     Directory, HttpAnswer, HttpFailure, HttpKind, HttpSessionEntry, PatchOutcome, ShardCommand,
@@ -141,16 +142,16 @@ fn problem(f: &HttpFailure) -> Response {
         "status": f.status,
         "detail": f.detail,
     });
-    let mut r = Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/problem+json")
-        .body(Body::from(body.to_string()))
-        .expect("static headers are valid");
+    let mut r = respond(
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/problem+json"),
+        Body::from(body.to_string()),
+    );
     if f.status == 503 {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    cors(r.headers_mut());
     r
 }
 
@@ -235,17 +236,10 @@ fn authorize(
     if s.keys.dev_mode() {
         return Ok(None);
     }
-    let checked = s.keys.verify(token, room).and_then(|c| {
-        let granted = match need {
-            Need::Publish => c.grants.publish,
-            Need::Subscribe => c.grants.subscribe,
-            Need::Room => true,
-        };
-        match (granted, need) {
-            (true, _) => Ok(c),
-            (false, Need::Publish) => Err(crate::auth::AuthError::MissingGrant("publish")),
-            (false, _) => Err(crate::auth::AuthError::MissingGrant("subscribe")),
-        }
+    let checked = s.keys.verify(token, room).and_then(|c| match need {
+        Need::Publish if !c.grants.publish => Err(AuthError::MissingGrant("publish")),
+        Need::Subscribe if !c.grants.subscribe => Err(AuthError::MissingGrant("subscribe")),
+        _ => Ok(c),
     });
     checked.map(Some).map_err(|e| {
         s.metrics
@@ -323,20 +317,49 @@ async fn ask<T>(
     }
 }
 
-fn created(kind: HttpKind, cfg: &Config, room: &str, id: &str, a: HttpAnswer) -> Response {
+/// A POST's outcome: on success the session URL starts working and the
+/// answer goes back as `201 Created` with `Location` and `ETag`.
+fn created(
+    s: &WhipState,
+    kind: HttpKind,
+    room: String,
+    id: String,
+    res: Result<HttpAnswer, HttpFailure>,
+) -> Response {
+    let a = match res {
+        Ok(a) => a,
+        Err(f) => return problem(&f),
+    };
     let prefix = match kind {
         HttpKind::Whip => "whip",
         HttpKind::Whep => "whep",
     };
-    let mut r = Response::builder()
-        .status(StatusCode::CREATED)
-        .header(header::CONTENT_TYPE, "application/sdp")
-        .header(header::LOCATION, format!("/{prefix}/{room}/{id}"))
-        .header(header::ETAG, a.etag)
-        .header("Accept-Patch", "application/trickle-ice-sdpfrag")
-        .body(Body::from(a.sdp))
-        .expect("header values built from ASCII");
-    ice_server_links(cfg, r.headers_mut());
+    tracing::info!(room, participant = %a.participant, "{prefix} session created");
+    let location = format!("/{prefix}/{room}/{id}");
+    s.directory.http_sessions.insert(
+        id,
+        HttpSessionEntry {
+            kind,
+            room,
+            participant: a.participant,
+        },
+    );
+    let mut r = respond(
+        Response::builder()
+            .status(StatusCode::CREATED)
+            .header(header::CONTENT_TYPE, "application/sdp")
+            .header(header::LOCATION, location)
+            .header(header::ETAG, a.etag)
+            .header("Accept-Patch", "application/trickle-ice-sdpfrag"),
+        Body::from(a.sdp),
+    );
+    ice_server_links(&s.cfg, r.headers_mut());
+    r
+}
+
+/// Builds a response (header values are built from ASCII) with CORS headers.
+fn respond(b: axum::http::response::Builder, body: Body) -> Response {
+    let mut r = b.body(body).expect("header values built from ASCII");
     cors(r.headers_mut());
     r
 }
@@ -372,22 +395,7 @@ pub async fn whip_post(
         reply,
     })
     .await;
-    match res {
-        Err(f) => problem(&f),
-        Ok(Err(f)) => problem(&f),
-        Ok(Ok(a)) => {
-            s.directory.http_sessions.insert(
-                id.clone(),
-                HttpSessionEntry {
-                    kind: HttpKind::Whip,
-                    room: room.clone(),
-                    participant: a.participant,
-                },
-            );
-            tracing::info!(room, participant = %a.participant, "WHIP session created");
-            created(HttpKind::Whip, &s.cfg, &room, &id, a)
-        }
-    }
+    created(&s, HttpKind::Whip, room, id, res.and_then(|r| r))
 }
 
 pub async fn whep_post(
@@ -416,21 +424,7 @@ pub async fn whep_post(
         reply,
     })
     .await;
-    match res {
-        Err(f) => problem(&f),
-        Ok(Err(f)) => problem(&f),
-        Ok(Ok(a)) => {
-            s.directory.http_sessions.insert(
-                id.clone(),
-                HttpSessionEntry {
-                    kind: HttpKind::Whep,
-                    room: room.clone(),
-                    participant: a.participant,
-                },
-            );
-            created(HttpKind::Whep, &s.cfg, &room, &id, a)
-        }
-    }
+    created(&s, HttpKind::Whep, room, id, res.and_then(|r| r))
 }
 
 /// The session a URL names, if it is of this kind and room.
@@ -479,24 +473,17 @@ async fn patch(
     match res {
         Err(f) => problem(&f),
         Ok(Err(f)) => problem(&f),
-        Ok(Ok(PatchOutcome::Trickled)) => {
-            let mut r = Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(Body::empty())
-                .expect("no headers");
-            cors(r.headers_mut());
-            r
-        }
-        Ok(Ok(PatchOutcome::Restarted { fragment, etag })) => {
-            let mut r = Response::builder()
+        Ok(Ok(PatchOutcome::Trickled)) => respond(
+            Response::builder().status(StatusCode::NO_CONTENT),
+            Body::empty(),
+        ),
+        Ok(Ok(PatchOutcome::Restarted { fragment, etag })) => respond(
+            Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/trickle-ice-sdpfrag")
-                .header(header::ETAG, etag)
-                .body(Body::from(fragment))
-                .expect("header values built from ASCII");
-            cors(r.headers_mut());
-            r
-        }
+                .header(header::ETAG, etag),
+            Body::from(fragment),
+        ),
     }
 }
 
@@ -524,14 +511,7 @@ async fn delete(
     match res {
         Err(f) => problem(&f),
         Ok(false) => fail(404, "Not found", "no such session"),
-        Ok(true) => {
-            let mut r = Response::builder()
-                .status(StatusCode::OK)
-                .body(Body::empty())
-                .expect("no headers");
-            cors(r.headers_mut());
-            r
-        }
+        Ok(true) => respond(Response::builder().status(StatusCode::OK), Body::empty()),
     }
 }
 
@@ -571,34 +551,32 @@ pub async fn whep_delete(
 
 /// OPTIONS on an endpoint: CORS preflight and `Accept-Post`; the ICE servers.
 pub async fn endpoint_options(State(s): State<WhipState>) -> Response {
-    let mut r = Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header("Accept-Post", "application/sdp")
-        .body(Body::empty())
-        .expect("static headers");
+    let mut r = respond(
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header("Accept-Post", "application/sdp"),
+        Body::empty(),
+    );
     ice_server_links(&s.cfg, r.headers_mut());
-    cors(r.headers_mut());
     r
 }
 
 /// OPTIONS on a session URL: CORS preflight and `Accept-Patch`.
 pub async fn session_options() -> Response {
-    let mut r = Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header("Accept-Patch", "application/trickle-ice-sdpfrag")
-        .body(Body::empty())
-        .expect("static headers");
-    cors(r.headers_mut());
-    r
+    respond(
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header("Accept-Patch", "application/trickle-ice-sdpfrag"),
+        Body::empty(),
+    )
 }
 
 /// HEAD on a WHEP endpoint: what POST takes.
 pub async fn whep_head() -> Response {
-    let mut r = Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/sdp")
-        .body(Body::empty())
-        .expect("static headers");
-    cors(r.headers_mut());
-    r
+    respond(
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/sdp"),
+        Body::empty(),
+    )
 }
