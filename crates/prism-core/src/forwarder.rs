@@ -24,6 +24,21 @@ pub struct PacketMeta {
     pub payload_len: usize,
 }
 
+impl PacketMeta {
+    /// The fields of a parsed packet (its payload already excludes padding).
+    #[inline]
+    pub fn of(p: &rtc::rtp::Packet) -> Self {
+        PacketMeta {
+            ssrc: p.header.ssrc,
+            seq: p.header.sequence_number,
+            timestamp: p.header.timestamp,
+            payload_type: p.header.payload_type,
+            marker: p.header.marker,
+            payload_len: p.payload.len(),
+        }
+    }
+}
+
 /// Why a packet was not forwarded to one subscriber. Becomes a metric label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -805,14 +805,7 @@ impl Room {
         }
         let mut sent = 0;
         for (i, p) in t.kf_cache.iter().enumerate() {
-            let meta = PacketMeta {
-                ssrc: p.header.ssrc,
-                seq: p.header.sequence_number,
-                timestamp: p.header.timestamp,
-                payload_type: p.header.payload_type,
-                marker: p.header.marker,
-                payload_len: p.payload.len(),
-            };
+            let meta = PacketMeta::of(p);
             let decision = d.fwd.decide(now, &meta, i == 0);
             if let (Forward::Send(sp), Some(params)) = (decision, d.fwd.params()) {
                 apply(d.sink, params, sp, p);

@@ -195,14 +195,7 @@ impl Bench {
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) else {
             return;
         };
-        let meta = PacketMeta {
-            ssrc: packet.header.ssrc,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            payload_type: packet.header.payload_type,
-            marker: packet.header.marker,
-            payload_len: packet.payload.len(),
-        };
+        let meta = PacketMeta::of(&packet);
         let t = self.tracks[track];
         let mut sent = 0;
         self.room

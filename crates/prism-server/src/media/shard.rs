@@ -626,14 +626,7 @@ impl Shard {
         let room_key = peer.room;
         self.stats.rtp_in_packets += 1;
         self.stats.rtp_in_bytes += packet.payload.len() as u64;
-        let meta = PacketMeta {
-            ssrc,
-            seq: packet.header.sequence_number,
-            timestamp: packet.header.timestamp,
-            payload_type: packet.header.payload_type,
-            marker: packet.header.marker,
-            payload_len: packet.payload.len(),
-        };
+        let meta = PacketMeta::of(&packet);
         let Some(room) = self.rooms.get_mut(room_key) else {
             return;
         };
