@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{scrape, TestServer};
+use common::{scrape, value, TestServer};
 use prism_client::{sample_offer, Signaling};
 use prism_signal::{
     ClientMessage, Empty, ErrorCode, Join, Leg, MsgId, Offer, ServerEnvelope, ServerMessage,
@@ -31,12 +31,8 @@ fn is_limit(m: &ServerMessage, needle: &str) -> bool {
 }
 
 async fn limit_hits(srv: &TestServer, limit: &str) -> u64 {
-    let text = scrape(srv).await;
-    let key = format!("prism_limit_hits_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0)
+    let sample = format!("prism_limit_hits_total{{limit=\"{limit}\"}}");
+    value(&scrape(srv).await, &sample).expect("every limit label is exported") as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

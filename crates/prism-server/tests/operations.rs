@@ -7,17 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{scrape, TestServer};
+use common::{scrape, value, TestServer};
 use prism_client::{ClientOptions, MediaClient, Signaling};
 use prism_signal::{ClientMessage, ErrorCode, Join, ServerMessage};
-
-/// The value of a sample line (`name{labels} value`), if present.
-fn value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
 
 fn families(text: &str) -> BTreeSet<String> {
     text.lines()

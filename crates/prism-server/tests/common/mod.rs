@@ -206,3 +206,11 @@ pub async fn problem(r: reqwest::Response, status: u16) -> String {
     assert!(v["title"].is_string());
     v["detail"].as_str().unwrap().to_owned()
 }
+
+/// The value of a sample line (`name{labels} value`), if present.
+pub fn value(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(sample) && l[sample.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
