@@ -43,9 +43,7 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
     } = state;
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
-    metrics.ws_sessions.inc();
-    // Decremented however this task ends.
-    let _open = scopeguard(&metrics);
+    let _open = SessionGauge::open(&metrics);
     // Messages per second, with bursts of twice that (join, offer and a
     // handful of candidates arrive together).
     let rate = NonZeroU32::new(cfg.max_signal_rate).unwrap_or(NonZeroU32::MIN);
@@ -127,14 +125,18 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
     }
 }
 
+/// Counts an open session in `prism_websocket_sessions` until dropped.
 struct SessionGauge<'a>(&'a Metrics);
+impl<'a> SessionGauge<'a> {
+    fn open(m: &'a Metrics) -> Self {
+        m.ws_sessions.inc();
+        SessionGauge(m)
+    }
+}
 impl Drop for SessionGauge<'_> {
     fn drop(&mut self) {
         self.0.ws_sessions.dec();
     }
-}
-fn scopeguard(m: &Metrics) -> SessionGauge<'_> {
-    SessionGauge(m)
 }
 
 /// Counts a received frame by message type and parse result.
