@@ -52,26 +52,21 @@ pub fn sdp_offer(data: &[u8]) {
     let sections = sdp::media_sections(text);
     let _ = sdp::ice_credentials(text);
     let _ = sdp::candidates_in(text);
-    let frag = sdp::parse_fragment(text);
-    drop(frag);
+    let _ = sdp::parse_fragment(text);
     let _ = sdp::with_ice_credentials(text, "ufrag", "password");
-    if sections.is_empty() || sections.len() > 16 {
+    let max = crate::config::Config::default().max_tracks_per_participant;
+    if sections.is_empty() || sections.len() > max {
         return; // refused before the engine sees it
     }
     let Ok(offer) = RTCSessionDescription::offer(text.to_owned()) else {
         return;
     };
     let now = Instant::now();
-    let settings = PeerSettings {
-        advertised: vec!["127.0.0.1:50000".parse().expect("literal address")],
-        ice_disconnected: Duration::from_secs(5),
-        ice_failed: Duration::from_secs(5),
-        estimate_bounds: prism_rtc::EstimateBounds {
-            initial: 1_000_000.0,
-            min: 100_000.0,
-            max: 3_000_000.0,
-        },
-    };
+    let cfg = crate::config::Config::default();
+    let settings = PeerSettings::new(
+        vec![std::net::SocketAddr::new(cfg.media_ip, cfg.udp_port)],
+        cfg.peer_timeout,
+    );
     let Ok((mut peer, candidates)) = Peer::new(
         now,
         &settings,

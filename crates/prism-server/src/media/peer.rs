@@ -115,6 +115,23 @@ pub struct PeerSettings {
     pub estimate_bounds: prism_rtc::EstimateBounds,
 }
 
+impl PeerSettings {
+    /// The shard's settings: ICE gives up after `peer_timeout`, like the
+    /// shard's own silence check.
+    pub fn new(advertised: Vec<SocketAddr>, peer_timeout: Duration) -> Self {
+        PeerSettings {
+            advertised,
+            ice_disconnected: peer_timeout,
+            ice_failed: peer_timeout,
+            estimate_bounds: prism_rtc::EstimateBounds {
+                initial: 1_000_000.0,
+                min: 50_000.0,
+                max: super::shard::SUBSCRIBER_MAX_ESTIMATE,
+            },
+        }
+    }
+}
+
 impl Peer {
     pub fn new(
         now: Instant,

@@ -45,7 +45,7 @@ mod stats;
 pub use stats::EngineSeen;
 
 /// Ceiling of a subscribe leg's bandwidth estimate, bits per second.
-const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
+pub(super) const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
 /// REMB never asks a publisher for less than this per video track.
 const MIN_PUBLISH_BITRATE: u64 = 100_000;
 
@@ -170,16 +170,7 @@ impl Shard {
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
-        let settings = PeerSettings {
-            advertised: advertised.clone(),
-            ice_disconnected: cfg.peer_timeout,
-            ice_failed: cfg.peer_timeout,
-            estimate_bounds: prism_rtc::EstimateBounds {
-                initial: 1_000_000.0,
-                min: 50_000.0,
-                max: SUBSCRIBER_MAX_ESTIMATE,
-            },
-        };
+        let settings = PeerSettings::new(advertised.clone(), cfg.peer_timeout);
         Ok(Shard {
             index,
             socket,
