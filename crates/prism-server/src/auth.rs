@@ -89,6 +89,16 @@ impl AuthError {
         )
     }
 
+    /// Every [`AuthError::reason`] label, for exporting them all from zero.
+    pub const REASONS: &'static [&'static str] = &[
+        "missing",
+        "invalid",
+        "expired",
+        "not_yet_valid",
+        "wrong_room",
+        "missing_grant",
+    ];
+
     /// A short label for the `prism_auth_failures_total` metric.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -236,6 +246,23 @@ mod tests {
 
     fn keys() -> Keys {
         Keys::new(&[SECRET.to_owned()]).unwrap()
+    }
+
+    #[test]
+    fn every_reason_is_exported() {
+        for e in [
+            AuthError::Missing,
+            AuthError::Invalid(String::new()),
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::WrongRoom {
+                token: String::new(),
+                wanted: String::new(),
+            },
+            AuthError::MissingGrant("publish"),
+        ] {
+            assert!(AuthError::REASONS.contains(&e.reason()), "{e:?}");
+        }
     }
 
     #[test]

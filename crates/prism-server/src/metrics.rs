@@ -468,14 +468,7 @@ impl Metrics {
             |name: &str, help: &str| IntGauge::new(name, help).expect("valid metric options");
         // Known label values start at 0, so rate() works from the first hit
         // and dashboards show the series before anything goes wrong.
-        for reason in [
-            "missing",
-            "invalid",
-            "expired",
-            "not_yet_valid",
-            "wrong_room",
-            "missing_grant",
-        ] {
+        for reason in crate::auth::AuthError::REASONS {
             auth_failures.with_label_values(&[reason]);
         }
         for limit in [
