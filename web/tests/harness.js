@@ -23,6 +23,11 @@ export async function startPrism(extra = []) {
     });
     proc.on("exit", (code) => reject(new Error(`prism exited (${code}):\n${log}`)));
   });
+  // A failing test file ends with a non-zero exit code: show what the server
+  // said (CI keeps only this output).
+  process.on("exit", (code) => {
+    if (code || process.exitCode) process.stderr.write(`\n--- prism log (last 150 lines) ---\n${log.split("\n").slice(-150).join("\n")}\n`);
+  });
   return { http: `http://${http}`, proc, log: () => log, stop: () => proc.kill("SIGKILL") };
 }
 

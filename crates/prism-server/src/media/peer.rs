@@ -115,14 +115,25 @@ pub struct PeerSettings {
     pub estimate_bounds: prism_rtc::EstimateBounds,
 }
 
+/// No consent check for this long: ICE reports Disconnected (three missed
+/// RFC 7675 checks).
+const CONSENT_DISCONNECTED: Duration = Duration::from_secs(15);
+/// RFC 7675: consent expires 30 s after the last check.
+const CONSENT_EXPIRED: Duration = Duration::from_secs(30);
+
 impl PeerSettings {
-    /// The shard's settings: ICE gives up after `peer_timeout`, like the
-    /// shard's own silence check.
+    /// The shard's settings. The engine's lite ICE agent counts only STUN
+    /// consent checks, which browsers send every 2.5–6 s and later under
+    /// load, so it follows RFC 7675 (consent lost after 30 s) rather than
+    /// `peer_timeout`: the shard's own silence check, which counts every
+    /// datagram (RTP, RTCP, STUN), is what removes a silent peer after
+    /// `peer_timeout`. With ICE failing at `peer_timeout` (5 s in the browser
+    /// tests) a busy Chromium's late consent check dropped live participants.
     pub fn new(advertised: Vec<SocketAddr>, peer_timeout: Duration) -> Self {
         PeerSettings {
             advertised,
-            ice_disconnected: peer_timeout,
-            ice_failed: peer_timeout,
+            ice_disconnected: peer_timeout.max(CONSENT_DISCONNECTED),
+            ice_failed: peer_timeout.max(CONSENT_EXPIRED),
             estimate_bounds: prism_rtc::EstimateBounds {
                 initial: 1_000_000.0,
                 min: 50_000.0,
