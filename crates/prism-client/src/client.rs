@@ -1,7 +1,7 @@
 //! A whole participant, driven by one task.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::payload::{now_us, video_prefix, Probe};
+use crate::histogram::Histogram;
+use crate::payload::{now_us, video_continuation_prefix, video_prefix, Probe};
 use crate::signaling::Signaling;
 
 #[derive(Debug, Clone)]
@@ -68,6 +69,17 @@ pub struct ClientOptions {
     /// Send media to this address instead of the server's candidates (a
     /// relay in between, e.g. one that injects loss).
     pub media_via: Option<SocketAddr>,
+    /// The local address media sockets bind to (and offer as candidate).
+    pub bind_ip: IpAddr,
+    /// Video as frames at this bitrate (bits/s): every `video_interval` one
+    /// frame of bitrate × interval bits (keyframes three times that), cut
+    /// into packets of at most `video_bytes`, one timestamp per frame and
+    /// the marker on its last packet, as an encoder's packetizer does. None:
+    /// one `video_bytes` packet per interval.
+    pub video_bitrate: Option<u32>,
+    /// Keep every received packet's sequence, probe and latency (tests
+    /// assert on them). Off for load: counters and a latency histogram only.
+    pub record_packets: bool,
 }
 
 impl ClientOptions {
@@ -89,6 +101,9 @@ impl ClientOptions {
             keyframe_interval: Duration::from_secs(2),
             answer_keyframe_requests: true,
             media_via: None,
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            video_bitrate: None,
+            record_packets: true,
         }
     }
 }
@@ -116,6 +131,50 @@ pub struct ReceivedTrack {
     /// The latest packet's RTP timestamp and its probe's send time (µs since
     /// the UNIX epoch), to check sender reports against.
     pub last_rtp: Option<(u32, u64)>,
+    /// Probe sequences seen lately, to tell a retransmitted copy from a new
+    /// packet.
+    pub seen: SeqWindow,
+}
+
+/// The highest probe sequence seen and which of the 256 before it arrived.
+#[derive(Debug, Clone, Default)]
+pub struct SeqWindow {
+    highest: Option<u32>,
+    bits: [u64; 4],
+}
+
+impl SeqWindow {
+    /// Records `seq`; false if it was seen already.
+    pub fn insert(&mut self, seq: u32) -> bool {
+        let Some(h) = self.highest else {
+            self.highest = Some(seq);
+            self.bits = [1, 0, 0, 0];
+            return true;
+        };
+        if seq > h {
+            let shift = (seq - h) as usize;
+            let mut bits = [0u64; 4];
+            if shift < 256 {
+                // bit k = seq h - k; shift every bit up by `shift`.
+                for k in (0..256 - shift).filter(|k| self.bits[k / 64] >> (k % 64) & 1 == 1) {
+                    let n = k + shift;
+                    bits[n / 64] |= 1 << (n % 64);
+                }
+            }
+            bits[0] |= 1;
+            self.bits = bits;
+            self.highest = Some(seq);
+            return true;
+        }
+        let k = (h - seq) as usize;
+        if k >= 256 {
+            return true; // too old to tell: count it
+        }
+        let (w, b) = (k / 64, k % 64);
+        let new = self.bits[w] >> b & 1 == 0;
+        self.bits[w] |= 1 << b;
+        new
+    }
 }
 
 impl ReceivedTrack {
@@ -178,6 +237,16 @@ pub struct ClientState {
     pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
     /// The signaling socket closed.
     pub closed: bool,
+    /// Media packets received on the subscribe leg, all tracks, each probe
+    /// once (a retransmitted copy counts in `duplicates_in`).
+    pub packets_in: u64,
+    pub duplicates_in: u64,
+    /// Their payload bytes.
+    pub bytes_in: u64,
+    /// One-way delay (publisher's send time to receipt) of verified payloads.
+    pub latency: Histogram,
+    /// Janus: this publisher's feed id in its VideoRoom.
+    pub janus_feed: Option<u64>,
 }
 
 impl ClientState {
@@ -266,6 +335,18 @@ impl MediaClient {
         Self::start_http(opts, Mode::Whep { participant }).await
     }
 
+    /// A publisher in a Janus VideoRoom: `opts.url` is Janus's HTTP API
+    /// (`http://10.77.0.2:8088/janus`), `opts.room` the numeric room id
+    /// (created if missing). Its feed id is in `ClientState::janus_feed`.
+    pub async fn start_janus_publisher(opts: ClientOptions) -> anyhow::Result<MediaClient> {
+        Self::start_http(opts, Mode::Janus { feed: None }).await
+    }
+
+    /// A subscriber to one Janus VideoRoom publisher (`feed`).
+    pub async fn start_janus_viewer(opts: ClientOptions, feed: u64) -> anyhow::Result<MediaClient> {
+        Self::start_http(opts, Mode::Janus { feed: Some(feed) }).await
+    }
+
     async fn start_http(opts: ClientOptions, mode: Mode) -> anyhow::Result<MediaClient> {
         let state = Arc::new(Mutex::new(ClientState::default()));
         let (cmd, rx) = mpsc::channel(64);
@@ -326,8 +407,8 @@ struct LegConn {
 }
 
 impl LegConn {
-    async fn new() -> anyhow::Result<LegConn> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    async fn new(ip: IpAddr) -> anyhow::Result<LegConn> {
+        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
         let local = socket.local_addr()?;
         let se = SettingEngineBuilder::new()
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
@@ -409,6 +490,9 @@ enum Mode {
     /// WHEP: POST a recvonly offer to `{base}/whep/{room}` (optionally
     /// `?participant=` one publisher).
     Whep { participant: Option<String> },
+    /// Janus VideoRoom over its HTTP API: a publisher, or a subscriber to
+    /// `feed`.
+    Janus { feed: Option<u64> },
 }
 
 struct Driver {
@@ -419,6 +503,7 @@ struct Driver {
     /// The WHIP/WHEP session URL (from `Location`), for DELETE.
     session_url: Option<String>,
     http: reqwest::Client,
+    janus: Option<crate::janus::JanusHandle>,
     state: Arc<Mutex<ClientState>>,
     cmds: mpsc::Receiver<ClientCommand>,
     publish: Option<LegConn>,
@@ -436,12 +521,21 @@ impl Driver {
         cmds: mpsc::Receiver<ClientCommand>,
     ) -> anyhow::Result<Driver> {
         let viewing = matches!(mode, Mode::Whep { .. });
+        let janus = match &mode {
+            Mode::Janus { .. } => Some(crate::janus::JanusHandle::attach(&opts.url).await?),
+            _ => None,
+        };
+        let janus_feed = match mode {
+            Mode::Janus { feed } => feed,
+            _ => None,
+        };
         let mut d = Driver {
             opts,
             mode,
             sig,
             session_url: None,
             http: reqwest::Client::new(),
+            janus,
             state,
             cmds,
             publish: None,
@@ -449,7 +543,9 @@ impl Driver {
             out: Vec::new(),
             frozen: false,
         };
-        if viewing {
+        if let Some(feed) = janus_feed {
+            d.start_janus_viewing(feed).await?;
+        } else if viewing {
             d.start_viewing().await?;
         } else if d.opts.publish_audio || d.opts.publish_video {
             d.start_publishing().await?;
@@ -458,7 +554,7 @@ impl Driver {
     }
 
     async fn start_publishing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new().await?;
+        let mut leg = LegConn::new(self.opts.bind_ip).await?;
         let now = Instant::now();
         let mut specs: Vec<(bool, String, u32, u16, String)> = Vec::new();
         if self.opts.publish_audio {
@@ -553,6 +649,14 @@ impl Driver {
                     }))
                     .await?;
             }
+            Mode::Janus { .. } => {
+                let janus = self.janus.as_ref().expect("attached in new");
+                let room = janus_room(&self.opts.room)?;
+                janus.create_room(room, 1000).await?;
+                let (feed, answer) = janus.publish(room, &self.opts.name, sdp).await?;
+                self.state.lock().expect("state lock").janus_feed = Some(feed);
+                self.apply_publish_answer(answer, Vec::new())?;
+            }
             _ => {
                 let answer = self.post_offer("whip", sdp).await?;
                 self.apply_publish_answer(answer, Vec::new())?;
@@ -561,10 +665,32 @@ impl Driver {
         Ok(())
     }
 
+    /// Janus: subscribe to `feed`, answer Janus's offer, start.
+    async fn start_janus_viewing(&mut self, feed: u64) -> anyhow::Result<()> {
+        let janus = self.janus.as_ref().expect("attached in new");
+        let room = janus_room(&self.opts.room)?;
+        let offer = janus.subscribe(room, feed).await?;
+        self.note_candidates(&offer);
+        let mut leg = LegConn::new(self.opts.bind_ip).await?;
+        let now = Instant::now();
+        leg.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer)?)
+            .context("janus offer")?;
+        let answer = leg.pc.create_answer(None)?;
+        leg.pc.set_local_description(now, answer)?;
+        let sdp = leg
+            .pc
+            .local_description()
+            .ok_or_else(|| anyhow!("no local answer"))?
+            .sdp;
+        self.subscribe = Some(leg);
+        janus.start(room, sdp).await
+    }
+
     /// WHEP: one recvonly audio and one recvonly video section, offered by
     /// POST; the answer carries the server's tracks.
     async fn start_viewing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new().await?;
+        let mut leg = LegConn::new(self.opts.bind_ip).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             leg.pc.add_transceiver_from_kind(
                 kind,
@@ -698,8 +824,10 @@ impl Driver {
                 c = self.cmds.recv() => match c {
                     None => break Ok(()),
                     Some(c) => {
-                        // A WHIP/WHEP client is done once its DELETE is answered.
-                        let done = matches!(c, ClientCommand::Leave) && self.session_url.is_some();
+                        // A WHIP/WHEP (or Janus) client is done once its DELETE
+                        // (or destroy) is answered.
+                        let done = matches!(c, ClientCommand::Leave)
+                            && (self.session_url.is_some() || self.janus.is_some());
                         if let Err(e) = self.on_command(c).await { break Err(e) }
                         if done { break Ok(()) }
                     }
@@ -732,6 +860,7 @@ impl Driver {
 
     fn drain(&mut self) {
         let state = &self.state;
+        let full = self.opts.record_packets;
         for (is_pub, leg) in [
             (true, self.publish.as_mut()),
             (false, self.subscribe.as_mut()),
@@ -757,7 +886,7 @@ impl Driver {
                     RTCMessage::RtpPacket(track_id, pkt) => {
                         let mut st = state.lock().expect("state lock");
                         st.first_packet_at.get_or_insert_with(Instant::now);
-                        record(&mut st, track_id, &pkt);
+                        record(&mut st, track_id, &pkt, full);
                     }
                     // A keyframe request for one of our streams: the next
                     // frame is a keyframe, as a real encoder would do.
@@ -829,13 +958,6 @@ impl Driver {
             let Some(pt) = o.pt else { continue };
             while o.next_at <= now {
                 o.next_at += o.interval;
-                let probe = Probe {
-                    sender: self.opts.sender_id,
-                    video: o.video,
-                    seq: o.probe_seq,
-                    sent_at_us: now_us(),
-                };
-                o.probe_seq += 1;
                 let key = o.video
                     && (o.key_due
                         || o.last_key_at
@@ -845,35 +967,54 @@ impl Driver {
                     o.last_key_at = Some(now);
                     keys += 1;
                 }
-                let prefix: &[u8] = if o.video {
-                    video_prefix(&self.opts.video_codec.0, key)
-                } else {
-                    &[]
-                };
-                o.rtp_seq = o.rtp_seq.wrapping_add(1);
                 o.ts = o.ts.wrapping_add(if o.video {
                     90 * o.interval.as_millis() as u32
                 } else {
                     48 * o.interval.as_millis() as u32
                 });
-                let pkt = rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        marker: o.video,
-                        payload_type: pt,
-                        sequence_number: o.rtp_seq,
-                        timestamp: o.ts,
-                        ssrc: o.ssrc,
-                        ..Default::default()
-                    },
-                    payload: Bytes::from(probe.encode(prefix, o.bytes)),
+                // This frame's packets: one, or a frame's worth at the bitrate.
+                let packets = match (o.video, self.opts.video_bitrate) {
+                    (true, Some(bps)) => {
+                        let frame = (u64::from(bps) * o.interval.as_micros() as u64 / 8_000_000)
+                            as usize
+                            * if key { 3 } else { 1 };
+                        frame.div_ceil(o.bytes).max(1)
+                    }
+                    _ => 1,
                 };
-                if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                    if s.write_rtp(now, pkt).is_ok() {
-                        if o.video {
-                            sent.1 += 1;
-                        } else {
-                            sent.0 += 1;
+                for i in 0..packets {
+                    let probe = Probe {
+                        sender: self.opts.sender_id,
+                        video: o.video,
+                        seq: o.probe_seq,
+                        sent_at_us: now_us(),
+                    };
+                    o.probe_seq += 1;
+                    let prefix: &[u8] = match (o.video, i) {
+                        (false, _) => &[],
+                        (true, 0) => video_prefix(&self.opts.video_codec.0, key),
+                        (true, _) => video_continuation_prefix(&self.opts.video_codec.0, key),
+                    };
+                    o.rtp_seq = o.rtp_seq.wrapping_add(1);
+                    let pkt = rtp::Packet {
+                        header: rtp::header::Header {
+                            version: 2,
+                            marker: o.video && i + 1 == packets,
+                            payload_type: pt,
+                            sequence_number: o.rtp_seq,
+                            timestamp: o.ts,
+                            ssrc: o.ssrc,
+                            ..Default::default()
+                        },
+                        payload: Bytes::from(probe.encode(prefix, o.bytes)),
+                    };
+                    if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
+                        if s.write_rtp(now, pkt).is_ok() {
+                            if o.video {
+                                sent.1 += 1;
+                            } else {
+                                sent.0 += 1;
+                            }
                         }
                     }
                 }
@@ -886,6 +1027,10 @@ impl Driver {
     }
 
     async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
+        if let (ClientCommand::Leave, Some(j)) = (&c, &self.janus) {
+            j.destroy().await?;
+            return Ok(());
+        }
         match c {
             ClientCommand::Leave => match &self.session_url {
                 // WHIP/WHEP: DELETE the session.
@@ -944,7 +1089,7 @@ impl Driver {
                     o.sdp = redirect_candidates(&o.sdp, via);
                 }
                 if self.subscribe.is_none() {
-                    self.subscribe = Some(LegConn::new().await?);
+                    self.subscribe = Some(LegConn::new(self.opts.bind_ip).await?);
                 }
                 let leg = self.subscribe.as_mut().expect("created just above");
                 let now = Instant::now();
@@ -988,20 +1133,38 @@ impl Driver {
     }
 }
 
-fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
+fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, full: bool) {
     let probe = Probe::decode(&pkt.payload);
-    let t = st
-        .received
+    let ClientState {
+        received,
+        packets_in,
+        duplicates_in,
+        bytes_in,
+        latency,
+        ..
+    } = st;
+    let t = received
         .entry(track_id.clone())
         .or_insert_with(|| ReceivedTrack {
             track_id,
             ..Default::default()
         });
+    if probe.as_ref().map_or(true, |p| t.seen.insert(p.seq)) {
+        *packets_in += 1;
+        *bytes_in += pkt.payload.len() as u64;
+        if let Ok(p) = &probe {
+            latency.record(now_us().saturating_sub(p.sent_at_us));
+        }
+    } else {
+        *duplicates_in += 1;
+    }
     t.packets += 1;
     if t.first_payload.is_empty() {
         t.first_payload = pkt.payload.iter().take(4).copied().collect();
     }
-    t.rtp_seqs.push(pkt.header.sequence_number);
+    if full {
+        t.rtp_seqs.push(pkt.header.sequence_number);
+    }
     if !t.ssrcs.contains(&pkt.header.ssrc) {
         t.ssrcs.push(pkt.header.ssrc);
     }
@@ -1012,8 +1175,10 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
             if crate::payload::is_key_payload(&pkt.payload) {
                 t.keyframes.push(p.seq);
             }
-            t.probes.push((p.sender, p.seq));
-            t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
+            if full {
+                t.probes.push((p.sender, p.seq));
+                t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
+            }
         }
         Err(_) => t.corrupt += 1,
     }
@@ -1023,7 +1188,7 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet) {
 /// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
 /// video). For conformance tests: nobody answers it.
 pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
-    let mut leg = LegConn::new().await?;
+    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
     if viewer {
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             leg.pc.add_transceiver_from_kind(
@@ -1081,6 +1246,11 @@ pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String>
 }
 
 /// Points every `a=candidate` line at `via` (address and port).
+fn janus_room(room: &str) -> anyhow::Result<u64> {
+    room.parse()
+        .map_err(|_| anyhow!("a Janus VideoRoom room id is a number, not {room:?}"))
+}
+
 fn redirect_candidates(sdp: &str, via: SocketAddr) -> String {
     let mut out = String::with_capacity(sdp.len());
     for line in sdp.lines() {
@@ -1151,4 +1321,27 @@ pub(crate) fn mids(sdp: &str) -> Vec<(String, bool)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SeqWindow;
+
+    #[test]
+    fn seq_window_tells_copies_from_new_packets() {
+        let mut w = SeqWindow::default();
+        assert!(w.insert(10));
+        assert!(!w.insert(10));
+        assert!(w.insert(12));
+        assert!(w.insert(11)); // late, not a copy
+        assert!(!w.insert(11));
+        assert!(w.insert(300)); // a jump past the window
+        assert!(!w.insert(300));
+        assert!(w.insert(299));
+        assert!(w.insert(12)); // too old to tell: counted
+        for s in 301..1000 {
+            assert!(w.insert(s));
+        }
+        assert!(!w.insert(999 - 255));
+    }
 }

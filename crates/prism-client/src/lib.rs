@@ -13,11 +13,14 @@
 //! measure latency without decoding.
 
 pub mod client;
+pub mod histogram;
+pub mod janus;
 pub mod payload;
 pub mod signaling;
 
 pub use client::{
     sample_offer, ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack,
 };
+pub use histogram::Histogram;
 pub use payload::{Probe, ProbeError};
 pub use signaling::Signaling;
