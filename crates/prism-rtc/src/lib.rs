@@ -149,9 +149,16 @@ pub struct EstimateBounds {
 ///   transport-wide sequence numbers and the remote's TWCC feedback drives a
 ///   GCC estimator whose target is published in the returned [`Estimate`].
 ///   The engine's pacer is not installed: forwarding stays immediate.
+///
+/// Each leg gets only the interceptors its direction uses (the SDP
+/// capabilities are the same for both): the chain moves every packet through
+/// a queue in each interceptor, so a pass-through one is not free. A publish
+/// leg receives media: NACK generator, TWCC and receiver reports. A
+/// subscribe leg sends it: TWCC sequence numbers and congestion control.
 pub fn server_interceptors(
     media_engine: &mut MediaEngine,
     bounds: EstimateBounds,
+    sends_media: bool,
 ) -> Result<(Registry, Estimate), Error> {
     register_mid_for_audio(media_engine)?;
     for parameter in ["", "pli"] {
@@ -163,22 +170,29 @@ pub fn server_interceptors(
             RtpCodecKind::Video,
         );
     }
-    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     configure_simulcast_extension_headers(media_engine)?;
     // Receive side: record what arrives and send TWCC feedback to publishers
     // (their own estimators adapt); also registers transport-cc for the SDP.
-    let registry = configure_twcc_receiver_only(registry, media_engine)?;
-    // Receiver reports to publishers, yes; sender reports are Prism's own:
-    // derived from the publisher's reports so receivers keep audio and video
-    // in sync (the engine would map RTP time to the moment packets reached
-    // the server instead).
-    let registry = registry.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build());
+    let receive = configure_twcc_receiver_only(
+        Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build()),
+        media_engine,
+    )?;
     let estimate = Estimate::default();
+    if !sends_media {
+        // Receiver reports to publishers, yes; sender reports are Prism's
+        // own: derived from the publisher's reports so receivers keep audio
+        // and video in sync (the engine would map RTP time to the moment
+        // packets reached the server instead).
+        let registry = receive
+            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+            .with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
+        return Ok((registry, estimate));
+    }
     let gcc = WatchedGcc {
         gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),
         out: estimate.clone(),
     };
-    let registry = registry
+    let registry = Registry::new()
         .with(Slot::TwccSender, TwccSenderBuilder::new().build())
         .with(
             Slot::CongestionControl,

@@ -193,8 +193,11 @@ impl Peer {
         let mut media_engine = MediaEngine::default();
         media_engine.register_default_codecs()?;
         // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
-        let (registry, estimate) =
-            prism_rtc::server_interceptors(&mut media_engine, settings.estimate_bounds)?;
+        let (registry, estimate) = prism_rtc::server_interceptors(
+            &mut media_engine,
+            settings.estimate_bounds,
+            leg == Leg::Subscribe,
+        )?;
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
