@@ -35,6 +35,7 @@ fi
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 OUT="$TARGET/side-by-side"
 mkdir -p "$OUT"
+rm -f "$OUT"/*.json "$OUT"/*.err
 
 if [ "$(id -u)" != 0 ]; then
     echo "side-by-side.sh needs root (network namespaces)" >&2
@@ -168,7 +169,8 @@ for shape in $SHAPES; do
             taskset -c "$LOAD_CPU" "$LOAD" $(shape_args "$shape") --target "$server" \
                 --url "$url" --bind-ip "$HOST_IP" --server-pid "$SERVER_PID" \
                 --hold "$HOLD" --label "$server" --json "$OUT/$shape-$server-$run.json" \
-                2> >(tail -n 3 >&2)
+                2>"$OUT/$shape-$server-$run.err" || { tail -5 "$OUT/$shape-$server-$run.err" >&2; exit 1; }
+            grep -h "failed" "$OUT/$shape-$server-$run.err" >&2 || true
             stop_server
         done
     done

@@ -534,7 +534,10 @@ impl Driver {
             mode,
             sig,
             session_url: None,
-            http: reqwest::Client::new(),
+            // No request may hang a test or a load run forever.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
             janus,
             state,
             cmds,

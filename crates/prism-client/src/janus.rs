@@ -27,7 +27,9 @@ fn txn() -> String {
 impl JanusHandle {
     /// Creates a session and attaches the VideoRoom plugin.
     pub async fn attach(base: &str) -> anyhow::Result<JanusHandle> {
-        let http = reqwest::Client::new();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(40))
+            .build()?;
         let base = base.trim_end_matches('/').to_owned();
         let created = post(&http, &base, json!({"janus": "create"})).await?;
         let session = id_of(&created)?;

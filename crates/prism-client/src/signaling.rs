@@ -16,9 +16,13 @@ pub struct Signaling {
 impl Signaling {
     /// Connects to `ws://host:port/ws`.
     pub async fn connect(url: &str) -> anyhow::Result<Signaling> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .with_context(|| format!("connect {url}"))?;
+        let (ws, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connect {url}: no answer in 20 s"))?
+        .with_context(|| format!("connect {url}"))?;
         Ok(Signaling { ws })
     }
 

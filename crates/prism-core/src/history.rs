@@ -4,8 +4,12 @@
 //! A ring of slots addressed by `seq % capacity`; a slot holds the packet
 //! moved in by the driver (no copy) and when it arrived. A lookup succeeds if
 //! the slot holds that very sequence number and is younger than `max_age`.
-//! Bounded by both: `capacity` packets and `max_age`. Subscribers keep only a
-//! map from their own sequence numbers back to the source ([`SentMap`]).
+//! Bounded by both: `capacity` packets and `max_age`, and packets past
+//! `max_age` are released as new ones arrive, so a stream holds about
+//! `max_age` of packets however large `capacity` is (a 1 Mbit/s video track
+//! ~270 KB rather than a full ring of 1200-byte packets). Subscribers keep
+//! only a map from their own sequence numbers back to the source
+//! ([`SentMap`]).
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +26,14 @@ pub struct PacketHistory {
     slots: Vec<Option<Stored>>,
     mask: usize,
     max_age: Duration,
+    /// The oldest sequence number that may still be held: where releasing
+    /// aged packets resumes.
+    oldest: Option<u16>,
 }
+
+/// Slots looked at per insert when releasing aged packets: more than one,
+/// so the release keeps up after a gap, and bounded, so an insert stays O(1).
+const RELEASE_STEPS: usize = 4;
 
 impl PacketHistory {
     /// `capacity` is rounded up to a power of two (at least 16).
@@ -34,6 +45,7 @@ impl PacketHistory {
             slots,
             mask: cap - 1,
             max_age,
+            oldest: None,
         }
     }
 
@@ -41,10 +53,45 @@ impl PacketHistory {
         self.slots.len()
     }
 
-    /// Stores a packet, replacing whatever its slot held.
+    /// Stores a packet, replacing whatever its slot held, and releases a
+    /// few of the oldest packets if they are past `max_age`.
     pub fn insert(&mut self, now: Instant, packet: rtp::Packet) {
-        let idx = packet.header.sequence_number as usize & self.mask;
+        let newest = packet.header.sequence_number;
+        let idx = newest as usize & self.mask;
         self.slots[idx] = Some(Stored { at: now, packet });
+        let mut oldest = self.oldest.unwrap_or(newest);
+        let behind = newest.wrapping_sub(oldest) as usize;
+        if behind >= 0x8000 {
+            // A late packet (older than where releasing stands): nothing to do.
+            return;
+        }
+        if behind > self.mask {
+            // Whatever was older has been overwritten (or the stream jumped).
+            oldest = newest.wrapping_sub(self.mask as u16);
+        }
+        for _ in 0..RELEASE_STEPS {
+            if oldest == newest {
+                break;
+            }
+            let slot = &mut self.slots[oldest as usize & self.mask];
+            match slot {
+                Some(s) if s.packet.header.sequence_number == oldest => {
+                    if now.saturating_duration_since(s.at) <= self.max_age {
+                        break;
+                    }
+                    *slot = None;
+                }
+                // Lost, or the slot already holds a newer packet.
+                _ => {}
+            }
+            oldest = oldest.wrapping_add(1);
+        }
+        self.oldest = Some(oldest);
+    }
+
+    /// Packets currently held (diagnostics and tests; walks the ring).
+    pub fn held(&self) -> usize {
+        self.slots.iter().filter(|s| s.is_some()).count()
     }
 
     /// What the slot for `seq` holds: its sequence number and age (diagnostics).
@@ -191,6 +238,36 @@ mod tests {
             "too old"
         );
         assert_eq!(h.get(t0, 5).unwrap().payload[0], 5);
+    }
+
+    #[test]
+    fn aged_packets_are_released_as_new_ones_arrive() {
+        let t0 = Instant::now();
+        let mut h = PacketHistory::new(4096, Duration::from_secs(2));
+        // 100 packets a second for 10 s: about 2 s worth stays held.
+        for i in 0..1000u32 {
+            let at = t0 + Duration::from_millis(10 * u64::from(i));
+            h.insert(at, pkt(60_000u16.wrapping_add(i as u16)));
+        }
+        let end = t0 + Duration::from_millis(9990);
+        let held = h.held();
+        assert!((200..=205).contains(&held), "held {held}");
+        // The newest 2 s answer; older ones are gone.
+        let last = 60_000u16.wrapping_add(999);
+        assert!(h.get(end, last).is_some());
+        assert!(h.get(end, last.wrapping_sub(150)).is_some());
+        assert!(h.get(end, last.wrapping_sub(300)).is_none());
+        // A gap (the publisher paused 5 s): the next packets release the
+        // stale ones a few at a time.
+        let later = end + Duration::from_secs(5);
+        for k in 1..=60u16 {
+            h.insert(later, pkt(last.wrapping_add(k)));
+        }
+        assert_eq!(h.held(), 60, "only the fresh packets remain");
+        // A late packet and a jump do not break it.
+        h.insert(later, pkt(last));
+        h.insert(later, pkt(last.wrapping_add(30_000)));
+        assert!(h.get(later, last.wrapping_add(30_000)).is_some());
     }
 
     #[test]

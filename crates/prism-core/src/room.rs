@@ -133,7 +133,7 @@ impl Default for RoomConfig {
             keyframe_throttle: Duration::from_millis(500),
             // No smaller than the servers people trust: mediasoup keeps up
             // to 2500 packets for 2 s (video) / 1 s (audio), LiveKit 500/200.
-            video_history: (4096, Duration::from_secs(2)),
+            video_history: (1024, Duration::from_secs(2)),
             audio_history: (1024, Duration::from_secs(1)),
             nack_min_interval: Duration::from_millis(30),
         }

@@ -331,6 +331,12 @@ impl Run {
             Target::Janus => {
                 if publishes {
                     let c = MediaClient::start_janus_publisher(opts.clone()).await?;
+                    // A feed can be subscribed to once its connection is up
+                    // (before that Janus answers 428 "No such feed").
+                    c.wait_for(Duration::from_secs(10), "Janus publisher connected", |s| {
+                        s.publish_connected
+                    })
+                    .await?;
                     let feed = c.state.lock().expect("state").janus_feed;
                     self.members[i].main = Some(c);
                     self.members[i].feed = feed;

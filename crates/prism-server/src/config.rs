@@ -113,7 +113,7 @@ impl Default for Config {
             room_empty_timeout: Duration::from_secs(20),
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
-            video_history_packets: 4096,
+            video_history_packets: 1024,
             video_history_age: Duration::from_secs(2),
             audio_history_packets: 1024,
             audio_history_age: Duration::from_secs(1),
@@ -214,7 +214,7 @@ pub struct Overrides {
     /// At most one PLI per video track upstream within this window [default: 500ms].
     #[arg(long, env = "PRISM_KEYFRAME_THROTTLE", value_parser = humantime::parse_duration)]
     pub keyframe_throttle: Option<Duration>,
-    /// Packets kept per published video stream for retransmission [default: 4096].
+    /// Packets kept per published video stream for retransmission [default: 1024].
     #[arg(long, env = "PRISM_VIDEO_HISTORY_PACKETS")]
     pub video_history_packets: Option<usize>,
     /// Age limit of the video retransmission history [default: 2s].

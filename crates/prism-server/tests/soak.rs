@@ -43,6 +43,19 @@ const LEAK_GAUGES: &[&str] = &[
     "prism_whip_whep_sessions",
 ];
 
+/// A cycle's step, bounded: a hang fails the test with the server's log.
+async fn bounded<T>(
+    srv: &TestServer,
+    cycle: u32,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> T {
+    match tokio::time::timeout(Duration::from_secs(30), f).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => panic!("cycle {cycle}: {e:#}\n{}", srv.log()),
+        Err(_) => panic!("cycle {cycle}: stuck for 30 s\n{}", srv.log()),
+    }
+}
+
 async fn leave(c: MediaClient) {
     c.command(ClientCommand::Leave).await.unwrap();
     for _ in 0..100 {
@@ -86,15 +99,18 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
     for i in 1..=cycles {
         if i % 5 == 0 {
             // WHIP publish and DELETE: the HTTP session path.
-            let c = MediaClient::start_whip(ClientOptions::new(&base, "soak", "whip", 10_000 + i))
-                .await
-                .unwrap();
+            let c = bounded(
+                &srv,
+                i,
+                MediaClient::start_whip(ClientOptions::new(&base, "soak", "whip", 10_000 + i)),
+            )
+            .await;
             c.wait_for(Duration::from_secs(10), "WHIP publishing", |s| {
                 s.sent_video > 3
             })
             .await
             .unwrap_or_else(|e| panic!("cycle {i}: {e}\n{}", srv.log()));
-            leave(c).await;
+            bounded(&srv, i, async { Ok(leave(c).await) }).await;
         } else {
             // A fresh room every tenth cycle: rooms open and close too.
             let room = if i % 10 == 1 {
@@ -102,9 +118,12 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
             } else {
                 "soak".to_owned()
             };
-            let c = MediaClient::start(ClientOptions::new(&url, &room, &format!("p{i}"), i))
-                .await
-                .unwrap();
+            let c = bounded(
+                &srv,
+                i,
+                MediaClient::start(ClientOptions::new(&url, &room, &format!("p{i}"), i)),
+            )
+            .await;
             if let (Some(watcher), "soak") = (&watcher, room.as_str()) {
                 watcher
                     .wait_for(Duration::from_secs(10), "this cycle's media", |s| {
@@ -119,7 +138,7 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
                     .await
                     .unwrap();
             }
-            leave(c).await;
+            bounded(&srv, i, async { Ok(leave(c).await) }).await;
         }
         if i == warm_at {
             rss_warm = gauge(&scrape(&srv).await, "process_resident_memory_bytes");

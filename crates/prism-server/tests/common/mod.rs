@@ -186,12 +186,17 @@ fn strip_ansi(s: &str) -> String {
 
 /// `GET /metrics` of the server.
 pub async fn scrape(srv: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", srv.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    let get = async {
+        reqwest::get(format!("http://{}/metrics", srv.http))
+            .await?
+            .text()
+            .await
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(20), get).await {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => panic!("GET /metrics: {e}\n{}", srv.log()),
+        Err(_) => panic!("GET /metrics: no answer in 20 s\n{}", srv.log()),
+    }
 }
 
 /// Asserts a problem+json error with this status; returns its detail.
