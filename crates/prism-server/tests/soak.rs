@@ -110,7 +110,11 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
             })
             .await
             .unwrap_or_else(|e| panic!("cycle {i}: {e}\n{}", srv.log()));
-            bounded(&srv, i, async { Ok(leave(c).await) }).await;
+            bounded(&srv, i, async {
+                leave(c).await;
+                Ok(())
+            })
+            .await;
         } else {
             // A fresh room every tenth cycle: rooms open and close too.
             let room = if i % 10 == 1 {
@@ -138,7 +142,11 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
                     .await
                     .unwrap();
             }
-            bounded(&srv, i, async { Ok(leave(c).await) }).await;
+            bounded(&srv, i, async {
+                leave(c).await;
+                Ok(())
+            })
+            .await;
         }
         if i == warm_at {
             rss_warm = gauge(&scrape(&srv).await, "process_resident_memory_bytes");
