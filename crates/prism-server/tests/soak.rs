@@ -157,24 +157,6 @@ async fn join_publish_leave_cycles_leave_nothing_behind() {
         }
     }
     if let Some(w) = watcher {
-        // Each cycle's tracks reused the m-sections, and the SSRCs, of the
-        // previous cycle's: the engine keeps per-SSRC statistics forever.
-        let st = w.snapshot();
-        let ssrcs: std::collections::BTreeSet<u32> = st
-            .received
-            .values()
-            .flat_map(|t| t.ssrcs.iter().copied())
-            .collect();
-        let tracks = st.received.len();
-        eprintln!(
-            "soak: the watcher received {tracks} tracks on {} SSRCs",
-            ssrcs.len()
-        );
-        assert!(
-            tracks < 4 || ssrcs.len() <= 4,
-            "{tracks} tracks came on {} SSRCs: recycled m-sections did not reuse theirs",
-            ssrcs.len()
-        );
         leave(w).await;
     }
 

@@ -37,8 +37,6 @@ pub struct SenderSlot {
     pub track: TrackId,
     pub sender: RTCRtpSenderId,
     pub ssrc: u32,
-    /// The RTX SSRC offered with it (video).
-    pub offered_rtx: Option<u32>,
     pub codec: RTCRtpCodec,
     /// This sender's m-section id, stamped into every packet (`sdes:mid`).
     pub mid: Option<Bytes>,
@@ -50,23 +48,6 @@ pub struct SenderSlot {
     pub rtx: Option<RtxInfo>,
     /// Sequence numbers of the RTX stream.
     pub rtx_seq: u16,
-}
-
-/// A removed sender's SSRCs. The engine reuses a free transceiver for the
-/// next track of its kind, and keeps statistics for every SSRC a connection
-/// ever sent (rtc 0.21.1 never removes them), so a long-lived subscriber in a
-/// room with churn grew by a few KiB per publisher that came and went. The
-/// next track on that transceiver gets the same SSRCs instead, which RTP
-/// allows once the m-section was negotiated inactive (the receiver tore its
-/// stream down).
-#[derive(Debug, Clone, Copy)]
-pub struct Retired {
-    pub transceiver: usize,
-    pub video: bool,
-    pub ssrc: u32,
-    pub rtx: Option<u32>,
-    /// An answer to an offer without this sender has been applied.
-    pub settled: bool,
 }
 
 /// A WHIP/WHEP peer's negotiation state, for PATCH.
@@ -108,9 +89,6 @@ pub struct Peer {
     pub senders: Vec<Option<SenderSlot>>,
     pub offer_pending: bool,
     pub renegotiate: bool,
-    /// Subscribe leg: SSRCs of removed senders, kept for the next track on
-    /// the same transceiver (see `Retired`).
-    pub retired: Vec<Retired>,
     /// Send-side bandwidth estimate of this connection (TWCC + GCC).
     pub estimate: prism_rtc::Estimate,
     /// Publish leg: the last REMB sent to the publisher, bits per second.
@@ -237,7 +215,6 @@ impl Peer {
                 dirty: false,
                 pub_tracks: Vec::new(),
                 senders: Vec::new(),
-                retired: Vec::new(),
                 offer_pending: false,
                 renegotiate: false,
                 estimate,

@@ -23,7 +23,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
 
-use super::super::peer::{PubTrack, Retired, SenderSlot};
+use super::super::peer::{PubTrack, SenderSlot};
 use super::super::{sdp, Outbound, SessionTx, ShardCommand};
 use super::{pack_sink, Member, MemberKind, RoomState, Shard};
 use crate::media::peer::RtxInfo;
@@ -681,7 +681,6 @@ impl Shard {
             self.peers[key].renegotiate = true;
             return Ok(());
         }
-        self.peers[key].renegotiate = false;
         let mut changed = false;
         // Remove senders for tracks no longer wanted.
         for slot in 0..self.peers[key].senders.len() {
@@ -691,25 +690,12 @@ impl Shard {
             if wanted.iter().any(|(t, _)| *t == s.track) {
                 continue;
             }
-            let retired = Retired {
-                transceiver: RTCRtpTransceiverId::from(s.sender),
-                video: s.codec.mime_type.to_ascii_lowercase().starts_with("video"),
-                ssrc: s.ssrc,
-                rtx: s.offered_rtx,
-                settled: false,
-            };
             let (track, sender) = (s.track, s.sender);
             let _ = self.peers[key].pc.remove_track(sender);
             self.peers[key].senders[slot] = None;
-            self.peers[key].retired.push(retired);
             self.rooms[rk].core.detach(track, pid);
             changed = true;
         }
-        // Tracks added in the same offer as removals would land on the
-        // freed m-sections with only their msid changed, which browsers do
-        // not announce as a new track: the removals are negotiated first
-        // (m-sections inactive) and the additions follow on the answer.
-        let defer_additions = changed;
         // Add senders for newly wanted tracks.
         for (track, owner) in wanted {
             if self.peers[key]
@@ -719,10 +705,6 @@ impl Shard {
                 .any(|s| s.track == track)
             {
                 continue;
-            }
-            if defer_additions {
-                self.peers[key].renegotiate = true;
-                break;
             }
             if self
                 .add_sender(rk, key, pid, track, owner, false)?
@@ -761,6 +743,7 @@ impl Shard {
             }
         }
         peer.offer_pending = true;
+        peer.renegotiate = false;
         let sdp_text = sdp::with_candidates(&sdp_text, &self.candidate_lines());
         self.mark(key);
         self.send_to(
@@ -796,28 +779,11 @@ impl Shard {
         } else {
             RtpCodecKind::Video
         };
-        let video = kind == RtpCodecKind::Video;
-        // The engine puts the track on the first free transceiver of its
-        // kind: if that one's removal has been negotiated, its SSRCs are
-        // reused (see `Retired`); else fresh ones.
-        let recycled = if pin_codec {
-            None
-        } else {
-            self.peers[key]
-                .retired
-                .iter()
-                .filter(|r| r.video == video)
-                .min_by_key(|r| r.transceiver)
-                .filter(|r| r.settled)
-                .copied()
-        };
-        let ssrc = recycled.map_or_else(rand::random::<u32>, |r| r.ssrc);
+        let ssrc = rand::random::<u32>();
         // Video gets an RTX stream for retransmissions (used if the
         // subscriber negotiates RTX; the engine drops it otherwise).
-        let rtx = video.then(|| RTCRtpRtxParameters {
-            ssrc: recycled
-                .and_then(|r| r.rtx)
-                .unwrap_or_else(rand::random::<u32>),
+        let rtx = (kind == RtpCodecKind::Video).then(|| RTCRtpRtxParameters {
+            ssrc: rand::random::<u32>(),
         });
         let make_track = |codec: Option<&RTCRtpCodec>| {
             MediaStreamTrack::new(
@@ -867,12 +833,6 @@ impl Shard {
             sender
         };
         let peer = &mut self.peers[key];
-        // The SSRCs just used, and whatever the chosen transceiver carried
-        // before, are no longer free.
-        peer.retired.retain(|r| {
-            r.transceiver != RTCRtpTransceiverId::from(sender)
-                && recycled.is_none_or(|c| c.transceiver != r.transceiver)
-        });
         let slot = match peer.senders.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
@@ -884,7 +844,6 @@ impl Shard {
             track,
             sender,
             ssrc,
-            offered_rtx: rtx.as_ref().map(|r| r.ssrc),
             codec,
             mid: None,
             mid_ext_id: None,
@@ -936,9 +895,6 @@ impl Shard {
             .set_remote_description(now, answer)
             .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("answer: {e}")))?;
         self.peers[key].offer_pending = false;
-        for r in &mut self.peers[key].retired {
-            r.settled = true;
-        }
         // Now the negotiated payload types and extension ids are known: give
         // every sender's forwarder its parameters.
         self.settle_senders(now, rk, pid, key);
