@@ -26,7 +26,7 @@ export async function startPrism(extra = []) {
   // A failing test file ends with a non-zero exit code: show what the server
   // said (CI keeps only this output).
   process.on("exit", (code) => {
-    if (code || process.exitCode) process.stderr.write(`\n--- prism log (last 150 lines) ---\n${log.split("\n").slice(-150).join("\n")}\n`);
+    if (code || process.exitCode) process.stderr.write(`\n--- prism log (last 150 lines) ---\n${log.split("\n").slice(-Number(process.env.PRISM_TEST_LOG_LINES || 150)).join("\n")}\n`);
   });
   return { http: `http://${http}`, proc, log: () => log, stop: () => proc.kill("SIGKILL") };
 }
