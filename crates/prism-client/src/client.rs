@@ -447,6 +447,20 @@ impl LegConn {
         })
     }
 
+    /// Applies a remote offer and returns our answer.
+    fn answer(&mut self, offer: String) -> anyhow::Result<String> {
+        let now = Instant::now();
+        self.pc
+            .set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
+        let answer = self.pc.create_answer(None)?;
+        self.pc.set_local_description(now, answer)?;
+        Ok(self
+            .pc
+            .local_description()
+            .ok_or_else(|| anyhow!("no local answer"))?
+            .sdp)
+    }
+
     fn read(&mut self, data: &[u8], from: SocketAddr) {
         let msg = TaggedBytesMut {
             now: Instant::now(),
@@ -675,17 +689,7 @@ impl Driver {
         let offer = janus.subscribe(room, feed).await?;
         self.note_candidates(&offer);
         let mut leg = LegConn::new(self.opts.bind_ip).await?;
-        let now = Instant::now();
-        leg.pc
-            .set_remote_description(now, RTCSessionDescription::offer(offer)?)
-            .context("janus offer")?;
-        let answer = leg.pc.create_answer(None)?;
-        leg.pc.set_local_description(now, answer)?;
-        let sdp = leg
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local answer"))?
-            .sdp;
+        let sdp = leg.answer(offer).context("janus offer")?;
         self.subscribe = Some(leg);
         janus.start(room, sdp).await
     }
@@ -1095,17 +1099,7 @@ impl Driver {
                     self.subscribe = Some(LegConn::new(self.opts.bind_ip).await?);
                 }
                 let leg = self.subscribe.as_mut().expect("created just above");
-                let now = Instant::now();
-                leg.pc
-                    .set_remote_description(now, RTCSessionDescription::offer(o.sdp)?)
-                    .context("subscribe offer")?;
-                let answer = leg.pc.create_answer(None)?;
-                leg.pc.set_local_description(now, answer)?;
-                let sdp = leg
-                    .pc
-                    .local_description()
-                    .ok_or_else(|| anyhow!("no local answer"))?
-                    .sdp;
+                let sdp = leg.answer(o.sdp).context("subscribe offer")?;
                 self.state.lock().expect("state lock").offers += 1;
                 self.signaling()?
                     .send(ClientMessage::Answer(Answer {
