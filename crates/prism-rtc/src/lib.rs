@@ -178,27 +178,25 @@ pub fn server_interceptors(
         media_engine,
     )?;
     let estimate = Estimate::default();
-    if !sends_media {
+    let registry = if sends_media {
+        let gcc = WatchedGcc {
+            gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),
+            out: estimate.clone(),
+        };
+        Registry::new()
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(gcc).build(),
+            )
+    } else {
         // Receiver reports to publishers, yes; sender reports are Prism's
         // own: derived from the publisher's reports so receivers keep audio
         // and video in sync (the engine would map RTP time to the moment
         // packets reached the server instead).
-        let registry = receive
-            .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-            .with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
-        return Ok((registry, estimate));
-    }
-    let gcc = WatchedGcc {
-        gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),
-        out: estimate.clone(),
+        receive.with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
     };
-    let registry = Registry::new()
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(gcc).build(),
-        )
-        .with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
+    let registry = registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
     Ok((registry, estimate))
 }
 
