@@ -89,8 +89,9 @@ impl PacketHistory {
         self.oldest = Some(oldest);
     }
 
-    /// Packets currently held (diagnostics and tests; walks the ring).
-    pub fn held(&self) -> usize {
+    /// Packets currently held (walks the ring).
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.slots.iter().filter(|s| s.is_some()).count()
     }
 

@@ -117,8 +117,8 @@ const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Shard {
     index: usize,
-    /// Peers closed since freed memory was last handed back to the OS.
-    closed_since_trim: usize,
+    /// A peer closed since freed memory was last handed back to the OS.
+    trim_due: bool,
     last_trim: Instant,
     socket: UdpSocket,
     /// The address given to the engine as the local side of every datagram:
@@ -198,7 +198,7 @@ impl Shard {
             published,
             closed_rooms: Default::default(),
             turn_at: Instant::now(),
-            closed_since_trim: 0,
+            trim_due: false,
             last_trim: Instant::now(),
             heartbeat,
             epoch,
@@ -427,12 +427,10 @@ impl Shard {
     /// without this a server's RSS stayed at its high-water mark after churn
     /// (the soak with a long-lived subscriber: +81% after everyone left).
     fn trim_heap(&mut self, now: Instant) {
-        if self.closed_since_trim == 0
-            || now.saturating_duration_since(self.last_trim) < TRIM_INTERVAL
-        {
+        if !self.trim_due || now.saturating_duration_since(self.last_trim) < TRIM_INTERVAL {
             return;
         }
-        self.closed_since_trim = 0;
+        self.trim_due = false;
         self.last_trim = now;
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: malloc_trim only releases free memory; it takes the
@@ -1072,7 +1070,7 @@ impl Shard {
         if !self.peers.contains(key) {
             return;
         }
-        self.closed_since_trim += 1;
+        self.trim_due = true;
         let mut peer = self.peers.remove(key);
         let _ = peer.pc.close();
         // Send what closing queued (DTLS close_notify) while we still can.
