@@ -136,11 +136,12 @@ pub struct ReceivedTrack {
     pub seen: SeqWindow,
 }
 
-/// The highest probe sequence seen and which of the 256 before it arrived.
+/// The highest probe sequence seen and which of the 127 before it arrived
+/// (bit k: `highest - k`).
 #[derive(Debug, Clone, Default)]
 pub struct SeqWindow {
     highest: Option<u32>,
-    bits: [u64; 4],
+    bits: u128,
 }
 
 impl SeqWindow {
@@ -148,31 +149,19 @@ impl SeqWindow {
     pub fn insert(&mut self, seq: u32) -> bool {
         let Some(h) = self.highest else {
             self.highest = Some(seq);
-            self.bits = [1, 0, 0, 0];
+            self.bits = 1;
             return true;
         };
         if seq > h {
-            let shift = (seq - h) as usize;
-            let mut bits = [0u64; 4];
-            if shift < 256 {
-                // bit k = seq h - k; shift every bit up by `shift`.
-                for k in (0..256 - shift).filter(|k| self.bits[k / 64] >> (k % 64) & 1 == 1) {
-                    let n = k + shift;
-                    bits[n / 64] |= 1 << (n % 64);
-                }
-            }
-            bits[0] |= 1;
-            self.bits = bits;
+            self.bits = self.bits.checked_shl(seq - h).unwrap_or(0) | 1;
             self.highest = Some(seq);
             return true;
         }
-        let k = (h - seq) as usize;
-        if k >= 256 {
+        let Some(bit) = 1u128.checked_shl(h - seq) else {
             return true; // too old to tell: count it
-        }
-        let (w, b) = (k / 64, k % 64);
-        let new = self.bits[w] >> b & 1 == 0;
-        self.bits[w] |= 1 << b;
+        };
+        let new = self.bits & bit == 0;
+        self.bits |= bit;
         new
     }
 }
@@ -447,6 +436,17 @@ impl LegConn {
         })
     }
 
+    /// Creates and applies an offer; returns its SDP.
+    fn offer(&mut self) -> anyhow::Result<String> {
+        let offer = self.pc.create_offer(None)?;
+        self.pc.set_local_description(Instant::now(), offer)?;
+        Ok(self
+            .pc
+            .local_description()
+            .ok_or_else(|| anyhow!("no local offer"))?
+            .sdp)
+    }
+
     /// Applies a remote offer and returns our answer.
     fn answer(&mut self, offer: String) -> anyhow::Result<String> {
         let now = Instant::now();
@@ -637,13 +637,7 @@ impl Driver {
                 },
             });
         }
-        let offer = leg.pc.create_offer(None)?;
-        leg.pc.set_local_description(now, offer)?;
-        let sdp = leg
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local offer"))?
-            .sdp;
+        let sdp = leg.offer()?;
         let tracks = crate::client::mids(&sdp)
             .into_iter()
             .map(|(mid, video)| TrackDecl {
@@ -707,13 +701,7 @@ impl Driver {
                 }),
             )?;
         }
-        let offer = leg.pc.create_offer(None)?;
-        leg.pc.set_local_description(Instant::now(), offer)?;
-        let sdp = leg
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local offer"))?
-            .sdp;
+        let sdp = leg.offer()?;
         self.subscribe = Some(leg);
         let mut answer = self.post_offer("whep", sdp).await?;
         self.note_candidates(&answer);
@@ -1141,9 +1129,9 @@ fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, full: bool)
         ..
     } = st;
     let t = received
-        .entry(track_id.clone())
-        .or_insert_with(|| ReceivedTrack {
-            track_id,
+        .entry(track_id)
+        .or_insert_with_key(|id| ReceivedTrack {
+            track_id: id.clone(),
             ..Default::default()
         });
     if probe.as_ref().map_or(true, |p| t.seen.insert(p.seq)) {
@@ -1233,13 +1221,7 @@ pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String>
             )?;
         }
     }
-    let offer = leg.pc.create_offer(None)?;
-    leg.pc.set_local_description(Instant::now(), offer)?;
-    Ok(leg
-        .pc
-        .local_description()
-        .ok_or_else(|| anyhow!("no local offer"))?
-        .sdp)
+    leg.offer()
 }
 
 /// Points every `a=candidate` line at `via` (address and port).
@@ -1339,6 +1321,7 @@ mod tests {
         for s in 301..1000 {
             assert!(w.insert(s));
         }
-        assert!(!w.insert(999 - 255));
+        assert!(!w.insert(999 - 127));
+        assert!(w.insert(999 - 128)); // just past the window: counted
     }
 }
