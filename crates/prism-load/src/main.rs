@@ -206,6 +206,12 @@ fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
     }
 }
 
+impl Spec {
+    fn publishes(&self) -> bool {
+        self.audio || self.video
+    }
+}
+
 /// One simulated participant.
 struct Member {
     spec: Spec,
@@ -270,9 +276,9 @@ impl Run {
             })
     }
 
-    fn options(&self, spec: &Spec, index: usize) -> ClientOptions {
+    fn options(&self, spec: &Spec, index: usize) -> anyhow::Result<ClientOptions> {
         let c = &self.common;
-        let publishes = spec.audio || spec.video;
+        let publishes = spec.publishes();
         let url = match c.target {
             Target::Janus => self.url(),
             Target::Prism if publishes && self.whip => self.url(),
@@ -285,19 +291,21 @@ impl Run {
         };
         let name = format!("m{index}");
         let mut o = ClientOptions::new(&url, &room, &name, index as u32 + 1);
-        o.identity = Some(format!("load-{}-{index}", self.run_id));
+        let identity = format!("load-{}-{index}", self.run_id);
         if let Some(keys) = &self.keys {
             o.token = keys
                 .mint(
                     &room,
-                    o.identity.as_deref().unwrap_or(&name),
+                    &identity,
                     Some(&name),
                     prism_server::auth::Grants::all(),
                     Duration::from_secs(24 * 3600),
                     None,
                 )
-                .ok();
+                .map(Some)
+                .map_err(anyhow::Error::msg)?;
         }
+        o.identity = Some(identity);
         o.publish_audio = spec.audio;
         o.publish_video = spec.video;
         o.audio_bytes = c.audio_bytes;
@@ -307,16 +315,16 @@ impl Run {
         o.keyframe_interval = c.keyframe_interval;
         o.bind_ip = c.bind_ip;
         o.record_packets = false;
-        o
+        Ok(o)
     }
 
     /// Brings member `i` in: its publisher (if any), then (Janus) the
     /// subscriptions between it and everyone already in.
     async fn join(&mut self, i: usize) -> anyhow::Result<()> {
         let spec = self.members[i].spec.clone();
-        let opts = self.options(&spec, i);
+        let opts = self.options(&spec, i)?;
         self.members[i].started = Instant::now();
-        let publishes = spec.audio || spec.video;
+        let publishes = spec.publishes();
         match self.common.target {
             Target::Prism => {
                 let c = if publishes && self.whip {
@@ -360,7 +368,7 @@ impl Run {
                         continue;
                     };
                     let lspec = self.members[listener].spec.clone();
-                    let mut o = self.options(&lspec, listener);
+                    let mut o = self.options(&lspec, listener)?;
                     o.publish_audio = false;
                     o.publish_video = false;
                     let v = MediaClient::start_janus_viewer(o, feed).await?;
@@ -506,10 +514,10 @@ async fn run(
     let n = run.members.len();
     let step = common.ramp / n.max(1) as u32;
     let mut order: Vec<usize> = (0..n)
-        .filter(|i| run.members[*i].spec.audio || run.members[*i].spec.video)
+        .filter(|i| run.members[*i].spec.publishes())
         .collect();
     let pure_publishers = order.len();
-    order.extend((0..n).filter(|i| !(run.members[*i].spec.audio || run.members[*i].spec.video)));
+    order.extend((0..n).filter(|i| !run.members[*i].spec.publishes()));
     let ramp_started = Instant::now();
     let mut failures = Vec::new();
     for (k, i) in order.iter().copied().enumerate() {
@@ -523,7 +531,7 @@ async fn run(
                 && !run
                     .members
                     .iter()
-                    .filter(|m| m.main.is_some() && (m.spec.audio || m.spec.video))
+                    .filter(|m| m.main.is_some() && m.spec.publishes())
                     .all(Member::publishing)
             {
                 tokio::time::sleep(Duration::from_millis(20)).await;
