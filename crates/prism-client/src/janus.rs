@@ -59,11 +59,15 @@ impl JanusHandle {
         })
     }
 
+    fn handle_url(&self) -> String {
+        format!("{}/{}/{}", self.base, self.session, self.handle)
+    }
+
     /// A plugin request answered at once (`create`, `exists`...).
-    pub async fn sync(&self, body: Value) -> anyhow::Result<Value> {
+    async fn sync(&self, body: Value) -> anyhow::Result<Value> {
         let r = post(
             &self.http,
-            &format!("{}/{}/{}", self.base, self.session, self.handle),
+            &self.handle_url(),
             json!({"janus": "message", "body": body}),
         )
         .await?;
@@ -84,16 +88,18 @@ impl JanusHandle {
         if let Some(j) = jsep {
             msg["jsep"] = j;
         }
-        let url = format!("{}/{}/{}", self.base, self.session, self.handle);
-        let ack: Value = self.http.post(&url).json(&msg).send().await?.json().await?;
+        let ack: Value = self
+            .http
+            .post(self.handle_url())
+            .json(&msg)
+            .send()
+            .await?
+            .json()
+            .await?;
         match ack["janus"].as_str() {
             Some("ack") => {}
             Some("success") => {
-                let data = ack
-                    .pointer("/plugindata/data")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                return Ok((data, sdp_of(&ack)));
+                return Ok((plugin_data(&ack), sdp_of(&ack)));
             }
             _ => bail!("janus: {ack}"),
         }
@@ -112,10 +118,7 @@ impl JanusHandle {
                 if ev["transaction"].as_str() != Some(t.as_str()) || ev["janus"] != "event" {
                     continue;
                 }
-                let data = ev
-                    .pointer("/plugindata/data")
-                    .cloned()
-                    .unwrap_or(Value::Null);
+                let data = plugin_data(&ev);
                 if let Some(code) = data.get("error_code") {
                     bail!("janus: error {code}: {}", data["error"]);
                 }
@@ -224,6 +227,12 @@ fn id_of(v: &Value) -> anyhow::Result<u64> {
     v.pointer("/data/id")
         .and_then(Value::as_u64)
         .ok_or_else(|| anyhow!("janus: no id in {v}"))
+}
+
+fn plugin_data(v: &Value) -> Value {
+    v.pointer("/plugindata/data")
+        .cloned()
+        .unwrap_or(Value::Null)
 }
 
 fn sdp_of(v: &Value) -> Option<String> {
