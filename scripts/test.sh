@@ -50,6 +50,19 @@ if [ ! -x /usr/bin/chromium ]; then
     exit 1
   fi
 fi
+# Firefox ESR (Debian's firefox-esr, driven over WebDriver BiDi by npm
+# puppeteer-core) talks to a prism in a network namespace the test creates:
+# it needs root and iproute2 (web/tests/firefox.js).
+if [ ! -x /usr/bin/firefox-esr ] || ! need ip; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "== installing firefox-esr and iproute2 (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends firefox-esr iproute2 fonts-dejavu-core >/dev/null
+  else
+    echo "Firefox ESR is missing: install Debian's firefox-esr and iproute2 packages (or run as root)" >&2
+    exit 1
+  fi
+fi
 if ! need node || ! need npm; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
