@@ -76,6 +76,8 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== the README's run command"
+./scripts/readme-run.sh
 echo "== browser tests (headless Chromium)"
 cargo build --locked -p prism-server --bin prism
 PRISM_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/prism"
