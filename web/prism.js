@@ -16,15 +16,43 @@ function defaultUrl() {
   return `${proto}//${location.host}/ws`;
 }
 
+/**
+ * A random identifier. `crypto.randomUUID` exists only in secure contexts
+ * (HTTPS or localhost); `crypto.getRandomValues` exists everywhere, so a page
+ * served over plain HTTP from a LAN address or a host name works too.
+ */
+export function randomId() {
+  if (globalThis.crypto && typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  return [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+}
+
 /** A stable identity for this browser tab (survives reloads, not new tabs). */
 export function tabIdentity(prefix = "web") {
   const key = "prism.identity";
   let id = sessionStorage.getItem(key);
   if (!id) {
-    id = `${prefix}-${crypto.randomUUID()}`;
+    id = `${prefix}-${randomId()}`;
     sessionStorage.setItem(key, id);
   }
   return id;
+}
+
+/**
+ * Why this page cannot use the camera, microphone or screen, or null when it
+ * can. Browsers expose `navigator.mediaDevices` only in a secure context:
+ * HTTPS, or http://localhost / http://127.0.0.1. Watching needs no secure
+ * context; publishing does.
+ */
+export function captureUnavailableReason() {
+  if (!window.isSecureContext || !navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    return (
+      `This browser allows the camera, microphone and screen only on secure pages: open this page over HTTPS ` +
+      `(https://${location.host}${location.pathname}) or on http://localhost. ` +
+      `Operators: put Prism behind a TLS proxy (see docs/operations.md, "TLS"). You can still see and hear the others.`
+    );
+  }
+  return null;
 }
 
 export class PrismError extends Error {
@@ -379,7 +407,10 @@ async function postSdp(url, sdp, token) {
     } catch {}
     throw new PrismError(r.status, detail);
   }
-  return { answer: await r.text(), location: r.headers.get("Location") };
+  // The Location header is relative to the request URL (which may be on another
+  // origin when `base` is set), not to this page.
+  const location = new URL(r.headers.get("Location"), new URL(url, document.baseURI)).href;
+  return { answer: await r.text(), location };
 }
 
 /**

@@ -1,5 +1,5 @@
 // The conference room page: /room/{room}?name=...
-import { PrismRoom } from "/static/prism.js";
+import { PrismRoom, captureUnavailableReason } from "/static/prism.js";
 
 const roomName = decodeURIComponent(location.pathname.split("/")[2] || "");
 const params = new URLSearchParams(location.search);
@@ -69,6 +69,13 @@ async function listDevices() {
 }
 
 async function startMedia() {
+  const insecure = captureUnavailableReason();
+  if (insecure) {
+    // Join anyway: watching and listening need no secure context.
+    showError(insecure);
+    for (const id of ["camera-select", "mic-select", "mute-mic", "mute-cam", "share"]) $(id).disabled = true;
+    return;
+  }
   try {
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
     camTrack = stream.getVideoTracks()[0];

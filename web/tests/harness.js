@@ -31,8 +31,8 @@ export async function startPrism(extra = []) {
   return { http: `http://${http}`, proc, log: () => log, stop: () => proc.kill("SIGKILL") };
 }
 
-/** Headless Chromium with fake camera, microphone and screen. */
-export function launchBrowser() {
+/** Headless Chromium with fake camera, microphone and screen; `extra` flags appended. */
+export function launchBrowser(extra = []) {
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [
@@ -42,6 +42,7 @@ export function launchBrowser() {
       "--allow-loopback-in-peer-connection",
       "--auto-accept-this-tab-capture", "--auto-select-desktop-capture-source=Entire screen",
       "--autoplay-policy=no-user-gesture-required",
+      ...extra,
     ],
   });
 }
