@@ -11,9 +11,11 @@
 //!   publisher's m-section and encodings and would land the packet on the
 //!   wrong subscriber m-line; the subscriber's own `mid` is stamped instead;
 //! - transport-wide sequence numbers (`transport-wide-cc`) and `abs-send-time`
-//!   describe the hop the packet arrived on: the subscriber leg's engine
-//!   stamps its own, and a forwarded value would corrupt the subscriber's
-//!   congestion feedback.
+//!   describe the hop the packet arrived on: a forwarded value would corrupt
+//!   the subscriber's congestion feedback. The subscriber leg's engine stamps
+//!   its own transport-wide sequence numbers; the server stamps its own send
+//!   time into `abs-send-time` (receivers that estimate bandwidth for REMB,
+//!   such as aiortc, need it), at the id in [`ExtensionMap::abs_send_time_id`].
 
 pub const SDES_MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 pub const SDES_RTP_STREAM_ID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
@@ -38,12 +40,15 @@ pub fn is_hop_local(uri: &str) -> bool {
     .contains(&uri)
 }
 
-/// Publisher extension id (1–255) → subscriber id; plus the subscriber's `mid` id.
+/// Publisher extension id (1–255) → subscriber id; plus the subscriber's ids
+/// for the extensions the server stamps itself (`mid`, `abs-send-time`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtensionMap {
     map: [u8; 256],
     /// The subscriber leg's id for `sdes:mid`, if negotiated.
     pub mid_id: Option<u8>,
+    /// The subscriber leg's id for `abs-send-time`, if negotiated.
+    pub abs_send_time_id: Option<u8>,
 }
 
 impl Default for ExtensionMap {
@@ -51,6 +56,7 @@ impl Default for ExtensionMap {
         ExtensionMap {
             map: [0; 256],
             mid_id: None,
+            abs_send_time_id: None,
         }
     }
 }
@@ -63,8 +69,13 @@ impl ExtensionMap {
     ) -> Self {
         let mut m = ExtensionMap::default();
         for (uri, id) in subscriber.clone() {
-            if uri == SDES_MID_URI && (1..=255).contains(&id) {
-                m.mid_id = Some(id as u8);
+            if !(1..=255).contains(&id) {
+                continue;
+            }
+            match uri {
+                SDES_MID_URI => m.mid_id = Some(id as u8),
+                ABS_SEND_TIME_URI => m.abs_send_time_id = Some(id as u8),
+                _ => {}
             }
         }
         for (uri, pub_id) in publisher {
@@ -90,6 +101,15 @@ impl ExtensionMap {
             id => Some(id),
         }
     }
+}
+
+/// The `abs-send-time` payload for a send time `since` an arbitrary epoch:
+/// seconds in 6.18 fixed point, modulo 64 s, big-endian in 3 bytes.
+/// Receivers use only differences between packets, so any epoch will do.
+pub fn abs_send_time(since: std::time::Duration) -> [u8; 3] {
+    let units = (since.as_secs() << 18) | ((u64::from(since.subsec_nanos()) << 18) / 1_000_000_000);
+    let v = (units & 0x00FF_FFFF) as u32;
+    [(v >> 16) as u8, (v >> 8) as u8, v as u8]
 }
 
 #[cfg(test)]
@@ -125,5 +145,24 @@ mod tests {
         assert_eq!(m.map(0), None);
         assert_eq!(m.map(255), None);
         assert_eq!(m.mid_id, Some(9));
+        assert_eq!(m.abs_send_time_id, Some(1), "the server stamps its own");
+        let none = ExtensionMap::build(publisher, [(SDES_MID_URI, 0u16), (abs, 256)]);
+        assert_eq!((none.mid_id, none.abs_send_time_id), (None, None));
+    }
+
+    #[test]
+    fn abs_send_time_is_6_18_fixed_point_mod_64_s() {
+        use std::time::Duration;
+        let t = |d: Duration| abs_send_time(d);
+        assert_eq!(t(Duration::ZERO), [0, 0, 0]);
+        assert_eq!(t(Duration::from_secs(1)), [0x04, 0, 0]);
+        assert_eq!(t(Duration::from_millis(500)), [0x02, 0, 0]);
+        assert_eq!(t(Duration::from_secs(63)), [0xFC, 0, 0]);
+        assert_eq!(t(Duration::from_secs(64)), [0, 0, 0], "wraps every 64 s");
+        assert_eq!(
+            t(Duration::from_nanos(3_815)),
+            [0, 0, 1],
+            "one unit is 2^-18 s"
+        );
     }
 }

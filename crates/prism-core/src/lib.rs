@@ -16,7 +16,9 @@ pub mod seq;
 pub mod timestamp;
 
 pub use extmap::ExtensionMap;
-pub use forwarder::{DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams};
+pub use forwarder::{
+    DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams,
+};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{

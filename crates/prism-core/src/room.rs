@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::forwarder::{DropReason, Forward, Forwarder, PacketMeta, SendParams, SinkParams};
+use crate::forwarder::{DropCounts, Forward, Forwarder, PacketMeta, SendParams, SinkParams};
 use crate::history::{NackLookup, PacketHistory};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 
@@ -263,7 +263,7 @@ pub enum RoomEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoomCounters {
     pub packets_forwarded: u64,
-    pub drops: [u64; 8],
+    pub drops: DropCounts,
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
@@ -286,9 +286,7 @@ impl RoomCounters {
     /// Adds another room's counters (a closed room's, to keep totals monotonic).
     pub fn absorb(&mut self, o: &RoomCounters) {
         self.packets_forwarded += o.packets_forwarded;
-        for (a, b) in self.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
+        self.drops.add(&o.drops);
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_out += o.keyframe_requests_out;
         self.cache_starts += o.cache_starts;
@@ -674,7 +672,7 @@ impl Room {
                     t.counters.bytes_out += meta.payload_len as u64;
                     self.counters.packets_forwarded += 1;
                 }
-                Forward::Drop(r) => self.counters.drops[r.index()] += 1,
+                Forward::Drop(r) => self.counters.drops.inc(r),
             }
             // A sink with no params yet only ever gets Drop(Paused), and the
             // driver needs no params for a drop; skip the call.
@@ -928,11 +926,6 @@ impl Room {
             }
         }
         self.kf_due = next;
-    }
-
-    /// Counts a packet dropped before any forwarder saw it.
-    pub fn count_drop(&mut self, reason: DropReason) {
-        self.counters.drops[reason.index()] += 1;
     }
 
     // ----- outputs -----

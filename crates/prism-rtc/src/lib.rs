@@ -171,6 +171,16 @@ pub fn server_interceptors(
         );
     }
     configure_simulcast_extension_headers(media_engine)?;
+    // abs-send-time on video: receivers that estimate bandwidth themselves
+    // and report it in REMB (aiortc and other non-browser stacks; no
+    // transport-cc) need it. The server stamps its own send time.
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: ABS_SEND_TIME_URI.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
     // Receive side: record what arrives and send TWCC feedback to publishers
     // (their own estimators adapt); also registers transport-cc for the SDP.
     let receive = configure_twcc_receiver_only(
@@ -199,6 +209,9 @@ pub fn server_interceptors(
     let registry = registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
     Ok((registry, estimate))
 }
+
+/// `http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time`.
+pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 
 /// The engine registers `sdes:mid` for video only; audio needs it too so the
 /// server can stamp every subscriber packet with its m-section.

@@ -29,6 +29,43 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The most a publisher is asked (REMB) to send per video track, in bits per
+/// second. Never below [`PublishBitrate::MIN`], the floor of every REMB, so
+/// the shard's `clamp(MIN, cap)` cannot panic, however the config was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishBitrate(u64);
+
+impl PublishBitrate {
+    /// The least bitrate a publisher is ever asked for: 100 kbit/s.
+    pub const MIN: PublishBitrate = PublishBitrate(100_000);
+
+    pub fn new(bps: u64) -> Result<PublishBitrate, String> {
+        if bps < Self::MIN.0 {
+            return Err(format!(
+                "must be at least {} (bits per second), got {bps}",
+                Self::MIN.0
+            ));
+        }
+        Ok(PublishBitrate(bps))
+    }
+
+    /// For clap: a number of bits per second.
+    pub fn parse(s: &str) -> Result<PublishBitrate, String> {
+        let bps: u64 = s.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+        PublishBitrate::new(bps)
+    }
+
+    pub fn bps(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PublishBitrate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PublishBitrate::new(u64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// A STUN or TURN server offered to WHIP/WHEP clients (`Link` headers).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +115,7 @@ pub struct Config {
     #[serde(with = "humantime_serde")]
     pub nack_min_interval: Duration,
     /// The most a publisher is asked (REMB) to send per video track, bits/s.
-    pub max_publish_bitrate: u64,
+    pub max_publish_bitrate: PublishBitrate,
     /// STUN/TURN servers announced to WHIP/WHEP clients.
     pub ice_servers: Vec<IceServer>,
     /// On SIGTERM, how long to wait for participants to leave before exiting.
@@ -118,7 +155,7 @@ impl Default for Config {
             audio_history_packets: 1024,
             audio_history_age: Duration::from_secs(1),
             nack_min_interval: Duration::from_millis(30),
-            max_publish_bitrate: 3_000_000,
+            max_publish_bitrate: PublishBitrate(3_000_000),
             ice_servers: Vec::new(),
             drain_timeout: Duration::from_secs(60),
             web_dir: None,
@@ -230,8 +267,8 @@ pub struct Overrides {
     #[arg(long, env = "PRISM_NACK_MIN_INTERVAL", value_parser = humantime::parse_duration)]
     pub nack_min_interval: Option<Duration>,
     /// Most a publisher is asked (REMB) to send per video track, bits/s [default: 3000000].
-    #[arg(long, env = "PRISM_MAX_PUBLISH_BITRATE")]
-    pub max_publish_bitrate: Option<u64>,
+    #[arg(long, env = "PRISM_MAX_PUBLISH_BITRATE", value_parser = PublishBitrate::parse)]
+    pub max_publish_bitrate: Option<PublishBitrate>,
     /// Comma-separated STUN/TURN URLs announced to WHIP/WHEP clients (no
     /// credentials; put servers with credentials in the config file).
     #[arg(long, env = "PRISM_ICE_SERVERS", value_delimiter = ',')]
@@ -449,11 +486,6 @@ impl Config {
                 "max_tracks_per_participant must be at most 64".into(),
             ));
         }
-        if self.max_publish_bitrate < 100_000 {
-            return Err(ConfigError::Invalid(
-                "max_publish_bitrate must be at least 100000 (bits per second)".into(),
-            ));
-        }
         if self.peer_timeout < Duration::from_secs(1) {
             return Err(ConfigError::Invalid(
                 "peer_timeout must be at least 1s".into(),
@@ -503,6 +535,22 @@ mod tests {
     fn unknown_key_is_named() {
         let err = Config::from_toml("http_addr = \"127.0.0.1:1\"\nudp_prot = 5\n").unwrap_err();
         assert!(err.contains("udp_prot"), "{err}");
+    }
+
+    #[test]
+    fn a_publish_bitrate_below_the_floor_cannot_be_built() {
+        // Before: a u64 validated only by Config::validate; a config built in
+        // code skipped it and the shard's clamp(min, cap) panicked.
+        assert!(PublishBitrate::new(99_999).is_err());
+        assert_eq!(PublishBitrate::new(100_000), Ok(PublishBitrate::MIN));
+        let err = Config::from_toml("max_publish_bitrate = 5000\n").unwrap_err();
+        assert!(err.contains("at least 100000"), "{err}");
+        assert!(PublishBitrate::parse("50").is_err());
+        assert_eq!(PublishBitrate::parse("250000").unwrap().bps(), 250_000);
+        // Every value a Config can hold keeps clamp's precondition.
+        let c = Config::default();
+        let cap = c.max_publish_bitrate.bps();
+        assert_eq!(1u64.clamp(PublishBitrate::MIN.bps(), cap), 100_000);
     }
 
     #[test]

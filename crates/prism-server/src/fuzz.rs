@@ -196,9 +196,10 @@ impl Bench {
         self.room
             .forward(self.now, t, &meta, &packet.payload, |_, p, d| {
                 if let Forward::Send(sp) = d {
-                    let out = shard::rewrite(&packet, sp, &p.extensions);
-                    assert_eq!(out.header.ssrc, p.ssrc);
-                    sent += 1;
+                    if let Ok(out) = shard::rewrite(&packet, sp, &p.extensions) {
+                        check_wire(&out, &sp, &packet.payload);
+                        sent += 1;
+                    }
                 }
             });
         self.sent += sent;
@@ -233,8 +234,10 @@ impl Bench {
                     who,
                     seqs,
                     |_, p, sp, pkt| {
-                        let _ = shard::rewrite(pkt, sp, &p.extensions);
-                        resent += 1;
+                        if let Ok(out) = shard::rewrite(pkt, sp, &p.extensions) {
+                            check_wire(&out, &sp, &pkt.payload);
+                            resent += 1;
+                        }
                     },
                 );
                 self.resent += resent;
@@ -279,6 +282,24 @@ impl Bench {
             }
         }
     }
+}
+
+/// What the shard hands the engine must be what goes on the wire: the
+/// packet marshals to exactly its declared size (the extension padding
+/// bookkeeping is right: a mismatch makes SRTP drop the packet) and parses
+/// back to the rewritten fields and the publisher's payload.
+fn check_wire(out: &rtc::rtp::Packet, sp: &prism_core::SendParams, payload: &Bytes) {
+    use rtc::shared::marshal::{Marshal, MarshalSize};
+    let size = out.marshal_size();
+    let wire = out.marshal().expect("a rewritten packet marshals");
+    assert_eq!(wire.len(), size, "marshal_size agrees with the bytes");
+    let back = rtc::rtp::Packet::unmarshal(&mut wire.clone()).expect("and parses back");
+    let h = &back.header;
+    assert_eq!(
+        (h.ssrc, h.sequence_number, h.timestamp, h.payload_type),
+        (sp.ssrc, sp.seq, sp.timestamp, sp.payload_type)
+    );
+    assert_eq!(&back.payload, payload);
 }
 
 /// Runs a byte program against a room. Each step is `op len payload…`:

@@ -29,6 +29,26 @@ pub struct Running {
 impl Running {
     /// Stops taking new work and tells every connected client; then the
     /// caller waits for [`media::Directory::participant_count`] to reach 0.
+    /// The end of a drain: every shard removes the participants still
+    /// there, telling each `left {reason: "server_shutdown"}`. Waits up to
+    /// `wait` for the shards, then for the sessions to write it out.
+    pub async fn shutdown(&self, wait: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        for s in self.directory.shards() {
+            let (reply, done) = tokio::sync::oneshot::channel();
+            if s.send(media::ShardCommand::Shutdown { reply })
+                .await
+                .is_ok()
+            {
+                let _ = tokio::time::timeout_at(deadline, done).await;
+            }
+        }
+        // Each session task writes `left` and a close frame, then ends.
+        while self.metrics.ws_sessions.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn start_drain(&self, deadline: std::time::Duration) {
         self.directory
             .draining

@@ -97,7 +97,8 @@ async fn main() -> anyhow::Result<()> {
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
-                tracing::warn!(participants = left, "drain timeout; exiting");
+                tracing::warn!(participants = left, "drain timeout; removing who is left and exiting");
+                running.shutdown(std::time::Duration::from_secs(2)).await;
                 break;
             }
             _ = shutdown_signal() => {

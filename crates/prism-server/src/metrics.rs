@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use prism_core::DropReason;
+use prism_core::DropCounts;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
@@ -110,7 +110,7 @@ pub struct ShardStats {
     pub rtp_in_bytes: u64,
     pub rtp_out_packets: u64,
     pub rtp_out_bytes: u64,
-    pub drops: [u64; 8],
+    pub drops: DropCounts,
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -145,7 +145,7 @@ impl Default for ShardStats {
             rtp_in_bytes: 0,
             rtp_out_packets: 0,
             rtp_out_bytes: 0,
-            drops: [0; 8],
+            drops: DropCounts::default(),
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -208,9 +208,7 @@ impl ShardStats {
         for (a, b) in self.subscriptions.iter_mut().zip(o.subscriptions) {
             *a += b;
         }
-        for (a, b) in self.drops.iter_mut().zip(o.drops) {
-            *a += b;
-        }
+        self.drops.add(&o.drops);
         self.forwarding_latency.add(&o.forwarding_latency);
         self.jitter.add(&o.jitter);
         self.rtt.add(&o.rtt);
@@ -343,9 +341,9 @@ impl Collector for ShardCollector {
             ),
             family(
                 "prism_dropped_packets_total",
-                "Packets not forwarded to a subscriber, by reason.",
+                "Packets dropped, by reason: not forwarded to one subscriber, or dropped before any subscriber saw them.",
                 COUNTER,
-                DropReason::ALL.iter().map(|r| counter(t.drops[r.index()], &[("reason", r.as_str())])).collect(),
+                t.drops.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),
             family(
                 "prism_nacks_total",
@@ -470,6 +468,20 @@ impl Metrics {
         // and dashboards show the series before anything goes wrong.
         for reason in crate::auth::AuthError::REASONS {
             auth_failures.with_label_values(&[reason]);
+        }
+        for ty in prism_signal::ClientMessage::TYPES {
+            signaling.with_label_values(&[ty, "ok"]);
+        }
+        // The success answer of each WHIP/WHEP method (RFC 9725).
+        for endpoint in ["whip", "whep"] {
+            for (method, code) in [
+                ("POST", "201"),
+                ("PATCH", "204"),
+                ("DELETE", "200"),
+                ("OPTIONS", "204"),
+            ] {
+                http.with_label_values(&[endpoint, method, code]);
+            }
         }
         for limit in [
             "participants_per_room",

@@ -162,22 +162,9 @@ async fn metrics_follow_a_real_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn documented_and_dashboard_metrics_exist() {
+    // A fresh server, before any request: dashboards and alerts must see 0,
+    // not "no data".
     let srv = TestServer::start(&[]);
-    // Labelled counters appear once they have a sample: one signaling
-    // message and one WHIP request.
-    let mut sig = Signaling::connect(&srv.ws_url()).await.unwrap();
-    sig.send(ClientMessage::Ping(Default::default()))
-        .await
-        .unwrap();
-    sig.recv_timeout(Duration::from_secs(5)).await.unwrap();
-    reqwest::Client::new()
-        .request(
-            reqwest::Method::OPTIONS,
-            format!("http://{}/whip/r", srv.http),
-        )
-        .send()
-        .await
-        .unwrap();
     let text = scrape(&srv).await;
     let have = families(&text);
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
@@ -197,6 +184,48 @@ async fn documented_and_dashboard_metrics_exist() {
         .filter(|n| n.starts_with("prism_") && !doc.contains(*n))
         .collect();
     assert!(undocumented.is_empty(), "undocumented: {undocumented:?}");
+
+    // Every known label value is exported at 0 from the start, and is the
+    // one docs/metrics.md names.
+    let doc_text = std::fs::read_to_string(format!("{root}/docs/metrics.md")).unwrap();
+    let mut known: Vec<(&str, &str, String)> = Vec::new();
+    for r in prism_core::DropReason::ALL {
+        known.push(("prism_dropped_packets_total", "reason", r.as_str().into()));
+    }
+    for r in prism_server::auth::AuthError::REASONS {
+        known.push(("prism_auth_failures_total", "reason", (*r).into()));
+    }
+    for l in [
+        "participants_per_room",
+        "rooms",
+        "tracks_per_participant",
+        "signal_rate",
+        "http_rate",
+    ] {
+        known.push(("prism_limit_hits_total", "limit", l.into()));
+    }
+    for t in ClientMessage::TYPES {
+        known.push(("prism_signaling_messages_total", "type", (*t).into()));
+    }
+    for e in ["whip", "whep"] {
+        known.push(("prism_whip_whep_requests_total", "endpoint", e.into()));
+    }
+    for (family, label, v) in &known {
+        let pair = format!("{label}=\"{v}\"");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{family}{{")) && l.contains(&pair));
+        assert!(
+            line.is_some_and(|l| l.ends_with(" 0")),
+            "{family}{{{pair}}} at 0 on a fresh server: {line:?}"
+        );
+        if *family != "prism_signaling_messages_total" {
+            assert!(
+                doc_text.contains(&format!("`{v}`")),
+                "docs/metrics.md names {family} {label} `{v}`"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,4 +372,54 @@ print("ok")
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_tells_who_is_left() {
+    let mut srv = TestServer::start(&["--drain-timeout", "2s"]);
+    let mut sig = Signaling::connect(&srv.ws_url()).await.unwrap();
+    sig.send(ClientMessage::Join(Join {
+        room: "s".into(),
+        name: "stays".into(),
+        token: None,
+        identity: None,
+    }))
+    .await
+    .unwrap();
+    let m = sig.recv_timeout(Duration::from_secs(5)).await.unwrap();
+    assert!(matches!(m.msg, ServerMessage::Joined(_)), "{m:?}");
+    srv.signal("TERM");
+    // Draining, then at the deadline `left` with the reason, then the close.
+    let mut seen = Vec::new();
+    for _ in 0..10 {
+        match sig.recv_timeout(Duration::from_secs(10)).await {
+            Ok(m) => {
+                let end = matches!(m.msg, ServerMessage::Left(_));
+                seen.push(m.msg);
+                if end {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        matches!(seen.first(), Some(ServerMessage::Draining(d)) if d.deadline_secs == 2),
+        "{seen:?}"
+    );
+    assert!(
+        matches!(seen.last(), Some(ServerMessage::Left(l)) if l.reason == prism_signal::LeaveReason::ServerShutdown),
+        "{seen:?}"
+    );
+    let after = sig.recv_timeout(Duration::from_secs(5)).await;
+    assert!(
+        after
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("closed")),
+        "the socket closes after `left`: {after:?}"
+    );
+    let code = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("prism exited after the drain timeout");
+    assert!(code.success(), "clean exit: {code:?}");
 }

@@ -95,6 +95,11 @@ pub enum ShardCommand {
     },
     /// The server drains: tell every WebSocket participant.
     Drain { deadline_secs: u64 },
+    /// The drain timed out: remove everyone still here, telling WebSocket
+    /// participants `left {reason: "server_shutdown"}`; reply when done.
+    Shutdown {
+        reply: tokio::sync::oneshot::Sender<()>,
+    },
     /// WHIP/WHEP DELETE: the session ends now.
     HttpDelete {
         room: String,

@@ -132,14 +132,18 @@ pub fn with_ice_credentials(sdp: &str, ufrag: &str, pwd: &str) -> String {
 }
 
 /// Puts the server's candidates in every m-section, followed by
-/// `a=end-of-candidates`, replacing whatever candidate lines the engine wrote.
+/// `a=end-of-candidates`, replacing whatever candidate lines the engine wrote,
+/// and adds the session-level `a=msid-semantic: WMS *` the engine omits.
 ///
 /// The engine writes candidates only into the first bundled section (plus a
 /// component-2 copy) and never ends them; some clients (aiortc) read them from
-/// another section and then never send a check.
+/// another section and then never send a check. Without `msid-semantic`,
+/// older (Plan B era) stacks ignore the `a=msid` lines that tell a receiver
+/// which participant's stream a track belongs to.
 pub fn with_candidates(sdp: &str, candidates: &[String]) -> String {
     let mut out = String::with_capacity(sdp.len() + 256);
     let mut in_media = false;
+    let mut has_semantic = sdp.contains("a=msid-semantic:");
     let flush = |out: &mut String, in_media: bool| {
         if in_media {
             for c in candidates {
@@ -159,6 +163,10 @@ pub fn with_candidates(sdp: &str, candidates: &[String]) -> String {
             continue;
         }
         if line.starts_with("m=") {
+            if !has_semantic {
+                out.push_str("a=msid-semantic: WMS *\r\n");
+                has_semantic = true;
+            }
             flush(&mut out, in_media);
             in_media = true;
         }
@@ -245,5 +253,14 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
         // Each section's candidate block sits before the next m= line.
         let video = out.find("m=video").unwrap();
         assert!(out[..video].contains("a=end-of-candidates"));
+        // One msid-semantic, at session level (before the first m= line).
+        assert_eq!(out.matches("a=msid-semantic:").count(), 1);
+        assert!(out.find("a=msid-semantic: WMS *").unwrap() < out.find("m=audio").unwrap());
+        assert_eq!(
+            with_candidates(&out, &c)
+                .matches("a=msid-semantic:")
+                .count(),
+            1
+        );
     }
 }

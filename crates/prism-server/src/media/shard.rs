@@ -13,9 +13,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use prism_core::{
-    Forward, LeaveCause, MediaKind, PacketMeta, ParticipantId, Room, SinkId, TrackId,
+    DropCounts, DropReason, Forward, LeaveCause, MediaKind, PacketMeta, ParticipantId, Room,
+    SinkId, TrackId,
 };
 use prism_signal::{ErrorCode, Leg, SignalError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
@@ -35,7 +36,7 @@ use tokio::sync::mpsc;
 
 use super::peer::{Peer, PeerSettings};
 use super::{stun, Directory, Outbound, SessionTx, ShardCommand};
-use crate::config::Config;
+use crate::config::{Config, PublishBitrate};
 use crate::metrics::ShardStats;
 
 mod control;
@@ -46,8 +47,6 @@ pub use stats::EngineSeen;
 
 /// Ceiling of a subscribe leg's bandwidth estimate, bits per second.
 pub(super) const SUBSCRIBER_MAX_ESTIMATE: f64 = 20_000_000.0;
-/// REMB never asks a publisher for less than this per video track.
-const MIN_PUBLISH_BITRATE: u64 = 100_000;
 
 /// Datagrams read per wakeup before draining peers.
 const RECV_BATCH: usize = 64;
@@ -144,6 +143,9 @@ pub struct Shard {
     published: Arc<Mutex<ShardStats>>,
     /// Counters of rooms already closed, so totals never go down.
     closed_rooms: prism_core::RoomCounters,
+    /// Packets the shard dropped before or after the rooms' forwarders
+    /// (unknown SSRC, sender gone, extension rewrite, engine refusal).
+    drops: DropCounts,
     /// When the current batch of datagrams was read (forwarding latency).
     turn_at: Instant,
     /// Milliseconds since `epoch` at the last housekeeping tick (liveness).
@@ -197,6 +199,7 @@ impl Shard {
             stats: ShardStats::default(),
             published,
             closed_rooms: Default::default(),
+            drops: DropCounts::default(),
             turn_at: Instant::now(),
             trim_due: false,
             last_trim: Instant::now(),
@@ -398,7 +401,7 @@ impl Shard {
                 nack_misses = c.nack_misses,
                 nack_expired = c.nack_expired,
                 nack_duplicates = c.nack_duplicates,
-                drops = ?prism_core::DropReason::ALL.iter().map(|d| (d.as_str(), c.drops[d.index()])).filter(|(_, n)| *n > 0).collect::<Vec<_>>(),
+                drops = ?c.drops.iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.as_str(), n)).collect::<Vec<_>>(),
                 "room counters"
             );
         }
@@ -638,7 +641,10 @@ impl Shard {
                         peer.pub_tracks[i].ssrcs.push(ssrc);
                         peer.pub_tracks[i].track
                     }
-                    None => return,
+                    None => {
+                        self.drops.inc(DropReason::UnknownSsrc);
+                        return;
+                    }
                 }
             }
         };
@@ -647,9 +653,12 @@ impl Shard {
         self.stats.rtp_in_bytes += packet.payload.len() as u64;
         let meta = PacketMeta::of(&packet);
         let Some(room) = self.rooms.get_mut(room_key) else {
+            // The peer outlived its room for this turn (it closes next).
+            self.drops.inc(DropReason::UnknownSsrc);
             return;
         };
         let sends = &mut self.sends;
+        let drops = &mut self.drops;
         room.core.forward(
             now,
             track,
@@ -657,7 +666,7 @@ impl Shard {
             &packet.payload,
             |sink, params, decision| {
                 if let Forward::Send(sp) = decision {
-                    sends.push((sink, rewrite(&packet, sp, &params.extensions)));
+                    queue_rewritten(sends, drops, sink, &packet, sp, &params.extensions);
                 }
             },
         );
@@ -683,16 +692,38 @@ impl Shard {
                 .forwarding_latency
                 .observe_n(latency.as_secs_f64(), sends.len() as u64);
         }
+        // The batch leaves now: one abs-send-time value for all of it, made
+        // at the first subscriber that negotiated the extension.
+        let mut send_time: Option<Bytes> = None;
         for (sink, mut pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
             let Some(sub) = self.peers.get_mut(peer_key) else {
+                self.drops.inc(DropReason::SenderGone);
                 continue;
             };
             let Some(Some(s)) = sub.senders.get_mut(slot) else {
+                self.drops.inc(DropReason::SenderGone);
                 continue;
             };
+            // Without its mid the packet lands on no m-section (or the
+            // wrong one): drop and count rather than send it astray.
             if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
-                let _ = pkt.header.set_extension(id, mid.clone());
+                if pkt.header.set_extension(id, mid.clone()).is_err() {
+                    self.drops.inc(DropReason::ExtensionRewrite);
+                    continue;
+                }
+            }
+            if let Some(id) = s
+                .params
+                .as_ref()
+                .and_then(|p| p.extensions.abs_send_time_id)
+            {
+                let value = send_time.get_or_insert_with(|| {
+                    let since = now.saturating_duration_since(self.epoch);
+                    Bytes::copy_from_slice(&prism_core::extmap::abs_send_time(since))
+                });
+                // Only the receiver's bandwidth estimate misses a sample.
+                let _ = pkt.header.set_extension(id, value.clone());
             }
             self.stats.rtp_out_packets += 1;
             self.stats.rtp_out_bytes += pkt.payload.len() as u64;
@@ -724,11 +755,17 @@ impl Shard {
                 }
                 None => match sub.pc.rtp_sender(s.sender) {
                     Some(mut sender) => sender.write_rtp(now, pkt),
-                    None => Ok(()),
+                    None => {
+                        self.drops.inc(DropReason::SenderGone);
+                        continue;
+                    }
                 },
             };
             if let Err(e) = result {
-                tracing::trace!("retransmission: {e}");
+                // Counted; the reason is visible at trace level only (one
+                // line per packet otherwise).
+                self.drops.inc(DropReason::SendFailed);
+                tracing::trace!("write_rtp: {e}");
             }
             self.mark(peer_key);
         }
@@ -799,10 +836,10 @@ impl Shard {
             let Some(r) = self.rooms.get_mut(room) else {
                 return;
             };
-            let sends = &mut self.sends;
+            let (sends, drops) = (&mut self.sends, &mut self.drops);
             r.core
                 .nack(now, track, pid, seqs, |sink, params, sp, original| {
-                    sends.push((sink, rewrite(original, sp, &params.extensions)));
+                    queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
                 });
             self.flush_sends(now, true);
         }
@@ -852,10 +889,10 @@ impl Shard {
         {
             return;
         }
-        let sends = &mut self.sends;
+        let (sends, drops) = (&mut self.sends, &mut self.drops);
         r.core
             .start_from_cache(now, track, pid, |sink, params, sp, original| {
-                sends.push((sink, rewrite(original, sp, &params.extensions)));
+                queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
             });
         self.flush_sends(now, false);
         self.flush_keyframe_requests(now, room);
@@ -901,10 +938,10 @@ impl Shard {
     /// leg (sent from the once-a-second housekeeping, so at a bounded rate).
     /// Per video track, the weakest subscribe leg's estimate (without
     /// simulcast, the publisher's one stream must reach everyone), at least
-    /// `MIN_PUBLISH_BITRATE`, at most `max_publish_bitrate`; with no estimate
+    /// `PublishBitrate::MIN`, at most `max_publish_bitrate`; with no estimate
     /// yet, the cap.
     fn send_rembs(&mut self, now: Instant) {
-        let cap = self.cfg.max_publish_bitrate;
+        let cap = self.cfg.max_publish_bitrate.bps();
         let publish_peers: Vec<usize> = self
             .peers
             .iter()
@@ -932,7 +969,8 @@ impl Shard {
                     .map(|sp| sp.available_bitrate())
                     .filter(|bps| *bps > 0)
                     .min();
-                total += weakest.unwrap_or(cap).clamp(MIN_PUBLISH_BITRATE, cap);
+                // PublishBitrate guarantees MIN <= cap: clamp cannot panic.
+                total += weakest.unwrap_or(cap).clamp(PublishBitrate::MIN.bps(), cap);
                 ssrcs.extend(pt.ssrcs.iter().copied());
             }
             if ssrcs.is_empty() {
@@ -947,7 +985,6 @@ impl Shard {
                 ssrcs,
             };
             let peer = &mut self.peers[key];
-            peer.last_remb = Some(total);
             self.stats.rembs_sent += 1;
             tracing::debug!(participant = %peer.participant, bps = total, "REMB to publisher");
             if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
@@ -1105,15 +1142,37 @@ fn unpack_sink(s: SinkId) -> (usize, usize) {
     ((s.0 >> 32) as usize, (s.0 & 0xFFFF_FFFF) as usize)
 }
 
+/// Queues `original` rewritten for `sink`, or counts why it cannot be.
+fn queue_rewritten(
+    sends: &mut Vec<(SinkId, rtp::Packet)>,
+    drops: &mut DropCounts,
+    sink: SinkId,
+    original: &rtp::Packet,
+    sp: prism_core::SendParams,
+    ext: &prism_core::ExtensionMap,
+) {
+    match rewrite(original, sp, ext) {
+        Ok(p) => sends.push((sink, p)),
+        Err(reason) => drops.inc(reason),
+    }
+}
+
 /// The packet a subscriber gets: the publisher's payload with this leg's
 /// SSRC, payload type, sequence number and timestamp, and the extensions it
 /// negotiated under its own ids. Rebuilt through `set_extension` so the
 /// header's padding bookkeeping stays right.
+///
+/// The header's extension profile is chosen up front from every id and
+/// payload it will carry (the mapped ones and the ones the shard stamps
+/// later: `mid`, `abs-send-time`): RFC 8285's one-byte form holds ids 1–14
+/// and payloads of 1–16 bytes, anything else needs the two-byte form. Chosen
+/// by the first extension instead, a later one would fail to fit. Err: an
+/// extension still could not be written (counted as a drop).
 pub fn rewrite(
     src: &rtp::Packet,
     sp: prism_core::SendParams,
     ext: &prism_core::ExtensionMap,
-) -> rtp::Packet {
+) -> Result<rtp::Packet, DropReason> {
     let mut header = rtp::header::Header {
         version: 2,
         marker: src.header.marker,
@@ -1124,13 +1183,32 @@ pub fn rewrite(
         csrc: src.header.csrc.clone(),
         ..Default::default()
     };
+    let mapped = || {
+        src.header
+            .extensions
+            .iter()
+            .filter_map(|e| ext.map(e.id).map(|id| (id, e.payload.len())))
+    };
+    let stamped = [ext.mid_id, ext.abs_send_time_id];
+    if mapped().next().is_some() || stamped.iter().any(Option::is_some) {
+        let two_byte = mapped().any(|(id, len)| id > 14 || len == 0 || len > 16)
+            || stamped.iter().flatten().any(|id| *id > 14);
+        header.extension = true;
+        header.extension_profile = if two_byte {
+            rtp::header::EXTENSION_PROFILE_TWO_BYTE
+        } else {
+            rtp::header::EXTENSION_PROFILE_ONE_BYTE
+        };
+    }
     for e in &src.header.extensions {
         if let Some(id) = ext.map(e.id) {
-            let _ = header.set_extension(id, e.payload.clone());
+            header
+                .set_extension(id, e.payload.clone())
+                .map_err(|_| DropReason::ExtensionRewrite)?;
         }
     }
-    rtp::Packet {
+    Ok(rtp::Packet {
         header,
         payload: src.payload.clone(),
-    }
+    })
 }

@@ -21,7 +21,7 @@ use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpRtxParameters,
     RtpCodecKind,
 };
-use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverId};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverId};
 
 use super::super::peer::{PubTrack, SenderSlot};
 use super::super::{sdp, Outbound, SessionTx, ShardCommand};
@@ -216,6 +216,16 @@ impl Shard {
                         self.send_to(rk, pid, msg.clone());
                     }
                 }
+            }
+            ShardCommand::Shutdown { reply } => {
+                let keys: Vec<usize> = self.rooms.iter().map(|(k, _)| k).collect();
+                for rk in keys {
+                    let pids: Vec<ParticipantId> = self.rooms[rk].members.keys().copied().collect();
+                    for pid in pids {
+                        self.remove_participant(now, rk, pid, LeaveCause::ServerShutdown);
+                    }
+                }
+                let _ = reply.send(());
             }
             ShardCommand::Disconnected { room, participant } => {
                 if let Some(&rk) = self.rooms_by_name.get(&room) {
@@ -821,6 +831,13 @@ impl Shard {
                 .pc
                 .add_track(make_track(None))
                 .map_err(|e| SignalError::new(ErrorCode::Internal, format!("add_track: {e}")))?;
+            // The server only sends on a subscribe leg: offer the section
+            // `sendonly` (the engine's addTrack makes it `sendrecv`), so a
+            // removed track's section goes `inactive`, as documented.
+            let tid: RTCRtpTransceiverId = sender.into();
+            if let Some(mut t) = self.peers[key].pc.rtp_transceiver(tid) {
+                t.set_direction(RTCRtpTransceiverDirection::Sendonly);
+            }
             // Then the encoding names the codec after all: the engine
             // binds a sender's stream to its interceptors (TWCC sequence
             // numbers, sender reports) only for an encoding whose codec it
@@ -1160,10 +1177,11 @@ impl Shard {
         if let Some(id) = &m.http_session {
             self.directory.http_sessions.remove(id);
         }
-        if matches!(cause, LeaveCause::Timeout) {
+        // Removed by the server, not by its own socket: say why, then close.
+        if matches!(cause, LeaveCause::Timeout | LeaveCause::ServerShutdown) {
             let _ = m.tell(Outbound::Msg(ServerEnvelope::new(ServerMessage::Left(
                 sig::Left {
-                    reason: sig::LeaveReason::Timeout,
+                    reason: leave_reason(cause),
                 },
             ))));
             let _ = m.tell(Outbound::Close);

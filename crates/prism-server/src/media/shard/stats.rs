@@ -92,6 +92,7 @@ impl Shard {
             }
         }
         s.drops = rc.drops;
+        s.drops.add(&self.drops);
         s.nacks_in = rc.nacks_in;
         s.retransmits = rc.retransmits;
         s.nack_misses = rc.nack_misses + rc.nack_expired;
