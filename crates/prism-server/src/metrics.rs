@@ -126,6 +126,12 @@ pub struct ShardStats {
     pub rembs_sent: u64,
     pub ice_failures: u64,
     pub dtls_failures: u64,
+    /// Datagrams dropped before any peer saw them: from an address no peer
+    /// owns (and not a binding request naming a peer's ufrag).
+    pub datagrams_unknown_source: u64,
+    /// DTLS/SRTP datagrams that arrived before ICE selected a pair and did
+    /// not fit the peer's small hold queue (`media::peer::EARLY_DATAGRAMS`).
+    pub datagrams_before_ice: u64,
     pub participants_joined: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
@@ -161,6 +167,8 @@ impl Default for ShardStats {
             rembs_sent: 0,
             ice_failures: 0,
             dtls_failures: 0,
+            datagrams_unknown_source: 0,
+            datagrams_before_ice: 0,
             participants_joined: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
@@ -197,6 +205,8 @@ impl ShardStats {
             rembs_sent,
             ice_failures,
             dtls_failures,
+            datagrams_unknown_source,
+            datagrams_before_ice,
             participants_joined
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
@@ -375,6 +385,15 @@ impl Collector for ShardCollector {
             family("prism_keyframe_cache_starts_total", "Subscribers started from a cached keyframe.", COUNTER, vec![counter(t.keyframe_cache_starts, &[])]),
             family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
             family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
+            family(
+                "prism_dropped_datagrams_total",
+                "UDP datagrams dropped before reaching a peer connection, by reason.",
+                COUNTER,
+                vec![
+                    counter(t.datagrams_unknown_source, &[("reason", "unknown_source")]),
+                    counter(t.datagrams_before_ice, &[("reason", "before_ice")]),
+                ],
+            ),
             family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prism_core::{ParticipantId, TrackId};
 use prism_signal::Leg;
 use rand::distr::{Alphanumeric, SampleString};
@@ -100,6 +100,8 @@ pub struct Peer {
     pub http: Option<HttpState>,
     /// ICE reached connected (a later failure is then a DTLS failure).
     pub ice_connected: bool,
+    /// Datagrams held until the engine can take them (until ICE connects).
+    pub setup: SetupHold,
     /// Engine statistics already counted (metrics add deltas).
     pub engine_seen: super::shard::EngineSeen,
 }
@@ -114,6 +116,80 @@ pub struct PeerSettings {
     /// Bounds of each subscribe leg's bandwidth estimate.
     pub estimate_bounds: prism_rtc::EstimateBounds,
 }
+
+/// What the shard does with a datagram for a peer whose ICE is not connected.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SetupAction {
+    /// Hand these to the engine now, in order.
+    Feed(Vec<(SocketAddr, BytesMut)>),
+    /// Held for later (a DTLS/SRTP datagram before ICE connected).
+    Held,
+    /// Dropped: the hold is full (count it).
+    Overflow,
+}
+
+/// Connection setup without the engine's retransmission waits. The engine
+/// (rtc 0.21.1, ICE-lite) loses two kinds of early datagram, and each loss
+/// costs a client timer:
+///
+/// - DTLS/SRTP before it has selected a candidate pair: dropped. A browser
+///   sends its ClientHello as soon as one check succeeded, before it
+///   nominates, then retransmits after 50–100 ms.
+/// - A USE-CANDIDATE request before its own triggered check of that pair
+///   succeeded: neither answered nor remembered. aioice nominates right after
+///   its first check and retransmits after its STUN RTO, 500 ms.
+///
+/// So DTLS/SRTP is held (in order, at most [`EARLY_DATAGRAMS`]) until ICE
+/// connects, and the latest nomination is handed again right after the
+/// success response that makes its pair valid. Sans-I/O: the shard feeds what
+/// this returns.
+#[derive(Debug, Default)]
+pub struct SetupHold {
+    early: Vec<(SocketAddr, BytesMut)>,
+    nomination: Option<(SocketAddr, BytesMut)>,
+}
+
+impl SetupHold {
+    /// A datagram arrived before ICE connected.
+    pub fn on_datagram(&mut self, from: SocketAddr, data: BytesMut) -> SetupAction {
+        use super::stun::Kind;
+        match super::stun::kind(&data) {
+            Kind::NotStun if self.early.len() < EARLY_DATAGRAMS => {
+                self.early.push((from, data));
+                SetupAction::Held
+            }
+            Kind::NotStun => SetupAction::Overflow,
+            Kind::BindingRequest { nominates: true } => {
+                self.nomination = Some((from, data.clone()));
+                SetupAction::Feed(vec![(from, data)])
+            }
+            Kind::BindingSuccess => {
+                // The engine's check of this pair succeeds with this
+                // response: a nomination it ignored before now selects it.
+                let mut feed = vec![(from, data)];
+                if let Some((addr, req)) = self.nomination.as_ref().filter(|(a, _)| *a == from) {
+                    feed.push((*addr, req.clone()));
+                }
+                SetupAction::Feed(feed)
+            }
+            Kind::BindingRequest { nominates: false } | Kind::OtherStun => {
+                SetupAction::Feed(vec![(from, data)])
+            }
+        }
+    }
+
+    /// ICE connected: what was held, in arrival order, for the engine now.
+    pub fn on_ice_connected(&mut self) -> Vec<(SocketAddr, BytesMut)> {
+        self.nomination = None;
+        std::mem::take(&mut self.early)
+    }
+}
+
+/// DTLS/SRTP datagrams a peer holds while ICE is not yet connected: a DTLS
+/// flight is one to a few datagrams and a client retransmits it only every
+/// 50 ms or more, so this covers several flights. Beyond it, datagrams are
+/// dropped and counted (`prism_dropped_datagrams_total{reason="before_ice"}`).
+pub const EARLY_DATAGRAMS: usize = 16;
 
 /// No consent check for this long: ICE reports Disconnected (three missed
 /// RFC 7675 checks).
@@ -222,6 +298,7 @@ impl Peer {
                 remb_in: None,
                 http: None,
                 ice_connected: false,
+                setup: SetupHold::default(),
                 engine_seen: Default::default(),
             },
             candidates,
@@ -278,5 +355,98 @@ impl Peer {
     #[inline]
     pub fn track_for_ssrc(&self, ssrc: u32) -> Option<&PubTrack> {
         self.pub_tracks.iter().find(|t| t.ssrcs.contains(&ssrc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A STUN message of this type; `use_candidate` appends USE-CANDIDATE.
+    fn stun(ty: u16, use_candidate: bool) -> BytesMut {
+        let mut m = BytesMut::new();
+        m.extend_from_slice(&ty.to_be_bytes());
+        m.extend_from_slice(&(if use_candidate { 4u16 } else { 0 }).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        m.extend_from_slice(&[9; 12]);
+        if use_candidate {
+            m.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]);
+        }
+        m
+    }
+
+    fn client_hello(n: u8) -> BytesMut {
+        BytesMut::from(&[22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, n, 0, 40, 1][..])
+    }
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Regression: the first ClientHello, sent by a browser as soon as one
+    /// check succeeded and before it nominates, reached the engine before
+    /// it had a selected pair and was dropped; the handshake then waited for
+    /// the browser's DTLS retransmission.
+    #[test]
+    fn dtls_before_ice_connected_is_replayed_in_order() {
+        let mut hold = SetupHold::default();
+        let a = addr(5000);
+        assert_eq!(hold.on_datagram(a, client_hello(1)), SetupAction::Held);
+        assert_eq!(hold.on_datagram(a, client_hello(2)), SetupAction::Held);
+        // STUN still goes straight through.
+        assert_eq!(
+            hold.on_datagram(a, stun(0x0001, false)),
+            SetupAction::Feed(vec![(a, stun(0x0001, false))])
+        );
+        assert_eq!(
+            hold.on_ice_connected(),
+            vec![(a, client_hello(1)), (a, client_hello(2))]
+        );
+        assert!(hold.on_ice_connected().is_empty(), "handed over once");
+    }
+
+    /// Regression: aioice nominates right after its first check, before the
+    /// engine's own check of the pair succeeded; the engine ignored the
+    /// nomination and ICE waited for aioice's 500 ms STUN retransmission.
+    #[test]
+    fn early_nomination_is_handed_again_after_the_pair_is_valid() {
+        let mut hold = SetupHold::default();
+        let (a, b) = (addr(5000), addr(5001));
+        let nomination = stun(0x0001, true);
+        assert_eq!(
+            hold.on_datagram(a, nomination.clone()),
+            SetupAction::Feed(vec![(a, nomination.clone())])
+        );
+        // A success response from another address does not validate a's pair.
+        let ok = stun(0x0101, false);
+        assert_eq!(
+            hold.on_datagram(b, ok.clone()),
+            SetupAction::Feed(vec![(b, ok.clone())])
+        );
+        // The response to the engine's check of a's pair: then the nomination.
+        assert_eq!(
+            hold.on_datagram(a, ok.clone()),
+            SetupAction::Feed(vec![(a, ok.clone()), (a, nomination)])
+        );
+        assert!(hold.on_ice_connected().is_empty());
+        // After ICE connected the nomination is forgotten.
+        assert_eq!(
+            hold.on_datagram(a, ok.clone()),
+            SetupAction::Feed(vec![(a, ok)])
+        );
+    }
+
+    #[test]
+    fn the_hold_is_bounded() {
+        let mut hold = SetupHold::default();
+        let a = addr(5000);
+        for i in 0..EARLY_DATAGRAMS {
+            assert_eq!(
+                hold.on_datagram(a, client_hello(i as u8)),
+                SetupAction::Held
+            );
+        }
+        assert_eq!(hold.on_datagram(a, client_hello(99)), SetupAction::Overflow);
+        assert_eq!(hold.on_ice_connected().len(), EARLY_DATAGRAMS);
     }
 }

@@ -34,7 +34,7 @@ use slab::Slab;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use super::peer::{Peer, PeerSettings};
+use super::peer::{Peer, PeerSettings, SetupAction};
 use super::{stun, Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::{Config, PublishBitrate};
 use crate::metrics::ShardStats;
@@ -282,16 +282,48 @@ impl Shard {
             }
             None => self.by_addr.get(&from).copied(),
         };
-        let data = &self.recv_buf[..n];
         let Some(key) = key else {
-            // Stray datagram: nobody we know. Dropped without a log line.
+            // Stray datagram: nobody we know (a scan, or a peer already closed).
+            self.stats.datagrams_unknown_source += 1;
             return;
         };
+        let Some(peer) = self.peers.get_mut(key) else {
+            self.stats.datagrams_unknown_source += 1;
+            return;
+        };
+        peer.last_rx_at = now;
+        let data = BytesMut::from(&self.recv_buf[..n]);
+        if !peer.ice_connected {
+            self.on_setup_datagram(now, key, from, data);
+        } else {
+            self.feed(now, key, from, data);
+        }
+        self.mark(key);
+    }
+
+    /// A datagram for a peer whose ICE is not connected yet: see
+    /// [`super::peer::SetupHold`] for what the engine would lose and why.
+    fn on_setup_datagram(&mut self, now: Instant, key: usize, from: SocketAddr, data: BytesMut) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        match peer.setup.on_datagram(from, data) {
+            SetupAction::Feed(datagrams) => {
+                for (from, data) in datagrams {
+                    self.feed(now, key, from, data);
+                }
+            }
+            SetupAction::Held => {}
+            SetupAction::Overflow => self.stats.datagrams_before_ice += 1,
+        }
+    }
+
+    /// Hands one datagram to a peer's engine.
+    fn feed(&mut self, now: Instant, key: usize, from: SocketAddr, data: BytesMut) {
         let local_addr = self.local_addr;
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        peer.last_rx_at = now;
         let msg = TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -300,13 +332,12 @@ impl Shard {
                 ecn: None,
                 transport_protocol: TransportProtocol::UDP,
             },
-            message: BytesMut::from(data),
+            message: data,
         };
         if let Err(e) = peer.pc.handle_read(msg) {
             // Malformed or unexpected input for this peer: never fatal.
             tracing::trace!(shard = self.index, peer = key, "handle_read: {e}");
         }
-        self.mark(key);
     }
 
     fn route_addr(&mut self, addr: SocketAddr, key: usize) {
@@ -584,9 +615,24 @@ impl Shard {
             RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(
                 RTCIceConnectionState::Connected,
             ) => {
-                if let Some(p) = self.peers.get_mut(key) {
-                    p.ice_connected = true;
+                let Some(p) = self.peers.get_mut(key) else {
+                    return;
+                };
+                p.ice_connected = true;
+                let early = p.setup.on_ice_connected();
+                tracing::debug!(
+                    participant = %p.participant,
+                    leg = p.leg.as_str(),
+                    ice_ms = now.saturating_duration_since(p.created_at).as_millis() as u64,
+                    replayed = early.len(),
+                    "ice connected"
+                );
+                // What arrived before the pair was selected (a ClientHello),
+                // now that the engine can answer it.
+                for (from, data) in early {
+                    self.feed(now, key, from, data);
                 }
+                self.mark(key);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                 let Some(p) = self.peers.get_mut(key) else {
