@@ -18,6 +18,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::media::stun::DatagramDrop;
+
 /// A histogram with fixed upper bounds, kept in plain integers.
 #[derive(Debug, Clone)]
 pub struct Hist {
@@ -111,6 +113,9 @@ pub struct ShardStats {
     pub rtp_out_packets: u64,
     pub rtp_out_bytes: u64,
     pub drops: [u64; 8],
+    /// Datagrams the shard dropped before any engine saw them, by
+    /// [`DatagramDrop::index`].
+    pub datagram_drops: [u64; DatagramDrop::COUNT],
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -146,6 +151,7 @@ impl Default for ShardStats {
             rtp_out_packets: 0,
             rtp_out_bytes: 0,
             drops: [0; 8],
+            datagram_drops: [0; DatagramDrop::COUNT],
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -209,6 +215,9 @@ impl ShardStats {
             *a += b;
         }
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
             *a += b;
         }
         self.forwarding_latency.add(&o.forwarding_latency);
@@ -346,6 +355,12 @@ impl Collector for ShardCollector {
                 "Packets not forwarded to a subscriber, by reason.",
                 COUNTER,
                 DropReason::ALL.iter().map(|r| counter(t.drops[r.index()], &[("reason", r.as_str())])).collect(),
+            ),
+            family(
+                "prism_datagrams_dropped_total",
+                "UDP datagrams dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
+                COUNTER,
+                DatagramDrop::ALL.iter().map(|r| counter(t.datagram_drops[r.index()], &[("reason", r.as_str())])).collect(),
             ),
             family(
                 "prism_nacks_total",

@@ -74,6 +74,9 @@ pub struct Peer {
     pub participant: ParticipantId,
     pub leg: Leg,
     pub ufrag: String,
+    /// The server's ICE password for this peer, keyed for the shard's
+    /// MESSAGE-INTEGRITY checks (`super::stun`).
+    pub ice_pwd: super::stun::IcePassword,
     /// Remote addresses routed to this peer.
     pub addrs: Vec<SocketAddr>,
     pub created_at: Instant,
@@ -153,6 +156,8 @@ impl Peer {
     ) -> Result<(Peer, Vec<String>), rtc::shared::error::Error> {
         let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let ice_pwd = super::stun::IcePassword::new(pwd.clone())
+            .map_err(|e| rtc::shared::error::Error::Other(format!("ICE password: {e}")))?;
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
@@ -207,6 +212,7 @@ impl Peer {
                 participant,
                 leg,
                 ufrag,
+                ice_pwd,
                 addrs: Vec::new(),
                 created_at: now,
                 last_rx_at: now,
