@@ -243,6 +243,17 @@ async fn forged_stun_flood_does_not_end_a_call() {
         p.publish_connected && v.subscribe_connected,
         "both legs connected at the end"
     );
+    // The engine never answered the viewer's real checks with 487: its
+    // role never changed. (prism-client, unlike aiortc and browsers, keeps
+    // a leg up on media alone, so this is what shows the attack against the
+    // old code.)
+    assert_eq!(
+        relay
+            .stun_errors_down
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "STUN error responses sent to the viewer"
+    );
     assert_eq!(p.disconnects, 0, "publisher never disconnected");
     assert_eq!(v.disconnects, 0, "viewer never disconnected");
 
