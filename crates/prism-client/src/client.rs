@@ -206,6 +206,11 @@ pub struct ClientState {
     pub subscribe_connected: bool,
     /// Every `a=candidate` line the server sent, on either leg.
     pub server_candidates: Vec<String>,
+    /// The server's ICE credentials (ufrag, pwd) of each leg, from its SDP:
+    /// for tests that play an attacker who saw it.
+    pub server_ice: Vec<(String, String)>,
+    /// Times a leg left the connected state (ICE or DTLS trouble, or close).
+    pub disconnects: u32,
     /// Subscribe-leg offers received.
     pub offers: u32,
     /// Keyframe requests (PLI/FIR) received on the publish leg.
@@ -867,8 +872,11 @@ impl Driver {
             while let Some(ev) = l.pc.poll_event() {
                 if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
                     let up = s == RTCPeerConnectionState::Connected;
-                    l.connected = up;
+                    let was_up = std::mem::replace(&mut l.connected, up);
                     let mut st = state.lock().expect("state lock");
+                    if was_up && !up {
+                        st.disconnects += 1;
+                    }
                     if is_pub {
                         st.publish_connected = up;
                     } else {
@@ -1113,6 +1121,15 @@ impl Driver {
         for l in sdp.lines() {
             if let Some(c) = l.trim_end().strip_prefix("a=candidate:") {
                 st.server_candidates.push(c.to_owned());
+            }
+        }
+        let first = |key: &str| {
+            sdp.lines()
+                .find_map(|l| l.trim_end().strip_prefix(key).map(str::to_owned))
+        };
+        if let (Some(u), Some(p)) = (first("a=ice-ufrag:"), first("a=ice-pwd:")) {
+            if !st.server_ice.iter().any(|(x, _)| *x == u) {
+                st.server_ice.push((u, p));
             }
         }
     }

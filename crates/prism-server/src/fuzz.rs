@@ -186,6 +186,8 @@ impl Bench {
         // The demultiplexer's first look at a datagram.
         let _ = stun::is_stun(bytes);
         let _ = stun::local_ufrag(bytes);
+        let _ = stun::classify(bytes);
+        let _ = stun::parse_binding_request(bytes);
         let mut buf = Bytes::copy_from_slice(bytes);
         let Ok(packet) = rtc::rtp::Packet::unmarshal(&mut buf) else {
             return;

@@ -18,6 +18,8 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::media::stun::DatagramDrop;
+
 /// A histogram with fixed upper bounds, kept in plain integers.
 #[derive(Debug, Clone)]
 pub struct Hist {
@@ -111,6 +113,9 @@ pub struct ShardStats {
     pub rtp_out_packets: u64,
     pub rtp_out_bytes: u64,
     pub drops: DropCounts,
+    /// Datagrams the shard dropped before any engine saw them, by
+    /// [`DatagramDrop::index`].
+    pub datagram_drops: [u64; DatagramDrop::COUNT],
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -126,12 +131,6 @@ pub struct ShardStats {
     pub rembs_sent: u64,
     pub ice_failures: u64,
     pub dtls_failures: u64,
-    /// Datagrams dropped before any peer saw them: from an address no peer
-    /// owns (and not a binding request naming a peer's ufrag).
-    pub datagrams_unknown_source: u64,
-    /// DTLS/SRTP datagrams that arrived before ICE selected a pair and did
-    /// not fit the peer's small hold queue (`media::peer::EARLY_DATAGRAMS`).
-    pub datagrams_before_ice: u64,
     pub participants_joined: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
@@ -152,6 +151,7 @@ impl Default for ShardStats {
             rtp_out_packets: 0,
             rtp_out_bytes: 0,
             drops: DropCounts::default(),
+            datagram_drops: [0; DatagramDrop::COUNT],
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -167,8 +167,6 @@ impl Default for ShardStats {
             rembs_sent: 0,
             ice_failures: 0,
             dtls_failures: 0,
-            datagrams_unknown_source: 0,
-            datagrams_before_ice: 0,
             participants_joined: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
@@ -205,8 +203,6 @@ impl ShardStats {
             rembs_sent,
             ice_failures,
             dtls_failures,
-            datagrams_unknown_source,
-            datagrams_before_ice,
             participants_joined
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
@@ -219,6 +215,9 @@ impl ShardStats {
             *a += b;
         }
         self.drops.add(&o.drops);
+        for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
+            *a += b;
+        }
         self.forwarding_latency.add(&o.forwarding_latency);
         self.jitter.add(&o.jitter);
         self.rtt.add(&o.rtt);
@@ -356,6 +355,12 @@ impl Collector for ShardCollector {
                 t.drops.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),
             family(
+                "prism_dropped_datagrams_total",
+                "UDP datagrams dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
+                COUNTER,
+                DatagramDrop::ALL.iter().map(|r| counter(t.datagram_drops[r.index()], &[("reason", r.as_str())])).collect(),
+            ),
+            family(
                 "prism_nacks_total",
                 "Sequence numbers NACKed by subscribers (in) and by Prism to publishers (out).",
                 COUNTER,
@@ -385,15 +390,6 @@ impl Collector for ShardCollector {
             family("prism_keyframe_cache_starts_total", "Subscribers started from a cached keyframe.", COUNTER, vec![counter(t.keyframe_cache_starts, &[])]),
             family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
             family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
-            family(
-                "prism_dropped_datagrams_total",
-                "UDP datagrams dropped before reaching a peer connection, by reason.",
-                COUNTER,
-                vec![
-                    counter(t.datagrams_unknown_source, &[("reason", "unknown_source")]),
-                    counter(t.datagrams_before_ice, &[("reason", "before_ice")]),
-                ],
-            ),
             family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),

@@ -74,6 +74,9 @@ pub struct Peer {
     pub participant: ParticipantId,
     pub leg: Leg,
     pub ufrag: String,
+    /// The server's ICE password for this peer, keyed for the shard's
+    /// MESSAGE-INTEGRITY checks (`super::stun`).
+    pub ice_pwd: super::stun::IcePassword,
     /// Remote addresses routed to this peer.
     pub addrs: Vec<SocketAddr>,
     pub created_at: Instant,
@@ -150,10 +153,16 @@ pub struct SetupHold {
 }
 
 impl SetupHold {
-    /// A datagram arrived before ICE connected.
-    pub fn on_datagram(&mut self, from: SocketAddr, data: BytesMut) -> SetupAction {
+    /// A datagram arrived before ICE connected; `kind` is what the shard's
+    /// demultiplexer (which authenticated it, if STUN) found it to be.
+    pub fn on_datagram(
+        &mut self,
+        from: SocketAddr,
+        kind: super::stun::Kind,
+        data: BytesMut,
+    ) -> SetupAction {
         use super::stun::Kind;
-        match super::stun::kind(&data) {
+        match kind {
             Kind::NotStun if self.early.len() < EARLY_DATAGRAMS => {
                 self.early.push((from, data));
                 SetupAction::Held
@@ -172,9 +181,7 @@ impl SetupHold {
                 }
                 SetupAction::Feed(feed)
             }
-            Kind::BindingRequest { nominates: false } | Kind::OtherStun => {
-                SetupAction::Feed(vec![(from, data)])
-            }
+            Kind::BindingRequest { nominates: false } => SetupAction::Feed(vec![(from, data)]),
         }
     }
 
@@ -229,6 +236,8 @@ impl Peer {
     ) -> Result<(Peer, Vec<String>), rtc::shared::error::Error> {
         let ufrag = Alphanumeric.sample_string(&mut rand::rng(), 16);
         let pwd = Alphanumeric.sample_string(&mut rand::rng(), 32);
+        let ice_pwd = super::stun::IcePassword::new(pwd.clone())
+            .map_err(|e| rtc::shared::error::Error::Other(format!("ICE password: {e}")))?;
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(true)
             .with_ice_credentials(ufrag.clone(), pwd)
@@ -283,6 +292,7 @@ impl Peer {
                 participant,
                 leg,
                 ufrag,
+                ice_pwd,
                 addrs: Vec::new(),
                 created_at: now,
                 last_rx_at: now,
@@ -360,7 +370,13 @@ impl Peer {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stun::Kind;
     use super::*;
+
+    const NOT_STUN: Kind = Kind::NotStun;
+    const CHECK: Kind = Kind::BindingRequest { nominates: false };
+    const NOMINATION: Kind = Kind::BindingRequest { nominates: true };
+    const SUCCESS: Kind = Kind::BindingSuccess;
 
     /// A STUN message of this type; `use_candidate` appends USE-CANDIDATE.
     fn stun(ty: u16, use_candidate: bool) -> BytesMut {
@@ -391,11 +407,17 @@ mod tests {
     fn dtls_before_ice_connected_is_replayed_in_order() {
         let mut hold = SetupHold::default();
         let a = addr(5000);
-        assert_eq!(hold.on_datagram(a, client_hello(1)), SetupAction::Held);
-        assert_eq!(hold.on_datagram(a, client_hello(2)), SetupAction::Held);
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(1)),
+            SetupAction::Held
+        );
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(2)),
+            SetupAction::Held
+        );
         // STUN still goes straight through.
         assert_eq!(
-            hold.on_datagram(a, stun(0x0001, false)),
+            hold.on_datagram(a, CHECK, stun(0x0001, false)),
             SetupAction::Feed(vec![(a, stun(0x0001, false))])
         );
         assert_eq!(
@@ -414,24 +436,24 @@ mod tests {
         let (a, b) = (addr(5000), addr(5001));
         let nomination = stun(0x0001, true);
         assert_eq!(
-            hold.on_datagram(a, nomination.clone()),
+            hold.on_datagram(a, NOMINATION, nomination.clone()),
             SetupAction::Feed(vec![(a, nomination.clone())])
         );
         // A success response from another address does not validate a's pair.
         let ok = stun(0x0101, false);
         assert_eq!(
-            hold.on_datagram(b, ok.clone()),
+            hold.on_datagram(b, SUCCESS, ok.clone()),
             SetupAction::Feed(vec![(b, ok.clone())])
         );
         // The response to the engine's check of a's pair: then the nomination.
         assert_eq!(
-            hold.on_datagram(a, ok.clone()),
+            hold.on_datagram(a, SUCCESS, ok.clone()),
             SetupAction::Feed(vec![(a, ok.clone()), (a, nomination)])
         );
         assert!(hold.on_ice_connected().is_empty());
         // After ICE connected the nomination is forgotten.
         assert_eq!(
-            hold.on_datagram(a, ok.clone()),
+            hold.on_datagram(a, SUCCESS, ok.clone()),
             SetupAction::Feed(vec![(a, ok)])
         );
     }
@@ -442,11 +464,14 @@ mod tests {
         let a = addr(5000);
         for i in 0..EARLY_DATAGRAMS {
             assert_eq!(
-                hold.on_datagram(a, client_hello(i as u8)),
+                hold.on_datagram(a, NOT_STUN, client_hello(i as u8)),
                 SetupAction::Held
             );
         }
-        assert_eq!(hold.on_datagram(a, client_hello(99)), SetupAction::Overflow);
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(99)),
+            SetupAction::Overflow
+        );
         assert_eq!(hold.on_ice_connected().len(), EARLY_DATAGRAMS);
     }
 }

@@ -35,7 +35,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::peer::{Peer, PeerSettings, SetupAction};
-use super::{stun, Directory, Outbound, SessionTx, ShardCommand};
+use super::stun::{self, DatagramDrop};
+use super::{Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::{Config, PublishBitrate};
 use crate::metrics::ShardStats;
 
@@ -268,33 +269,36 @@ impl Shard {
     }
 
     fn on_datagram(&mut self, now: Instant, from: SocketAddr, n: usize) {
-        // Binding requests are routed by the server ufrag they name, so the
-        // first check of a new peer (or from a new address) finds its peer.
-        let by_ufrag = stun::local_ufrag(&self.recv_buf[..n])
-            .and_then(|u| self.by_ufrag.get(u))
-            .copied();
-        let key = match by_ufrag {
-            Some(k) => {
-                if self.by_addr.get(&from) != Some(&k) {
-                    self.route_addr(from, k);
-                }
-                Some(k)
-            }
-            None => self.by_addr.get(&from).copied(),
+        let routed = match stun::classify(&self.recv_buf[..n]) {
+            // DTLS and SRTP authenticate themselves inside the engine; they
+            // only reach a peer from an address an authentic check proved.
+            stun::Class::Dtls | stun::Class::Rtp => self
+                .by_addr
+                .get(&from)
+                .map(|k| (*k, stun::Kind::NotStun))
+                .ok_or(DatagramDrop::UnknownAddress),
+            stun::Class::Empty => Err(DatagramDrop::Empty),
+            // Whatever the engine would parse as STUN must be an authentic
+            // binding request: the engine acts on a request's role
+            // attributes before it checks integrity (see `stun`).
+            stun::Class::Stun => self.authenticate_stun(from, n),
         };
-        let Some(key) = key else {
-            // Stray datagram: nobody we know (a scan, or a peer already closed).
-            self.stats.datagrams_unknown_source += 1;
-            return;
+        let (key, kind) = match routed {
+            Ok(r) => r,
+            Err(reason) => {
+                // Counted, never logged: a flood must not reach the log.
+                self.stats.datagram_drops[reason.index()] += 1;
+                return;
+            }
         };
         let Some(peer) = self.peers.get_mut(key) else {
-            self.stats.datagrams_unknown_source += 1;
+            self.stats.datagram_drops[DatagramDrop::UnknownAddress.index()] += 1;
             return;
         };
         peer.last_rx_at = now;
         let data = BytesMut::from(&self.recv_buf[..n]);
         if !peer.ice_connected {
-            self.on_setup_datagram(now, key, from, data);
+            self.on_setup_datagram(now, key, from, kind, data);
         } else {
             self.feed(now, key, from, data);
         }
@@ -303,18 +307,27 @@ impl Shard {
 
     /// A datagram for a peer whose ICE is not connected yet: see
     /// [`super::peer::SetupHold`] for what the engine would lose and why.
-    fn on_setup_datagram(&mut self, now: Instant, key: usize, from: SocketAddr, data: BytesMut) {
+    fn on_setup_datagram(
+        &mut self,
+        now: Instant,
+        key: usize,
+        from: SocketAddr,
+        kind: stun::Kind,
+        data: BytesMut,
+    ) {
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
-        match peer.setup.on_datagram(from, data) {
+        match peer.setup.on_datagram(from, kind, data) {
             SetupAction::Feed(datagrams) => {
                 for (from, data) in datagrams {
                     self.feed(now, key, from, data);
                 }
             }
             SetupAction::Held => {}
-            SetupAction::Overflow => self.stats.datagrams_before_ice += 1,
+            SetupAction::Overflow => {
+                self.stats.datagram_drops[DatagramDrop::BeforeIce.index()] += 1;
+            }
         }
     }
 
@@ -338,6 +351,56 @@ impl Shard {
             // Malformed or unexpected input for this peer: never fatal.
             tracing::trace!(shard = self.index, peer = key, "handle_read: {e}");
         }
+    }
+
+    /// The peer a STUN message in `recv_buf[..n]` is for. An authentic
+    /// binding request names it by ufrag, and its
+    /// source address is routed to that peer only once it proved to know
+    /// the peer's ICE password. Anything else is a drop reason: forged or
+    /// stray STUN never reaches an engine and never moves a route.
+    fn authenticate_stun(
+        &mut self,
+        from: SocketAddr,
+        n: usize,
+    ) -> Result<(usize, stun::Kind), DatagramDrop> {
+        let data = &self.recv_buf[..n];
+        let req = match stun::parse(data)? {
+            stun::Stun::Request(req) => req,
+            // The engine checks a response's integrity (with the client's
+            // password) before it acts on it; it may only come from an
+            // address an authentic request already proved.
+            stun::Stun::SuccessResponse => {
+                return self
+                    .by_addr
+                    .get(&from)
+                    .map(|k| (*k, stun::Kind::BindingSuccess))
+                    .ok_or(DatagramDrop::UnknownAddress)
+            }
+        };
+        let key = *self
+            .by_ufrag
+            .get(req.local_ufrag)
+            .ok_or(DatagramDrop::StunUnknownUfrag)?;
+        let peer = self
+            .peers
+            .get_mut(key)
+            .ok_or(DatagramDrop::StunUnknownUfrag)?;
+        req.verify(data, &mut peer.ice_pwd)?;
+        if req.controlled {
+            // Prism is ICE-lite, so always the controlled agent (RFC 8445
+            // §6.1.1); a client that claims that role too is told so with a
+            // 487 and keeps its checks coming as controlling (§7.2.5.1).
+            // The engine would instead switch itself to controlling.
+            if let Ok(resp) = stun::role_conflict_response(req.transaction_id, &peer.ice_pwd) {
+                let _ = self.socket.try_send_to(&resp, from);
+            }
+            return Err(DatagramDrop::StunRoleControlled);
+        }
+        let nominates = req.use_candidate;
+        if self.by_addr.get(&from) != Some(&key) {
+            self.route_addr(from, key);
+        }
+        Ok((key, stun::Kind::BindingRequest { nominates }))
     }
 
     fn route_addr(&mut self, addr: SocketAddr, key: usize) {

@@ -17,6 +17,9 @@ pub struct LossyRelay {
     pub addr: SocketAddr,
     pub dropped_down: Arc<AtomicU64>,
     pub dropped_up: Arc<AtomicU64>,
+    /// STUN error responses (e.g. 487 Role Conflict) the server sent to
+    /// the client, all passed on.
+    pub stun_errors_down: Arc<AtomicU64>,
     /// The relay's server-side sockets, one per client socket: what the
     /// server sees as that client's address (for injecting datagrams).
     uplinks: Arc<std::sync::Mutex<Vec<Arc<UdpSocket>>>>,
@@ -56,7 +59,9 @@ impl LossyRelay {
         let addr = front.local_addr().unwrap();
         let dropped_down = Arc::new(AtomicU64::new(0));
         let dropped_up = Arc::new(AtomicU64::new(0));
+        let stun_errors_down = Arc::new(AtomicU64::new(0));
         let (dd, du) = (dropped_down.clone(), dropped_up.clone());
+        let errors = stun_errors_down.clone();
         let uplinks_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = uplinks_seen.clone();
         let task = tokio::spawn(async move {
@@ -76,11 +81,15 @@ impl LossyRelay {
                         uplinks.insert(client, s.clone());
                         seen.lock().unwrap().push(s.clone());
                         let (front, s2, dd) = (front.clone(), s.clone(), dd.clone());
+                        let errors = errors.clone();
                         let mut rng2 = rng.rotate_left(17) | 1;
                         tasks.spawn(async move {
                             let mut b = vec![0u8; 2048];
                             let mut held: Option<Vec<u8>> = None;
                             while let Ok((n, _)) = s2.recv_from(&mut b).await {
+                                if b[..n].starts_with(&[0x01, 0x11]) {
+                                    errors.fetch_add(1, Ordering::Relaxed);
+                                }
                                 let media = is_media(&b[..n]);
                                 if media && chance(&mut rng2, down_loss) {
                                     dd.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +128,7 @@ impl LossyRelay {
             addr,
             dropped_down,
             dropped_up,
+            stun_errors_down,
             uplinks: uplinks_seen,
             task,
         }

@@ -313,7 +313,11 @@ impl Shard {
         let local = pc.local_description().map(|d| d.sdp).unwrap_or_default();
         let (local_ufrag, local_pwd) = sdp::ice_credentials(&local)
             .ok_or_else(|| HttpFailure::new(500, "ICE restart failed", "no local credentials"))?;
-        // Binding requests now name the new local ufrag.
+        // Binding requests now name the new local ufrag and are signed with
+        // the new password; the shard checks them with it from now on.
+        let ice_pwd = super::super::stun::IcePassword::new(local_pwd.clone())
+            .map_err(|e| HttpFailure::new(500, "ICE restart failed", format!("{e}")))?;
+        self.peers[key].ice_pwd = ice_pwd;
         let old_ufrag = std::mem::replace(&mut self.peers[key].ufrag, local_ufrag.clone());
         if old_ufrag != local_ufrag {
             self.by_ufrag.remove(&old_ufrag);
