@@ -11,6 +11,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub struct Signaling {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The close frame's status code, once the server closed the socket
+    /// (`Some(None)`: a close frame without a code).
+    close_code: Option<Option<u16>>,
 }
 
 impl Signaling {
@@ -23,7 +26,10 @@ impl Signaling {
         .await
         .map_err(|_| anyhow::anyhow!("connect {url}: no answer in 20 s"))?
         .with_context(|| format!("connect {url}"))?;
-        Ok(Signaling { ws })
+        Ok(Signaling {
+            ws,
+            close_code: None,
+        })
     }
 
     pub async fn send(&mut self, msg: ClientMessage) -> anyhow::Result<()> {
@@ -61,7 +67,10 @@ impl Signaling {
                         .with_context(|| format!("server sent an unparsable message: {t}"))?;
                     return Ok(Some(env));
                 }
-                Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Close(frame))) => {
+                    self.close_code = Some(frame.map(|f| u16::from(f.code)));
+                    return Ok(None);
+                }
                 Some(Ok(_)) => continue,
             }
         }
@@ -89,6 +98,12 @@ impl Signaling {
                 return Ok(m);
             }
         }
+    }
+
+    /// How the server closed the socket: `None` while open (or closed
+    /// without a close frame), `Some(code)` after a close frame.
+    pub fn close_code(&self) -> Option<Option<u16>> {
+        self.close_code
     }
 
     pub async fn close(mut self) {

@@ -108,7 +108,13 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
                     if send(&mut ws, &env).await.is_err() { break; }
                 }
                 Some(Outbound::Close) | None => {
-                    let _ = ws.send(Message::Close(None)).await;
+                    // 1000 (normal closure): the server ended the session on
+                    // purpose, after `left` said why.
+                    let frame = axum::extract::ws::CloseFrame {
+                        code: axum::extract::ws::close_code::NORMAL,
+                        reason: "".into(),
+                    };
+                    let _ = ws.send(Message::Close(Some(frame))).await;
                     break;
                 }
             },

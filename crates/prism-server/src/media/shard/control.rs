@@ -311,6 +311,11 @@ impl Shard {
         if let Some(s) = &session {
             let _ = s.try_send(Outbound::Msg(ServerEnvelope::reply(join_id, joined)));
         }
+        // The others hear of the join (and of a replaced predecessor's
+        // departure) before the newcomer is a member: `joined` told it
+        // everything, and its predecessor is nothing to it.
+        self.process_room_events(now, rk);
+        let r = &mut self.rooms[rk];
         r.members.insert(
             pid,
             Member {
@@ -326,7 +331,9 @@ impl Shard {
         );
         self.stats.participants_joined += 1;
         tracing::info!(room, participant = %pid, identity, kind = ?kind, "joined");
-        self.process_room_events(now, rk);
+        // Its subscribe-leg offer, if the room has tracks for it (the
+        // SubscriptionsChanged event above found no member yet).
+        self.reconcile(now, rk, pid);
         (rk, pid)
     }
 
