@@ -5,9 +5,13 @@
 //! - [`signaling`]: a WebSocket frame through the signaling parser.
 //! - [`sdp_offer`]: an SDP offer the way the shard handles a publish offer
 //!   (parse, our m-section scan, a fresh engine peer connection, answer).
-//! - [`packet_path`]: a byte program driving a prism-core room: RTP in
-//!   (forward, rewrite, store), RTCP in (NACK, PLI, FIR, REMB, TWCC, SR),
-//!   time passing, mute/subscribe/attach churn and keyframe cache starts.
+//! - [`packet_path`]: a byte program driving a prism-core room and the
+//!   shard's own per-packet code: RTP in (forward, [`shard::rewrite`],
+//!   [`egress::prepare`] with mid/abs-send-time stamping and RTX, store),
+//!   subscriber RTCP in through [`feedback::read_subscriber_rtcp`] (NACK →
+//!   retransmission, PLI, FIR, REMB; TWCC, SR), time passing,
+//!   mute/subscribe/attach churn and keyframe cache starts. Every packet the
+//!   shard would hand the engine is checked on the wire.
 
 use std::time::{Duration, Instant};
 
@@ -18,15 +22,12 @@ use prism_core::{
 };
 use prism_signal::Leg;
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_cc::TransportLayerCc;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::shared::marshal::Unmarshal;
 
-use crate::media::peer::{Peer, PeerSettings};
+use crate::media::peer::{Peer, PeerSettings, RtxInfo, SenderSlot};
+use crate::media::shard::{egress, feedback};
 use crate::media::{sdp, shard, stun};
 
 /// A signaling frame: parse it; whatever parses must serialize and parse
@@ -93,8 +94,19 @@ struct Bench {
     publisher: prism_core::ParticipantId,
     subs: [prism_core::ParticipantId; 2],
     tracks: [TrackId; 2],
-    sent: u64,
-    resent: u64,
+    /// Each subscriber's senders, one per track (the shard's per-leg table).
+    senders: [Vec<Option<SenderSlot>>; 2],
+    reached: Reached,
+}
+
+/// How far a program got: packets forwarded, retransmitted, and of those
+/// sent as RTX (so the seeds can be checked to reach the paths they were
+/// written for).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reached {
+    pub sent: u64,
+    pub resent: u64,
+    pub rtx: u64,
 }
 
 fn spec(kind: MediaKind) -> TrackSpec {
@@ -125,6 +137,7 @@ fn params(ssrc: u32) -> SinkParams {
         [
             ("urn:ietf:params:rtp-hdrext:ssrc-audio-level", 10u16),
             ("urn:ietf:params:rtp-hdrext:sdes:mid", 9),
+            (prism_core::extmap::ABS_SEND_TIME_URI, 12),
         ],
     );
     SinkParams {
@@ -143,6 +156,31 @@ fn sink(i: usize, track: usize) -> SinkId {
     SinkId(((i as u64) << 32) | track as u64)
 }
 
+fn unsink(s: SinkId) -> (usize, usize) {
+    ((s.0 >> 32) as usize, (s.0 & 0xFFFF_FFFF) as usize)
+}
+
+/// Subscriber `i`'s sender for track `ti` (video with RTX), as the shard
+/// keeps it after negotiation.
+fn sender_slot(i: usize, ti: usize, track: TrackId) -> SenderSlot {
+    let ssrc = 0x1000 + (i * 2 + ti) as u32;
+    let p = params(ssrc);
+    SenderSlot {
+        track,
+        sender: rtc::rtp_transceiver::RTCRtpSenderId::from(ti),
+        ssrc,
+        codec: Default::default(),
+        mid: Some(Bytes::from(ti.to_string())),
+        mid_ext_id: p.extensions.mid_id,
+        params: Some(p),
+        rtx: (ti == 1).then(|| RtxInfo {
+            ssrc: 0x2000 + i as u32,
+            payload_types: vec![(100, 101)],
+        }),
+        rtx_seq: 0,
+    }
+}
+
 impl Bench {
     fn new() -> Bench {
         let now = Instant::now();
@@ -154,14 +192,15 @@ impl Bench {
         let v = room
             .publish(publisher, spec(MediaKind::Video))
             .expect("publisher is in the room");
+        let senders = [0, 1].map(|i| vec![Some(sender_slot(i, 0, a)), Some(sender_slot(i, 1, v))]);
         let mut b = Bench {
             room,
             now,
             publisher,
             subs: [prism_core::ParticipantId(0); 2],
             tracks: [a, v],
-            sent: 0,
-            resent: 0,
+            senders,
+            reached: Reached::default(),
         };
         for i in 0..2 {
             let (s, _) = b.room.join(now, &format!("sub{i}"), "Sub");
@@ -195,16 +234,18 @@ impl Bench {
         let meta = PacketMeta::of(&packet);
         let t = self.tracks[track];
         let mut sent = 0;
+        let senders = &mut self.senders;
+        let now = self.now;
         self.room
-            .forward(self.now, t, &meta, &packet.payload, |_, p, d| {
+            .forward(self.now, t, &meta, &packet.payload, |sink, p, d| {
                 if let Forward::Send(sp) = d {
                     if let Ok(out) = shard::rewrite(&packet, sp, &p.extensions) {
-                        check_wire(&out, &sp, &packet.payload);
+                        send(senders, now, sink, out, &sp, &packet.payload, None);
                         sent += 1;
                     }
                 }
             });
-        self.sent += sent;
+        self.reached.sent += sent;
         self.room.store(self.now, t, packet);
     }
 
@@ -217,36 +258,35 @@ impl Bench {
         for p in &packets {
             // Whatever decodes must encode again.
             let _ = p.marshal();
-            let any = p.as_any();
-            let track = |ssrc: u32| self.tracks[(ssrc & 1) as usize];
-            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                self.room.request_keyframe(self.now, track(pli.media_ssrc));
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                for e in &fir.fir {
-                    self.room.request_keyframe(self.now, track(e.ssrc));
+        }
+        // The shard's reading of the batch, then what it does with it.
+        let f = feedback::read_subscriber_rtcp(&self.senders[sub], &packets);
+        assert!(
+            f.keyframes.windows(2).all(|w| w[0] < w[1]),
+            "sorted, once each"
+        );
+        for t in f.keyframes {
+            self.room.request_keyframe(self.now, t);
+        }
+        for (track, seqs) in f.nacks {
+            let (mut resent, mut rtx) = (0u64, 0u64);
+            let senders = &mut self.senders;
+            let now = self.now;
+            self.room.nack(now, track, who, seqs, |sink, p, sp, pkt| {
+                if let Ok(out) = shard::rewrite(pkt, sp, &p.extensions) {
+                    send(senders, now, sink, out, &sp, &pkt.payload, Some(&mut rtx));
+                    resent += 1;
                 }
-            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                let _ = remb.bitrate as u64;
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                let seqs: Vec<u16> = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
-                let mut resent = 0u64;
-                self.room.nack(
-                    self.now,
-                    track(nack.media_ssrc),
-                    who,
-                    seqs,
-                    |_, p, sp, pkt| {
-                        if let Ok(out) = shard::rewrite(pkt, sp, &p.extensions) {
-                            check_wire(&out, &sp, &pkt.payload);
-                            resent += 1;
-                        }
-                    },
-                );
-                self.resent += resent;
-            } else if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
+            });
+            self.reached.resent += resent;
+            self.reached.rtx += rtx;
+        }
+        for p in &packets {
+            let any = p.as_any();
+            if let Some(cc) = any.downcast_ref::<TransportLayerCc>() {
                 let _ = cc.packet_chunks.len() + cc.recv_deltas.len();
             } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                let t = track(sr.ssrc);
+                let t = self.tracks[(sr.ssrc & 1) as usize];
                 self.room
                     .on_sender_report(self.now, t, sr.ssrc, sr.ntp_time, sr.rtp_time);
                 self.room.sender_reports(self.now, t, |_, _| {});
@@ -271,8 +311,12 @@ impl Bench {
             }
             3 => self.room.detach(t, s),
             4 => {
-                let _ = self.room.start_from_cache(self.now, t, s, |_, p, sp, pkt| {
-                    let _ = shard::rewrite(pkt, sp, &p.extensions);
+                let senders = &mut self.senders;
+                let now = self.now;
+                let _ = self.room.start_from_cache(now, t, s, |sink, p, sp, pkt| {
+                    if let Ok(out) = shard::rewrite(pkt, sp, &p.extensions) {
+                        send(senders, now, sink, out, &sp, &pkt.payload, None);
+                    }
                 });
             }
             _ => {
@@ -286,15 +330,49 @@ impl Bench {
     }
 }
 
+/// The shard's last step for one subscriber ([`egress::prepare`]), then the
+/// wire check of what it would hand the engine.
+fn send(
+    senders: &mut [Vec<Option<SenderSlot>>; 2],
+    now: Instant,
+    sink: SinkId,
+    pkt: rtc::rtp::Packet,
+    sp: &prism_core::SendParams,
+    payload: &Bytes,
+    // Some: a retransmission, counting those sent as RTX.
+    retransmission: Option<&mut u64>,
+) {
+    let (i, ti) = unsink(sink);
+    let Some(Some(slot)) = senders.get_mut(i).and_then(|v| v.get_mut(ti)) else {
+        return;
+    };
+    let mut t = egress::SendTime::new(now.elapsed());
+    match egress::prepare(pkt, slot, retransmission.is_some(), &mut t) {
+        Ok(egress::Outgoing::Media(p)) => check_wire(&p, sp, payload),
+        Ok(egress::Outgoing::Rtx(p)) => {
+            let Some(n) = retransmission else {
+                panic!("only a retransmission goes as RTX");
+            };
+            *n += 1;
+            let wire = check_marshal(&p);
+            let back = rtc::rtp::Packet::unmarshal(&mut wire.clone()).expect("RTX parses");
+            assert_eq!(
+                &back.payload[..2],
+                &sp.seq.to_be_bytes(),
+                "RTX carries the OSN"
+            );
+            assert_eq!(&back.payload[2..], &payload[..]);
+        }
+        Err(_) => {}
+    }
+}
+
 /// What the shard hands the engine must be what goes on the wire: the
 /// packet marshals to exactly its declared size (the extension padding
 /// bookkeeping is right: a mismatch makes SRTP drop the packet) and parses
 /// back to the rewritten fields and the publisher's payload.
 fn check_wire(out: &rtc::rtp::Packet, sp: &prism_core::SendParams, payload: &Bytes) {
-    use rtc::shared::marshal::{Marshal, MarshalSize};
-    let size = out.marshal_size();
-    let wire = out.marshal().expect("a rewritten packet marshals");
-    assert_eq!(wire.len(), size, "marshal_size agrees with the bytes");
+    let wire = check_marshal(out);
     let back = rtc::rtp::Packet::unmarshal(&mut wire.clone()).expect("and parses back");
     let h = &back.header;
     assert_eq!(
@@ -304,6 +382,15 @@ fn check_wire(out: &rtc::rtp::Packet, sp: &prism_core::SendParams, payload: &Byt
     assert_eq!(&back.payload, payload);
 }
 
+/// Marshals a packet, checking it fills exactly its declared size.
+fn check_marshal(p: &rtc::rtp::Packet) -> Bytes {
+    use rtc::shared::marshal::{Marshal, MarshalSize};
+    let size = p.marshal_size();
+    let wire = p.marshal().expect("a packet for the engine marshals");
+    assert_eq!(wire.len(), size, "marshal_size agrees with the bytes");
+    wire.freeze()
+}
+
 /// Runs a byte program against a room. Each step is `op len payload…`:
 /// op 0–1 RTP on the audio/video track, 2–3 RTCP from subscriber 0/1,
 /// 4 time passes `len` ms, 5 a control action (`len` picks which).
@@ -311,9 +398,8 @@ pub fn packet_path(data: &[u8]) {
     run_program(data);
 }
 
-/// [`packet_path`], returning (packets forwarded, packets retransmitted)
-/// so the seeds can be checked to reach the paths they were written for.
-pub fn run_program(data: &[u8]) -> (u64, u64) {
+/// [`packet_path`], returning how far it got.
+pub fn run_program(data: &[u8]) -> Reached {
     let mut b = Bench::new();
     let mut rest = data;
     let mut steps = 0;
@@ -340,5 +426,5 @@ pub fn run_program(data: &[u8]) -> (u64, u64) {
         }
         rest = &rest[body.len()..];
     }
-    (b.sent, b.resent)
+    b.reached
 }

@@ -58,13 +58,11 @@ fn packet_path_corpus() {
             .join(name);
         prism_server::fuzz::run_program(&std::fs::read(path).unwrap())
     };
-    let (sent, resent) = seed("video-nack.bin");
-    assert!(
-        sent > 60 && resent > 0,
-        "video-nack: {sent} sent, {resent} resent"
-    );
-    let (sent, _) = seed("control-churn.bin");
-    assert!(sent > 0, "control-churn forwards nothing");
+    let r = seed("video-nack.bin");
+    assert!(r.sent > 60 && r.resent > 0, "video-nack: {r:?}");
+    assert!(r.rtx > 0, "video-nack reaches RTX encapsulation: {r:?}");
+    let r = seed("control-churn.bin");
+    assert!(r.sent > 0, "control-churn forwards nothing: {r:?}");
 }
 
 /// Writes the SDP seeds from real engine offers (run once with

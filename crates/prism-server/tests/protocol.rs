@@ -263,6 +263,16 @@ async fn replies_closes_and_replacement_as_documented() {
     let m = next(&mut a, 2000).await.expect("track_muted");
     assert!(m.id.is_none(), "{m:?}");
     assert!(matches!(m.msg, ServerMessage::TrackMuted(ref t) if t.track_id == track));
+    // "Muting a muted track changes nothing and sends nothing."
+    a.send_with_id(
+        Some(MsgId::Num(55)),
+        ClientMessage::Mute(TrackRef {
+            track_id: track.clone(),
+        }),
+    )
+    .await
+    .unwrap();
+    assert!(next(&mut a, 500).await.is_none(), "a second mute is silent");
     a.send_with_id(
         Some(MsgId::Num(6)),
         ClientMessage::Unmute(TrackRef {

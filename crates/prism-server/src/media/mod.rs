@@ -148,7 +148,7 @@ impl From<SignalError> for HttpFailure {
         use prism_signal::ErrorCode as C;
         let (status, title) = match e.code {
             C::InvalidSdp => (400, "Invalid SDP"),
-            C::LimitExceeded => (400, "Too many tracks"),
+            C::LimitExceeded => (400, "Limit exceeded"),
             C::InvalidCandidate => (400, "Invalid candidate"),
             C::UnknownTrack => (404, "Not found"),
             C::Unauthorized => (401, "Unauthorized"),
@@ -365,6 +365,19 @@ pub fn start_shards(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_limit_error_names_no_particular_limit_in_its_title() {
+        // Before: every LimitExceeded became "Too many tracks", also for a
+        // full room or too many rooms; the detail says which limit.
+        let e = SignalError::new(
+            prism_signal::ErrorCode::LimitExceeded,
+            "room r is full (at most 2 participants)",
+        );
+        let f = HttpFailure::from(e);
+        assert_eq!((f.status, f.title), (400, "Limit exceeded"));
+        assert!(f.detail.contains("full"));
+    }
 
     fn handle(index: usize) -> ShardHandle {
         let (tx, _rx) = mpsc::channel(1);

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use prism_core::{
     DropCounts, DropReason, Forward, LeaveCause, MediaKind, PacketMeta, ParticipantId, Room,
     SinkId, TrackId,
@@ -22,11 +22,9 @@ use prism_signal::{ErrorCode, Leg, SignalError};
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
@@ -41,6 +39,8 @@ use crate::config::{Config, PublishBitrate};
 use crate::metrics::ShardStats;
 
 mod control;
+pub mod egress;
+pub mod feedback;
 mod http;
 mod stats;
 
@@ -786,11 +786,9 @@ impl Shard {
         self.flush_keyframe_requests(now, room_key);
     }
 
-    /// Writes every queued (sink, packet) to its subscriber's sender, with the
-    /// leg's MID stamped (Chrome demultiplexes by it). A retransmission goes
-    /// as RTX (RFC 4588: the original sequence number, then the payload, on
-    /// the RTX SSRC and payload type) where the subscriber negotiated RTX,
-    /// else as the original packet again.
+    /// Writes every queued (sink, packet) to its subscriber's sender, made
+    /// ready by [`egress::prepare`] (mid and abs-send-time stamped; a
+    /// retransmission as RTX where negotiated).
     fn flush_sends(&mut self, now: Instant, retransmission: bool) {
         let mut sends = std::mem::take(&mut self.sends);
         if !retransmission && !sends.is_empty() {
@@ -801,10 +799,9 @@ impl Shard {
                 .forwarding_latency
                 .observe_n(latency.as_secs_f64(), sends.len() as u64);
         }
-        // The batch leaves now: one abs-send-time value for all of it, made
-        // at the first subscriber that negotiated the extension.
-        let mut send_time: Option<Bytes> = None;
-        for (sink, mut pkt) in sends.drain(..) {
+        // The batch leaves now: one abs-send-time value for all of it.
+        let mut send_time = egress::SendTime::new(now.saturating_duration_since(self.epoch));
+        for (sink, pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
             let Some(sub) = self.peers.get_mut(peer_key) else {
                 self.drops.inc(DropReason::SenderGone);
@@ -814,46 +811,18 @@ impl Shard {
                 self.drops.inc(DropReason::SenderGone);
                 continue;
             };
-            // Without its mid the packet lands on no m-section (or the
-            // wrong one): drop and count rather than send it astray.
-            if let (Some(id), Some(mid)) = (s.mid_ext_id, &s.mid) {
-                if pkt.header.set_extension(id, mid.clone()).is_err() {
-                    self.drops.inc(DropReason::ExtensionRewrite);
+            let out = match egress::prepare(pkt, s, retransmission, &mut send_time) {
+                Ok(out) => out,
+                Err(reason) => {
+                    self.drops.inc(reason);
                     continue;
                 }
-            }
-            if let Some(id) = s
-                .params
-                .as_ref()
-                .and_then(|p| p.extensions.abs_send_time_id)
-            {
-                let value = send_time.get_or_insert_with(|| {
-                    let since = now.saturating_duration_since(self.epoch);
-                    Bytes::copy_from_slice(&prism_core::extmap::abs_send_time(since))
-                });
-                // Only the receiver's bandwidth estimate misses a sample.
-                let _ = pkt.header.set_extension(id, value.clone());
-            }
-            self.stats.rtp_out_packets += 1;
-            self.stats.rtp_out_bytes += pkt.payload.len() as u64;
-            let rtx_pt = s.rtx.as_ref().filter(|_| retransmission).and_then(|r| {
-                r.payload_types
-                    .iter()
-                    .find(|(apt, _)| *apt == pkt.header.payload_type)
-                    .map(|(_, pt)| (r.ssrc, *pt))
-            });
-            let result = match rtx_pt {
-                Some((rtx_ssrc, pt)) => {
-                    s.rtx_seq = s.rtx_seq.wrapping_add(1);
-                    let osn = pkt.header.sequence_number;
-                    let mut payload = Vec::with_capacity(pkt.payload.len() + 2);
-                    payload.extend_from_slice(&osn.to_be_bytes());
-                    payload.extend_from_slice(&pkt.payload);
-                    pkt.header.ssrc = rtx_ssrc;
-                    pkt.header.payload_type = pt;
-                    pkt.header.sequence_number = s.rtx_seq;
-                    pkt.payload = bytes::Bytes::from(payload);
+            };
+            let result = match out {
+                egress::Outgoing::Rtx(pkt) => {
                     self.stats.retransmits_rtx += 1;
+                    self.stats.rtp_out_packets += 1;
+                    self.stats.rtp_out_bytes += pkt.payload.len() as u64;
                     // write_rtp takes only the sender's primary SSRC; the
                     // connection's own write path routes by SSRC and knows
                     // the RTX stream from negotiation.
@@ -862,8 +831,12 @@ impl Shard {
                         message: RTCMessage::RtpPacket(String::new(), pkt),
                     })
                 }
-                None => match sub.pc.rtp_sender(s.sender) {
-                    Some(mut sender) => sender.write_rtp(now, pkt),
+                egress::Outgoing::Media(pkt) => match sub.pc.rtp_sender(s.sender) {
+                    Some(mut sender) => {
+                        self.stats.rtp_out_packets += 1;
+                        self.stats.rtp_out_bytes += pkt.payload.len() as u64;
+                        sender.write_rtp(now, pkt)
+                    }
                     None => {
                         self.drops.inc(DropReason::SenderGone);
                         continue;
@@ -889,14 +862,7 @@ impl Shard {
             // The publisher's sender reports: keep each stream's NTP ↔ RTP
             // mapping to derive the subscribers' reports.
             let room = peer.room;
-            let reports: Vec<(TrackId, u32, u64, u32)> = packets
-                .iter()
-                .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
-                .filter_map(|sr| {
-                    peer.track_for_ssrc(sr.ssrc)
-                        .map(|t| (t.track, sr.ssrc, sr.ntp_time, sr.rtp_time))
-                })
-                .collect();
+            let reports = feedback::read_publisher_reports(&peer.pub_tracks, packets);
             if let Some(r) = self.rooms.get_mut(room) {
                 for (track, ssrc, ntp, rtp) in reports {
                     r.core.on_sender_report(now, track, ssrc, ntp, rtp);
@@ -905,43 +871,16 @@ impl Shard {
             return;
         }
         let (room, pid) = (peer.room, peer.participant);
-        // Inspect every packet: the engine labels the batch by its first one only.
-        let mut wanted: Vec<TrackId> = Vec::new();
-        let mut nacks: Vec<(TrackId, Vec<u16>)> = Vec::new();
-        let mut remb_in = None;
-        for p in packets {
-            let any = p.as_any();
-            let track_of = |ssrc: u32| {
-                peer.senders
-                    .iter()
-                    .flatten()
-                    .find(|s| s.ssrc == ssrc)
-                    .map(|s| s.track)
-            };
-            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                self.stats.plis_in += 1;
-                wanted.extend(track_of(pli.media_ssrc));
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                self.stats.firs_in += 1;
-                wanted.extend(fir.fir.iter().filter_map(|e| track_of(e.ssrc)));
-            } else if let Some(remb) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
-                remb_in = Some(remb.bitrate as u64);
-            } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                if let Some(t) = track_of(nack.media_ssrc) {
-                    let seqs = nack.nacks.iter().flat_map(|n| n.packet_list()).collect();
-                    nacks.push((t, seqs));
-                }
-            }
-        }
-        if let (Some(bps), Some(p)) = (remb_in, self.peers.get_mut(key)) {
+        let f = feedback::read_subscriber_rtcp(&peer.senders, packets);
+        self.stats.plis_in += f.plis;
+        self.stats.firs_in += f.firs;
+        if let (Some(bps), Some(p)) = (f.remb, self.peers.get_mut(key)) {
             p.remb_in = Some(bps);
         }
-        wanted.sort_unstable();
-        wanted.dedup();
-        for t in wanted {
+        for t in f.keyframes {
             self.request_keyframe(now, room, t);
         }
-        for (track, seqs) in nacks {
+        for (track, seqs) in f.nacks {
             let Some(r) = self.rooms.get_mut(room) else {
                 return;
             };
