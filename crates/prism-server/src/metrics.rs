@@ -131,6 +131,9 @@ pub struct ShardStats {
     pub rembs_sent: u64,
     pub ice_failures: u64,
     pub dtls_failures: u64,
+    /// Pairs the server nominated on a client's first DTLS handshake record
+    /// (connection setup without the client's nomination wait).
+    pub forced_nominations: u64,
     pub participants_joined: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
@@ -167,6 +170,7 @@ impl Default for ShardStats {
             rembs_sent: 0,
             ice_failures: 0,
             dtls_failures: 0,
+            forced_nominations: 0,
             participants_joined: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
@@ -203,6 +207,7 @@ impl ShardStats {
             rembs_sent,
             ice_failures,
             dtls_failures,
+            forced_nominations,
             participants_joined
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
@@ -391,6 +396,7 @@ impl Collector for ShardCollector {
             family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
             family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
             family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),
+            family("prism_ice_forced_nominations_total", "ICE pairs Prism nominated on a client's first DTLS handshake record, before the client's own nomination arrived.", COUNTER, vec![counter(t.forced_nominations, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),

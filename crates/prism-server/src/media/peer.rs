@@ -129,6 +129,11 @@ pub enum SetupAction {
     Held,
     /// Dropped: the hold is full (count it).
     Overflow,
+    /// Held, and the client's DTLS shows it uses the pair its last check
+    /// came on: nominate it on the client's behalf. The shard signs a copy
+    /// of this check with USE-CANDIDATE ([`super::stun::nominating_copy`]),
+    /// gives it back through [`SetupHold::nominated`] and feeds it.
+    HeldNominate(SocketAddr, BytesMut),
 }
 
 /// Connection setup without the engine's retransmission waits. The engine
@@ -142,15 +147,26 @@ pub enum SetupAction {
 ///   succeeded: neither answered nor remembered. aioice nominates right after
 ///   its first check and retransmits after its STUN RTO, 500 ms.
 ///
+/// - A browser that sent its ClientHello waits for its next check (about
+///   50 ms for Chromium) to nominate; the engine selects a pair only on a
+///   nomination, so the handshake waits too.
+///
 /// So DTLS/SRTP is held (in order, at most [`EARLY_DATAGRAMS`]) until ICE
-/// connects, and the latest nomination is handed again right after the
-/// success response that makes its pair valid. Sans-I/O: the shard feeds what
-/// this returns.
+/// connects; the latest nomination is handed again right after the success
+/// response that makes its pair valid; and the first DTLS handshake record
+/// from the address of the client's last authentic check nominates that
+/// pair at once (as mediasoup forces the selected tuple on data from a
+/// valid one). Sans-I/O: the shard feeds what this returns.
 #[derive(Debug, Default)]
 pub struct SetupHold {
     early: Vec<(SocketAddr, BytesMut)>,
     nomination: Option<(SocketAddr, BytesMut)>,
+    /// The client's last authentic check (without USE-CANDIDATE).
+    last_check: Option<(SocketAddr, BytesMut)>,
 }
+
+/// The DTLS record content type of a handshake (ClientHello, …).
+const DTLS_HANDSHAKE: u8 = 22;
 
 impl SetupHold {
     /// A datagram arrived before ICE connected; `kind` is what the shard's
@@ -164,8 +180,16 @@ impl SetupHold {
         use super::stun::Kind;
         match kind {
             Kind::NotStun if self.early.len() < EARLY_DATAGRAMS => {
+                let handshake = data.first() == Some(&DTLS_HANDSHAKE);
                 self.early.push((from, data));
-                SetupAction::Held
+                match self.last_check.as_ref() {
+                    Some((addr, check))
+                        if handshake && *addr == from && self.nomination.is_none() =>
+                    {
+                        SetupAction::HeldNominate(*addr, check.clone())
+                    }
+                    _ => SetupAction::Held,
+                }
             }
             Kind::NotStun => SetupAction::Overflow,
             Kind::BindingRequest { nominates: true } => {
@@ -181,13 +205,23 @@ impl SetupHold {
                 }
                 SetupAction::Feed(feed)
             }
-            Kind::BindingRequest { nominates: false } => SetupAction::Feed(vec![(from, data)]),
+            Kind::BindingRequest { nominates: false } => {
+                self.last_check = Some((from, data.clone()));
+                SetupAction::Feed(vec![(from, data)])
+            }
         }
+    }
+
+    /// The nomination the shard made for [`SetupAction::HeldNominate`]: it
+    /// is handed again after a success response like the client's own.
+    pub fn nominated(&mut self, from: SocketAddr, request: BytesMut) {
+        self.nomination = Some((from, request));
     }
 
     /// ICE connected: what was held, in arrival order, for the engine now.
     pub fn on_ice_connected(&mut self) -> Vec<(SocketAddr, BytesMut)> {
         self.nomination = None;
+        self.last_check = None;
         std::mem::take(&mut self.early)
     }
 }
@@ -456,6 +490,48 @@ mod tests {
             hold.on_datagram(a, SUCCESS, ok.clone()),
             SetupAction::Feed(vec![(a, ok)])
         );
+    }
+
+    /// Chromium sends its ClientHello after its first check succeeded and
+    /// nominates only with its next check, ~50 ms later: the first DTLS
+    /// handshake record from the address of the last authentic check asks
+    /// the shard to nominate that pair at once, once.
+    #[test]
+    fn dtls_on_a_checked_pair_asks_for_a_nomination_once() {
+        let mut hold = SetupHold::default();
+        let (a, b) = (addr(5000), addr(5001));
+        // DTLS before any check: only held.
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(0)),
+            SetupAction::Held
+        );
+        let check = stun(0x0001, false);
+        hold.on_datagram(a, CHECK, check.clone());
+        // DTLS from another address than the check's: only held.
+        assert_eq!(
+            hold.on_datagram(b, NOT_STUN, client_hello(1)),
+            SetupAction::Held
+        );
+        // SRTP (not a handshake record) does not nominate.
+        let srtp = BytesMut::from(&[0x80u8, 96, 0, 1][..]);
+        assert_eq!(hold.on_datagram(a, NOT_STUN, srtp), SetupAction::Held);
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(2)),
+            SetupAction::HeldNominate(a, check.clone())
+        );
+        let ours = stun(0x0001, true);
+        hold.nominated(a, ours.clone());
+        // Once: the next flight only waits.
+        assert_eq!(
+            hold.on_datagram(a, NOT_STUN, client_hello(3)),
+            SetupAction::Held
+        );
+        // The nomination is handed again after the pair's success response.
+        assert_eq!(
+            hold.on_datagram(a, SUCCESS, stun(0x0101, false)),
+            SetupAction::Feed(vec![(a, stun(0x0101, false)), (a, ours)])
+        );
+        assert_eq!(hold.on_ice_connected().len(), 5);
     }
 
     #[test]

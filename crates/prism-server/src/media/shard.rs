@@ -325,6 +325,18 @@ impl Shard {
                 }
             }
             SetupAction::Held => {}
+            SetupAction::HeldNominate(addr, check) => {
+                match stun::nominating_copy(&check, &peer.ice_pwd) {
+                    Ok(req) => {
+                        let req = BytesMut::from(&req[..]);
+                        peer.setup.nominated(addr, req.clone());
+                        self.stats.forced_nominations += 1;
+                        self.feed(now, key, addr, req);
+                    }
+                    // The check was authentic when it came: cannot happen.
+                    Err(e) => tracing::debug!(peer = key, "nominating copy: {e}"),
+                }
+            }
             SetupAction::Overflow => {
                 self.stats.datagram_drops[DatagramDrop::BeforeIce.index()] += 1;
             }

@@ -374,6 +374,38 @@ impl IcePassword {
     }
 }
 
+/// The client's authentic binding request `check`, again, with USE-CANDIDATE
+/// added: a new transaction, the same USERNAME, PRIORITY and role attributes,
+/// signed with the peer's (server's) password, FINGERPRINT last. What a
+/// client that sends DTLS on a pair it has not nominated yet has shown
+/// anyway: it uses that pair (mediasoup's "force selected tuple").
+pub fn nominating_copy(
+    check: &[u8],
+    key: &IcePassword,
+) -> Result<Vec<u8>, rtc::shared::error::Error> {
+    use rtc::stun::attributes::{
+        ATTR_FINGERPRINT as FP, ATTR_MESSAGE_INTEGRITY as MI, ATTR_USE_CANDIDATE as UC,
+    };
+    use rtc::stun::fingerprint::FINGERPRINT;
+    use rtc::stun::integrity::MessageIntegrity;
+    use rtc::stun::message::{Message, Setter, BINDING_REQUEST};
+    let mut original = Message::new();
+    original.unmarshal_binary(check)?;
+    let mut m = Message::new();
+    m.build(&[Box::new(BINDING_REQUEST) as Box<dyn Setter>])?;
+    m.new_transaction_id()?;
+    for a in &original.attributes.0 {
+        if ![MI, FP, UC].contains(&a.typ) {
+            m.add(a.typ, &a.value);
+        }
+    }
+    m.add(UC, &[]);
+    MessageIntegrity::new_short_term_integrity_with_provider(key.pwd.clone(), provider().crypto())
+        .add_to(&mut m)?;
+    FINGERPRINT.add_to(&mut m)?;
+    Ok(m.raw)
+}
+
 /// A 487 (Role Conflict) error response to an authentic request, signed with
 /// the peer's password (RFC 8445 §7.3.1.1: the agent keeps its role and the
 /// requester, on 487, switches to controlling and retries, §7.2.5.1).
@@ -553,6 +585,31 @@ mod tests {
         assert_eq!(m.transaction_id.0, [9; 12]);
         MessageIntegrity::check(&mut m, PWD.as_bytes(), provider().crypto()).unwrap();
         FINGERPRINT.check(&m).unwrap();
+    }
+
+    #[test]
+    fn a_nominating_copy_is_an_authentic_nomination_of_the_same_pair() {
+        let check = request("srvUfrag:cli", false, Some(PWD));
+        let orig = parse_binding_request(&check).unwrap();
+        assert!(!orig.use_candidate);
+        let copy = nominating_copy(&check, &key()).unwrap();
+        let r = parse_binding_request(&copy).expect("framing and FINGERPRINT right");
+        assert!(r.use_candidate, "USE-CANDIDATE added");
+        assert_eq!(r.local_ufrag, "srvUfrag");
+        assert!(!r.controlled);
+        assert_ne!(r.transaction_id, orig.transaction_id, "a new transaction");
+        r.verify(&copy, &mut key())
+            .expect("signed with the peer's password");
+        let mut m = Message::new();
+        m.unmarshal_binary(&copy).unwrap();
+        let user = TextAttribute::get_from_as(&m, ATTR_USERNAME).unwrap();
+        assert_eq!(user.text, "srvUfrag:cli");
+        assert!(
+            m.contains(ATTR_ICE_CONTROLLING),
+            "the role attribute is kept"
+        );
+        // Not from garbage.
+        assert!(nominating_copy(&[1, 2, 3], &key()).is_err());
     }
 
     #[test]
