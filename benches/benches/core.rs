@@ -50,7 +50,7 @@ fn room_with(n: usize, cfg: RoomConfig) -> (Room, TrackId, Vec<prism_core::Parti
         let (s, _) = room.join(t0, &format!("s{i}"), "s");
         let params = SinkParams {
             ssrc: 1000 + i as u32,
-            payload_types: [Some(PtMap { from: 96, to: 100 }), None, None, None],
+            payload_types: prism_core::payload_type_table([PtMap { from: 96, to: 100 }]).0,
             extensions: ExtensionMap::default(),
         };
         room.attach(track, s, SinkId(i as u64), Some(params))

@@ -167,14 +167,38 @@ pub struct PtMap {
     pub to: u8,
 }
 
+/// How many of a publisher's codecs (RTX excluded) one subscriber can be
+/// sent: the first this many the publisher negotiated, in its order of
+/// preference. A publisher normally sends one; a packet of a codec beyond
+/// these is dropped as `unknown_payload_type` (counted), and the server logs
+/// the overflow once per negotiation.
+pub const MAX_MAPPED_PAYLOAD_TYPES: usize = 8;
+
+/// A payload-type table from (publisher → subscriber) pairs: the first
+/// [`MAX_MAPPED_PAYLOAD_TYPES`], and how many did not fit.
+pub fn payload_type_table(
+    maps: impl IntoIterator<Item = PtMap>,
+) -> ([Option<PtMap>; MAX_MAPPED_PAYLOAD_TYPES], usize) {
+    let mut table = [None; MAX_MAPPED_PAYLOAD_TYPES];
+    let mut overflow = 0;
+    for (i, m) in maps.into_iter().enumerate() {
+        match table.get_mut(i) {
+            Some(slot) => *slot = Some(m),
+            None => overflow += 1,
+        }
+    }
+    (table, overflow)
+}
+
 /// Everything a subscriber leg negotiated for one track: set when its
 /// negotiation completes, replaced on renegotiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkParams {
     /// The SSRC of the subscriber leg's sender.
     pub ssrc: u32,
-    /// Payload types, publisher → subscriber (at most a few; small array, no allocation).
-    pub payload_types: [Option<PtMap>; 4],
+    /// Payload types, publisher → subscriber: a small array, no allocation
+    /// per packet. See [`MAX_MAPPED_PAYLOAD_TYPES`].
+    pub payload_types: [Option<PtMap>; MAX_MAPPED_PAYLOAD_TYPES],
     /// Header extension ids, publisher → subscriber.
     pub extensions: ExtensionMap,
 }
@@ -355,6 +379,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_payload_type_table_keeps_the_first_and_counts_the_rest() {
+        let maps = |n: u8| {
+            (0..n).map(|i| PtMap {
+                from: 96 + i,
+                to: 100 + i,
+            })
+        };
+        let (t, over) = payload_type_table(maps(3));
+        assert_eq!((t.iter().flatten().count(), over), (3, 0));
+        let (t, over) = payload_type_table(maps(MAX_MAPPED_PAYLOAD_TYPES as u8 + 2));
+        assert_eq!(
+            (t.iter().flatten().count(), over),
+            (MAX_MAPPED_PAYLOAD_TYPES, 2)
+        );
+        let p = SinkParams {
+            ssrc: 1,
+            payload_types: t,
+            extensions: ExtensionMap::default(),
+        };
+        assert_eq!(p.map_pt(96), Some(100), "the publisher's first choice");
+        assert_eq!(
+            p.map_pt(96 + MAX_MAPPED_PAYLOAD_TYPES as u8),
+            None,
+            "past the table"
+        );
+    }
+
+    #[test]
     fn every_drop_reason_has_a_counter_slot_and_a_label() {
         // Before: rooms counted into `[u64; 8]` indexed by the enum; a ninth
         // reason panicked on the packet path.
@@ -382,7 +434,7 @@ mod tests {
     fn params() -> SinkParams {
         SinkParams {
             ssrc: 0xAAAA,
-            payload_types: [Some(PtMap { from: 96, to: 120 }), None, None, None],
+            payload_types: payload_type_table([PtMap { from: 96, to: 120 }]).0,
             extensions: ExtensionMap::default(),
         }
     }

@@ -17,7 +17,8 @@ pub mod timestamp;
 
 pub use extmap::ExtensionMap;
 pub use forwarder::{
-    DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams,
+    payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,
+    SinkParams, MAX_MAPPED_PAYLOAD_TYPES,
 };
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};

@@ -57,7 +57,7 @@ fn forward_allocates_nothing_per_packet() {
         let (s, _) = room.join(t0, &format!("sub{i}"), "s");
         let params = SinkParams {
             ssrc: 1000 + i,
-            payload_types: [Some(PtMap { from: 96, to: 100 }), None, None, None],
+            payload_types: prism_core::payload_type_table([PtMap { from: 96, to: 100 }]).0,
             extensions: ExtensionMap::default(),
         };
         room.attach(track, s, SinkId(i as u64), Some(params))

@@ -142,12 +142,12 @@ fn params(ssrc: u32) -> SinkParams {
     );
     SinkParams {
         ssrc,
-        payload_types: [
-            Some(PtMap { from: 96, to: 100 }),
-            Some(PtMap { from: 111, to: 109 }),
-            Some(PtMap { from: 98, to: 98 }),
-            None,
-        ],
+        payload_types: prism_core::payload_type_table([
+            PtMap { from: 96, to: 100 },
+            PtMap { from: 111, to: 109 },
+            PtMap { from: 98, to: 98 },
+        ])
+        .0,
         extensions: ext,
     }
 }

@@ -46,7 +46,7 @@ fn spec(kind: MediaKind) -> TrackSpec {
 fn sink_params(ssrc: u32) -> SinkParams {
     SinkParams {
         ssrc,
-        payload_types: [Some(PtMap { from: 96, to: 100 }), None, None, None],
+        payload_types: crate::forwarder::payload_type_table([PtMap { from: 96, to: 100 }]).0,
         extensions: ExtensionMap::default(),
     }
 }

@@ -995,34 +995,39 @@ impl Shard {
                         .collect(),
                 })
                 .filter(|r| !r.payload_types.is_empty());
-            let mut payload_types = [None; 4];
-            let mut n = 0;
-            for pc in &pub_codecs {
-                let to = params
-                    .codecs
-                    .iter()
-                    .find(|c| {
-                        c.rtp_codec
-                            .mime_type
-                            .eq_ignore_ascii_case(&pc.rtp_codec.mime_type)
-                            && c.rtp_codec.sdp_fmtp_line == pc.rtp_codec.sdp_fmtp_line
-                    })
-                    .or_else(|| {
-                        params.codecs.iter().find(|c| {
+            // Each publisher codec (RTX aside: retransmissions are the
+            // server's own) to the subscriber's payload type for it: same
+            // mime and fmtp, else the same mime.
+            let maps = pub_codecs
+                .iter()
+                .filter(|pc| !pc.rtp_codec.mime_type.eq_ignore_ascii_case("video/rtx"))
+                .filter_map(|pc| {
+                    let to = params
+                        .codecs
+                        .iter()
+                        .find(|c| {
                             c.rtp_codec
                                 .mime_type
                                 .eq_ignore_ascii_case(&pc.rtp_codec.mime_type)
+                                && c.rtp_codec.sdp_fmtp_line == pc.rtp_codec.sdp_fmtp_line
                         })
-                    });
-                if let Some(to) = to {
-                    if n < payload_types.len() {
-                        payload_types[n] = Some(PtMap {
-                            from: pc.payload_type,
-                            to: to.payload_type,
-                        });
-                        n += 1;
-                    }
-                }
+                        .or_else(|| {
+                            params.codecs.iter().find(|c| {
+                                c.rtp_codec
+                                    .mime_type
+                                    .eq_ignore_ascii_case(&pc.rtp_codec.mime_type)
+                            })
+                        })?;
+                    Some(PtMap {
+                        from: pc.payload_type,
+                        to: to.payload_type,
+                    })
+                });
+            let (payload_types, overflow) = prism_core::payload_type_table(maps);
+            let n = payload_types.iter().flatten().count();
+            if overflow > 0 {
+                tracing::warn!(participant = %pid, track = %track, mapped = n, overflow,
+                    "publisher negotiated more codecs than a subscriber can be mapped; packets of the others count as unknown_payload_type");
             }
             let extensions = ExtensionMap::build(
                 pub_exts.iter().map(|(u, id)| (u.as_str(), *id)),

@@ -128,7 +128,7 @@ mod tests {
             mid_ext_id: extensions.mid_id,
             params: Some(SinkParams {
                 ssrc: 0xA,
-                payload_types: [None; 4],
+                payload_types: [None; prism_core::MAX_MAPPED_PAYLOAD_TYPES],
                 extensions,
             }),
             rtx: rtx.then(|| RtxInfo {
