@@ -26,6 +26,12 @@ const mode = args.mode || "whep";
 const n = Number(args.n || 20);
 const room = args.room || "setup-bench";
 const browserName = args.browser || "chromium";
+// A Prism with keys (not loopback: Firefox) needs a bearer token (publish and
+// subscribe grants) on each POST.
+const token = args.token || process.env.PRISM_TOKEN || "";
+// WHEP mode: the publisher's own token (another identity: one identity joining
+// twice replaces the first).
+const pubToken = args["pub-token"] || token;
 
 async function launch() {
   if (browserName === "firefox") {
@@ -58,7 +64,7 @@ async function launch() {
 }
 
 // Runs in the page. Returns timings in ms from the POST.
-async function connectInPage({ mode, room }) {
+async function connectInPage({ mode, room, token }) {
   const pc = new RTCPeerConnection();
   const t = {};
   if (mode === "whip" || mode === "publish") {
@@ -88,7 +94,9 @@ async function connectInPage({ mode, room }) {
   }
   const t0 = performance.now();
   const resp = await fetch(`/${mode === "publish" ? "whip" : mode}/${room}`, {
-    method: "POST", headers: { "Content-Type": "application/sdp" }, body: pc.localDescription.sdp,
+    method: "POST",
+    headers: { "Content-Type": "application/sdp", ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+    body: pc.localDescription.sdp,
   });
   if (resp.status !== 201) throw new Error(`POST: ${resp.status} ${await resp.text()}`);
   t.answer = performance.now();
@@ -102,7 +110,7 @@ async function connectInPage({ mode, room }) {
   const out = { answer_ms: ms(t.answer), ice_ms: ms(t.ice), dtls_ms: ms(t.dtls), rtp_ms: ms(t.rtp) };
   if (mode === "publish") { window.__publisher = pc; return out; }
   pc.close();
-  if (location) await fetch(location, { method: "DELETE" }).catch(() => {});
+  if (location) await fetch(location, { method: "DELETE", headers: token ? { Authorization: `Bearer ${token}` } : {} }).catch(() => {});
   return out;
 }
 
@@ -149,13 +157,13 @@ try {
   if (mode === "whep") {
     const pub = await browser.newPage();
     await pub.goto(`${url}/`);
-    const r = await pub.evaluate(connectInPage, { mode: "publish", room });
+    const r = await pub.evaluate(connectInPage, { mode: "publish", room, token: pubToken });
     console.error(`publisher: ${JSON.stringify(r)}`);
     await new Promise((r) => setTimeout(r, 1500)); // a keyframe reaches the cache
   }
   const rows = [];
   for (let i = 0; i < n; i++) {
-    const row = mode === "loopback" ? await page.evaluate(loopbackInPage) : await page.evaluate(connectInPage, { mode, room });
+    const row = mode === "loopback" ? await page.evaluate(loopbackInPage) : await page.evaluate(connectInPage, { mode, room, token });
     row.i = i;
     rows.push(row);
     console.log(JSON.stringify(row));
