@@ -92,10 +92,14 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
                         }
                         _ => match &joined {
                             None => Some(SignalError::new(ErrorCode::NotJoined, format!("`{}` needs a joined room; send `join` first", env.msg.type_name())).with_id(env.id).to_message()),
-                            Some(j) => {
-                                let cmd = ShardCommand::Signal { room: j.room.clone(), participant: j.participant, env };
-                                j.shard.send(cmd).await.err().map(|e| e.to_message())
-                            }
+                            Some(j) => match check_publish_offer(&metrics, &cfg, &env.msg) {
+                                // Refused before the shard spends any work on it.
+                                Err(e) => Some(e.with_id(env.id).to_message()),
+                                Ok(()) => {
+                                    let cmd = ShardCommand::Signal { room: j.room.clone(), participant: j.participant, env };
+                                    j.shard.send(cmd).await.err().map(|e| e.to_message())
+                                }
+                            },
                         },
                     },
                 };
@@ -152,6 +156,28 @@ fn count(metrics: &Metrics, parsed: &Result<prism_signal::ClientEnvelope, Signal
         Err(e) => ("invalid", e.code.as_str()),
     };
     metrics.signaling.with_label_values(&[ty, result]).inc();
+}
+
+/// A publish-leg `offer` passes the checks WHIP and WHEP apply
+/// (`prism_signal::check_offer`) here, in the session task, so a malformed or
+/// oversized offer costs the room's shard nothing.
+fn check_publish_offer(
+    metrics: &Metrics,
+    cfg: &crate::config::Config,
+    msg: &ClientMessage,
+) -> Result<(), SignalError> {
+    let ClientMessage::Offer(o) = msg else {
+        return Ok(());
+    };
+    if o.leg != prism_signal::Leg::Publish {
+        return Ok(()); // the shard answers `wrong_leg`
+    }
+    prism_signal::check_offer(&o.sdp, cfg.max_tracks_per_participant).map_err(|e| {
+        if let Some(limit) = e.limit() {
+            metrics.limit_hits.with_label_values(&[limit]).inc();
+        }
+        SignalError::new(e.code(), format!("offer: {e}"))
+    })
 }
 
 async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Error> {

@@ -31,17 +31,15 @@ impl TestServer {
             rand_suffix()
         ));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--udp-port",
-                "0",
-                "--peer-timeout",
-                "3s",
-                "--room-empty-timeout",
-                "2s",
-            ])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism"));
+        cmd.args(["--http-addr", "127.0.0.1:0", "--udp-port", "0"]);
+        // Test-friendly timeouts, unless the test sets its own.
+        for (flag, v) in [("--peer-timeout", "3s"), ("--room-empty-timeout", "2s")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, v]);
+            }
+        }
+        let mut child = cmd
             .args(extra)
             .env(
                 "RUST_LOG",
