@@ -18,6 +18,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::media::engine_log::EngineError;
 use crate::media::stun::DatagramDrop;
 
 /// A histogram with fixed upper bounds, kept in plain integers.
@@ -116,6 +117,8 @@ pub struct ShardStats {
     /// Datagrams the shard dropped before any engine saw them, by
     /// [`DatagramDrop::index`].
     pub datagram_drops: [u64; DatagramDrop::COUNT],
+    /// Engine warnings kept out of the log, by [`EngineError::index`].
+    pub engine_errors: [u64; EngineError::COUNT],
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -152,6 +155,7 @@ impl Default for ShardStats {
             rtp_out_bytes: 0,
             drops: DropCounts::default(),
             datagram_drops: [0; DatagramDrop::COUNT],
+            engine_errors: [0; EngineError::COUNT],
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -216,6 +220,9 @@ impl ShardStats {
         }
         self.drops.add(&o.drops);
         for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
+            *a += b;
+        }
+        for (a, b) in self.engine_errors.iter_mut().zip(o.engine_errors) {
             *a += b;
         }
         self.forwarding_latency.add(&o.forwarding_latency);
@@ -359,6 +366,12 @@ impl Collector for ShardCollector {
                 "UDP datagrams dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
                 COUNTER,
                 DatagramDrop::ALL.iter().map(|r| counter(t.datagram_drops[r.index()], &[("reason", r.as_str())])).collect(),
+            ),
+            family(
+                "prism_engine_errors_total",
+                "Datagrams (and writes) the WebRTC engine refused, by the part that refused them; the engine's warning for each is kept out of the log.",
+                COUNTER,
+                EngineError::ALL.iter().map(|r| counter(t.engine_errors[r.index()], &[("reason", r.as_str())])).collect(),
             ),
             family(
                 "prism_nacks_total",

@@ -7,6 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// For [`TestServer::start_with_log`]: run with no `RUST_LOG` at all, i.e.
+/// the server's own default filter (what an operator gets).
+pub const SERVER_DEFAULT_LOG: &str = "<the server's default filter>";
+
 pub struct TestServer {
     child: Child,
     pub http: String,
@@ -39,9 +43,10 @@ impl TestServer {
                 cmd.args([flag, v]);
             }
         }
-        let mut child = cmd
-            .args(extra)
-            .env(
+        if filter == Some(SERVER_DEFAULT_LOG) {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env(
                 "RUST_LOG",
                 // PRISM_TEST_LOG overrides the server's filter when debugging a test.
                 filter.map(str::to_owned).unwrap_or_else(|| {
@@ -50,7 +55,10 @@ impl TestServer {
                             .into()
                     })
                 }),
-            )
+            );
+        }
+        let mut child = cmd
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
