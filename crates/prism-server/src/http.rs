@@ -76,6 +76,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(whip_routes)
+        .fallback(|| async { crate::problem::problem(StatusCode::NOT_FOUND, "no such resource") })
+        // Unknown paths, wrong methods, extractor rejections and body limits
+        // become problem+json like every other error.
+        .layer(axum::middleware::from_fn(
+            crate::problem::errors_as_problems,
+        ))
 }
 
 async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {

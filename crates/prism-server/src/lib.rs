@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod problem;
 pub mod session;
 pub mod web;
 pub mod whip;
