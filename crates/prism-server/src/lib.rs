@@ -89,6 +89,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         cfg: cfg.clone(),
         metrics: metrics.clone(),
         keys,
+        ws_per_address: Arc::default(),
     });
     let serve = tokio::spawn(async move {
         {

@@ -430,6 +430,8 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Open WebSocket signaling sessions (one task each).
     pub ws_sessions: IntGauge,
+    /// WebSockets closed because they did not join within `ws_join_timeout`.
+    pub ws_join_timeouts: prometheus::IntCounter,
     /// Live WHIP/WHEP session URLs; set at scrape time.
     pub http_sessions: IntGauge,
     /// Room → shard placements; equals `prism_rooms` unless a placement
@@ -517,6 +519,7 @@ impl Metrics {
             "tracks_per_participant",
             "signal_rate",
             "http_rate",
+            "ws_per_address",
         ] {
             limit_hits.with_label_values(&[limit]);
         }
@@ -524,6 +527,11 @@ impl Metrics {
             "prism_websocket_sessions",
             "Open WebSocket signaling connections.",
         );
+        let ws_join_timeouts = prometheus::IntCounter::new(
+            "prism_websocket_join_timeouts_total",
+            "WebSockets closed because they did not join a room within ws_join_timeout.",
+        )
+        .expect("a valid metric name");
         let http_sessions = gauge(
             "prism_whip_whep_sessions",
             "WHIP/WHEP sessions whose URL is live.",
@@ -543,6 +551,7 @@ impl Metrics {
             Box::new(limit_hits.clone()),
             Box::new(draining.clone()),
             Box::new(ws_sessions.clone()),
+            Box::new(ws_join_timeouts.clone()),
             Box::new(http_sessions.clone()),
             Box::new(room_directory.clone()),
             Box::new(tasks.clone()),
@@ -565,6 +574,7 @@ impl Metrics {
             limit_hits,
             draining,
             ws_sessions,
+            ws_join_timeouts,
             http_sessions,
             room_directory,
             tasks,

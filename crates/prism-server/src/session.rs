@@ -40,6 +40,7 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
         metrics,
         keys,
         cfg,
+        ..
     } = state;
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
@@ -51,8 +52,25 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
     let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
     // Over the limit, messages are dropped; the client hears it once a second.
     let mut last_limit_error: Option<Instant> = None;
+    // A socket that does not join in time is closed: an idle connection
+    // must not hold a task and a slot of its address forever.
+    let join_deadline = tokio::time::sleep(cfg.ws_join_timeout);
+    tokio::pin!(join_deadline);
     loop {
         tokio::select! {
+            _ = &mut join_deadline, if joined.is_none() => {
+                metrics.ws_join_timeouts.inc();
+                let e = SignalError::new(ErrorCode::NotJoined, format!(
+                    "no `join` within {:?} (ws_join_timeout); closing", cfg.ws_join_timeout));
+                let _ = send(&mut ws, &e.to_message()).await;
+                // 1008 (policy violation): the client broke a server rule.
+                let frame = axum::extract::ws::CloseFrame {
+                    code: axum::extract::ws::close_code::POLICY,
+                    reason: "join timeout".into(),
+                };
+                let _ = ws.send(Message::Close(Some(frame))).await;
+                break;
+            }
             frame = ws.recv() => {
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
