@@ -61,14 +61,6 @@ async fn every_error_is_problem_json() {
             row("WHIP body over 64 KiB", Method::POST, "/whip/r", 413),
             vec![b'v'; 100_000],
         ),
-        sdp(
-            row("WHIP body over 2 MiB", Method::POST, "/whip/r", 413),
-            vec![b'v'; 3 * 1024 * 1024],
-        ),
-        sdp(
-            row("WHEP body over 2 MiB", Method::POST, "/whep/r", 413),
-            vec![b'v'; 3 * 1024 * 1024],
-        ),
         row("WHIP without a body type", Method::POST, "/whip/r", 415),
         sdp(
             row("bad query encoding", Method::POST, "/whip/r?name=%FF", 400),
@@ -114,6 +106,47 @@ async fn every_error_is_problem_json() {
         );
         let detail = problem(resp, r.status).await;
         assert!(!detail.is_empty(), "{}: a detail", r.name);
+    }
+    // Over axum's 2 MiB body limit. Sent by hand, reading while writing:
+    // the server answers once it has read 2 MiB and closes, and a client
+    // that reads only after writing all 3 MiB may lose the answer to the
+    // connection reset.
+    for path in ["/whip/r", "/whep/r"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = tokio::net::TcpStream::connect(&srv.http).await.unwrap();
+        let (mut rd, mut wr) = tcp.into_split();
+        let total = 3 * 1024 * 1024;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\nContent-Length: {total}\r\n\r\n"
+        );
+        let writer = tokio::spawn(async move {
+            let _ = wr.write_all(head.as_bytes()).await;
+            let chunk = vec![b'v'; 64 * 1024];
+            for _ in 0..total / chunk.len() {
+                if wr.write_all(&chunk).await.is_err() {
+                    break; // the server stopped reading: expected
+                }
+            }
+        });
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..1000 {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), rd.read(&mut buf));
+            match read.await.expect("an answer") {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+            if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        writer.abort();
+        let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 413"), "{path}: {text}");
+        assert!(
+            text.contains("content-type: application/problem+json"),
+            "{path}: {text}"
+        );
     }
     // Successes are untouched.
     let ok = client
