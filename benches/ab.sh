@@ -39,7 +39,7 @@ for run in $(seq "$RUNS"); do
         bin="$OLD"
         [ "$which" = new ] && bin="$NEW"
         taskset -c "$SERVER_CPU" "$bin" --http-addr 127.0.0.1:18080 --udp-port 51000 --shards 1 \
-            --max-http-rate 1000000 --max-signal-rate 10000 >"$OUT/$which.log" 2>&1 &
+            --max-http-rate 1000000 --max-signal-rate 10000 --max-ws-per-address 1000000 >"$OUT/$which.log" 2>&1 &
         PID=$!
         for _ in $(seq 100); do
             curl -fsS http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break

@@ -123,7 +123,7 @@ start_server() { # prism|janus
     if [ "$1" = prism ]; then
         ip netns exec "$NS" taskset -c "$SERVER_CPU" "$PRISM" \
             --http-addr "$NS_IP:8080" --media-ip "$NS_IP" --advertised-ips "$NS_IP" \
-            --udp-port 50000 --shards 1 --max-http-rate 1000000 --max-signal-rate 10000 \
+            --udp-port 50000 --shards 1 --max-http-rate 1000000 --max-signal-rate 10000 --max-ws-per-address 1000000 \
             >"$log" 2>&1 &
         SERVER_PID=$!
         for _ in $(seq 100); do

@@ -136,6 +136,13 @@ pub struct Config {
     pub max_signal_rate: u32,
     /// WHIP/WHEP requests per minute per client IP address (all at once is fine).
     pub max_http_rate: u32,
+    /// A WebSocket that has not joined a room this long after it opened is
+    /// sent an `error` and closed.
+    #[serde(with = "humantime_serde")]
+    pub ws_join_timeout: Duration,
+    /// Most concurrent WebSockets from one client IP address; over it the
+    /// upgrade is refused with 429.
+    pub max_ws_per_address: usize,
 }
 
 impl Default for Config {
@@ -165,6 +172,8 @@ impl Default for Config {
             max_rooms: 10_000,
             max_signal_rate: 50,
             max_http_rate: 120,
+            ws_join_timeout: Duration::from_secs(10),
+            max_ws_per_address: 32,
         }
     }
 }
@@ -302,6 +311,12 @@ pub struct Overrides {
     /// WHIP/WHEP requests per minute per client IP address [default: 120].
     #[arg(long, env = "PRISM_MAX_HTTP_RATE")]
     pub max_http_rate: Option<u32>,
+    /// Close a WebSocket that has not joined a room this long after opening [default: 10s].
+    #[arg(long, env = "PRISM_WS_JOIN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub ws_join_timeout: Option<Duration>,
+    /// Most concurrent WebSockets per client IP address [default: 32].
+    #[arg(long, env = "PRISM_MAX_WS_PER_ADDRESS")]
+    pub max_ws_per_address: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -405,6 +420,12 @@ impl Config {
         if let Some(v) = o.max_http_rate {
             c.max_http_rate = v;
         }
+        if let Some(v) = o.ws_join_timeout {
+            c.ws_join_timeout = v;
+        }
+        if let Some(v) = o.max_ws_per_address {
+            c.max_ws_per_address = v;
+        }
         if let Some(v) = o.drain_timeout {
             c.drain_timeout = v;
         }
@@ -476,6 +497,7 @@ impl Config {
             ("max_rooms", self.max_rooms),
             ("max_signal_rate", self.max_signal_rate as usize),
             ("max_http_rate", self.max_http_rate as usize),
+            ("max_ws_per_address", self.max_ws_per_address),
         ] {
             if n == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -484,6 +506,11 @@ impl Config {
         if self.max_tracks_per_participant > 64 {
             return Err(ConfigError::Invalid(
                 "max_tracks_per_participant must be at most 64".into(),
+            ));
+        }
+        if self.ws_join_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "ws_join_timeout must be at least 100ms".into(),
             ));
         }
         if self.peer_timeout < Duration::from_secs(1) {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
@@ -20,6 +20,46 @@ pub struct AppState {
     pub cfg: Arc<crate::config::Config>,
     pub metrics: Arc<crate::metrics::Metrics>,
     pub keys: Arc<crate::auth::Keys>,
+    /// Open WebSockets per client IP address (`max_ws_per_address`).
+    pub ws_per_address: Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
+}
+
+/// One open WebSocket of an address, counted in
+/// [`AppState::ws_per_address`] until dropped (the session task ends, or
+/// the upgrade never completes).
+struct AddressSlot {
+    map: Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
+    ip: std::net::IpAddr,
+}
+
+impl AddressSlot {
+    /// Takes a slot for `ip`, or `None` when it has `max` open already.
+    fn take(
+        map: &Arc<dashmap::DashMap<std::net::IpAddr, usize>>,
+        ip: std::net::IpAddr,
+        max: usize,
+    ) -> Option<AddressSlot> {
+        let mut n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            map: map.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        // The last socket of an address removes its entry: the map holds
+        // only addresses with open sockets.
+        self.map.remove_if_mut(&self.ip, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -76,13 +116,41 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .with_state(state)
         .merge(whip_routes)
+        .fallback(|| async { crate::problem::problem(StatusCode::NOT_FOUND, "no such resource") })
+        // Unknown paths, wrong methods, extractor rejections and body limits
+        // become problem+json like every other error.
+        .layer(axum::middleware::from_fn(
+            crate::problem::errors_as_problems,
+        ))
 }
 
-async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+async fn ws(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let max = state.cfg.max_ws_per_address;
+    let Some(slot) = AddressSlot::take(&state.ws_per_address, peer.ip(), max) else {
+        state
+            .metrics
+            .limit_hits
+            .with_label_values(&["ws_per_address"])
+            .inc();
+        return crate::problem::problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "{} already has {max} WebSockets open (max_ws_per_address); close one first",
+                peer.ip()
+            ),
+        );
+    };
     upgrade
         .max_message_size(WS_MAX_FRAME)
         .max_frame_size(WS_MAX_FRAME)
-        .on_upgrade(move |socket| crate::session::run(socket, state))
+        .on_upgrade(move |socket| async move {
+            crate::session::run(socket, state).await;
+            drop(slot);
+        })
 }
 
 /// Ready for new work: not draining, and every media shard ticking.

@@ -8,6 +8,7 @@ pub mod fuzz;
 pub mod http;
 pub mod media;
 pub mod metrics;
+pub mod problem;
 pub mod session;
 pub mod web;
 pub mod whip;
@@ -88,6 +89,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         cfg: cfg.clone(),
         metrics: metrics.clone(),
         keys,
+        ws_per_address: Arc::default(),
     });
     let serve = tokio::spawn(async move {
         {

@@ -1,11 +1,28 @@
 use clap::Parser;
 use prism_server::config::{Cli, Command, Config, LogFormat};
-use tracing_subscriber::EnvFilter;
+use prism_server::media::engine_log::{self, EngineErrorCounter};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Default log filter: our own info lines; the WebRTC engine's chatter only at warn.
 const DEFAULT_FILTER: &str =
     "info,rtc=warn,rtc_ice=warn,rtc_dtls=error,rtc_srtp=warn,rtc_sctp=warn,\
 rtc_interceptor=warn,ice=warn,dtls=warn,srtp=warn,sctp=warn,interceptor=warn,webrtc=warn";
+
+/// `RUST_LOG` (or [`DEFAULT_FILTER`]) with the engine's per-datagram target
+/// turned off, unless the filter names that target itself.
+fn log_filter() -> EnvFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| DEFAULT_FILTER.to_owned());
+    let filter = EnvFilter::try_new(&spec).unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    if spec.contains(engine_log::NOISY_TARGET) {
+        return filter;
+    }
+    match format!("{}=off", engine_log::NOISY_TARGET).parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -49,17 +66,18 @@ async fn main() -> anyhow::Result<()> {
         }
         None => {}
     }
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // The engine's per-datagram warnings are counted, not written
+    // (`engine_log`): whatever RUST_LOG says, unless it names their target.
+    let counter = || EngineErrorCounter.with_filter(engine_log::noisy_filter());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match cfg.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
+        LogFormat::Text => tracing_subscriber::registry()
+            .with(counter())
+            .with(fmt.with_filter(log_filter()))
             .init(),
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .with_writer(std::io::stderr)
-            .with_env_filter(filter)
+        LogFormat::Json => tracing_subscriber::registry()
+            .with(counter())
+            .with(fmt.json().with_filter(log_filter()))
             .init(),
     }
     let running_drain_timeout = cfg.drain_timeout;

@@ -18,6 +18,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
+use crate::media::engine_log::EngineError;
 use crate::media::stun::DatagramDrop;
 
 /// A histogram with fixed upper bounds, kept in plain integers.
@@ -116,6 +117,8 @@ pub struct ShardStats {
     /// Datagrams the shard dropped before any engine saw them, by
     /// [`DatagramDrop::index`].
     pub datagram_drops: [u64; DatagramDrop::COUNT],
+    /// Engine warnings kept out of the log, by [`EngineError::index`].
+    pub engine_errors: [u64; EngineError::COUNT],
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -155,6 +158,7 @@ impl Default for ShardStats {
             rtp_out_bytes: 0,
             drops: DropCounts::default(),
             datagram_drops: [0; DatagramDrop::COUNT],
+            engine_errors: [0; EngineError::COUNT],
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -221,6 +225,9 @@ impl ShardStats {
         }
         self.drops.add(&o.drops);
         for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
+            *a += b;
+        }
+        for (a, b) in self.engine_errors.iter_mut().zip(o.engine_errors) {
             *a += b;
         }
         self.forwarding_latency.add(&o.forwarding_latency);
@@ -366,6 +373,12 @@ impl Collector for ShardCollector {
                 DatagramDrop::ALL.iter().map(|r| counter(t.datagram_drops[r.index()], &[("reason", r.as_str())])).collect(),
             ),
             family(
+                "prism_engine_errors_total",
+                "Datagrams (and writes) the WebRTC engine refused, by the part that refused them; the engine's warning for each is kept out of the log.",
+                COUNTER,
+                EngineError::ALL.iter().map(|r| counter(t.engine_errors[r.index()], &[("reason", r.as_str())])).collect(),
+            ),
+            family(
                 "prism_nacks_total",
                 "Sequence numbers NACKed by subscribers (in) and by Prism to publishers (out).",
                 COUNTER,
@@ -423,6 +436,8 @@ pub struct Metrics {
     pub draining: IntGauge,
     /// Open WebSocket signaling sessions (one task each).
     pub ws_sessions: IntGauge,
+    /// WebSockets closed because they did not join within `ws_join_timeout`.
+    pub ws_join_timeouts: prometheus::IntCounter,
     /// Live WHIP/WHEP session URLs; set at scrape time.
     pub http_sessions: IntGauge,
     /// Room → shard placements; equals `prism_rooms` unless a placement
@@ -510,6 +525,7 @@ impl Metrics {
             "tracks_per_participant",
             "signal_rate",
             "http_rate",
+            "ws_per_address",
         ] {
             limit_hits.with_label_values(&[limit]);
         }
@@ -517,6 +533,11 @@ impl Metrics {
             "prism_websocket_sessions",
             "Open WebSocket signaling connections.",
         );
+        let ws_join_timeouts = prometheus::IntCounter::new(
+            "prism_websocket_join_timeouts_total",
+            "WebSockets closed because they did not join a room within ws_join_timeout.",
+        )
+        .expect("a valid metric name");
         let http_sessions = gauge(
             "prism_whip_whep_sessions",
             "WHIP/WHEP sessions whose URL is live.",
@@ -536,6 +557,7 @@ impl Metrics {
             Box::new(limit_hits.clone()),
             Box::new(draining.clone()),
             Box::new(ws_sessions.clone()),
+            Box::new(ws_join_timeouts.clone()),
             Box::new(http_sessions.clone()),
             Box::new(room_directory.clone()),
             Box::new(tasks.clone()),
@@ -558,6 +580,7 @@ impl Metrics {
             limit_hits,
             draining,
             ws_sessions,
+            ws_join_timeouts,
             http_sessions,
             room_directory,
             tasks,

@@ -40,6 +40,7 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
         metrics,
         keys,
         cfg,
+        ..
     } = state;
     let (tx, mut rx) = mpsc::channel::<Outbound>(SESSION_QUEUE);
     let mut joined: Option<Joined> = None;
@@ -51,8 +52,25 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
     let limiter = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
     // Over the limit, messages are dropped; the client hears it once a second.
     let mut last_limit_error: Option<Instant> = None;
+    // A socket that does not join in time is closed: an idle connection
+    // must not hold a task and a slot of its address forever.
+    let join_deadline = tokio::time::sleep(cfg.ws_join_timeout);
+    tokio::pin!(join_deadline);
     loop {
         tokio::select! {
+            _ = &mut join_deadline, if joined.is_none() => {
+                metrics.ws_join_timeouts.inc();
+                let e = SignalError::new(ErrorCode::NotJoined, format!(
+                    "no `join` within {:?} (ws_join_timeout); closing", cfg.ws_join_timeout));
+                let _ = send(&mut ws, &e.to_message()).await;
+                // 1008 (policy violation): the client broke a server rule.
+                let frame = axum::extract::ws::CloseFrame {
+                    code: axum::extract::ws::close_code::POLICY,
+                    reason: "join timeout".into(),
+                };
+                let _ = ws.send(Message::Close(Some(frame))).await;
+                break;
+            }
             frame = ws.recv() => {
                 let text = match frame {
                     Some(Ok(Message::Text(t))) => t,
@@ -92,10 +110,14 @@ pub async fn run(mut ws: WebSocket, state: AppState) {
                         }
                         _ => match &joined {
                             None => Some(SignalError::new(ErrorCode::NotJoined, format!("`{}` needs a joined room; send `join` first", env.msg.type_name())).with_id(env.id).to_message()),
-                            Some(j) => {
-                                let cmd = ShardCommand::Signal { room: j.room.clone(), participant: j.participant, env };
-                                j.shard.send(cmd).await.err().map(|e| e.to_message())
-                            }
+                            Some(j) => match check_publish_offer(&metrics, &cfg, &env.msg) {
+                                // Refused before the shard spends any work on it.
+                                Err(e) => Some(e.with_id(env.id).to_message()),
+                                Ok(()) => {
+                                    let cmd = ShardCommand::Signal { room: j.room.clone(), participant: j.participant, env };
+                                    j.shard.send(cmd).await.err().map(|e| e.to_message())
+                                }
+                            },
                         },
                     },
                 };
@@ -152,6 +174,28 @@ fn count(metrics: &Metrics, parsed: &Result<prism_signal::ClientEnvelope, Signal
         Err(e) => ("invalid", e.code.as_str()),
     };
     metrics.signaling.with_label_values(&[ty, result]).inc();
+}
+
+/// A publish-leg `offer` passes the checks WHIP and WHEP apply
+/// (`prism_signal::check_offer`) here, in the session task, so a malformed or
+/// oversized offer costs the room's shard nothing.
+fn check_publish_offer(
+    metrics: &Metrics,
+    cfg: &crate::config::Config,
+    msg: &ClientMessage,
+) -> Result<(), SignalError> {
+    let ClientMessage::Offer(o) = msg else {
+        return Ok(());
+    };
+    if o.leg != prism_signal::Leg::Publish {
+        return Ok(()); // the shard answers `wrong_leg`
+    }
+    prism_signal::check_offer(&o.sdp, cfg.max_tracks_per_participant).map_err(|e| {
+        if let Some(limit) = e.limit() {
+            metrics.limit_hits.with_label_values(&[limit]).inc();
+        }
+        SignalError::new(e.code(), format!("offer: {e}"))
+    })
 }
 
 async fn send(ws: &mut WebSocket, env: &ServerEnvelope) -> Result<(), axum::Error> {

@@ -291,6 +291,17 @@ fn sdp_body(h: &HeaderMap, body: &Bytes, want: &str) -> Result<String, HttpFailu
     Ok(text.to_owned())
 }
 
+/// The offer checks the WebSocket shares (`prism_signal::check_offer`), before
+/// the shard or the engine sees the offer.
+fn check_offer(s: &WhipState, offer: &str) -> Result<(), HttpFailure> {
+    prism_signal::check_offer(offer, s.cfg.max_tracks_per_participant).map_err(|e| {
+        if let Some(limit) = e.limit() {
+            s.metrics.limit_hits.with_label_values(&[limit]).inc();
+        }
+        HttpFailure::new(e.http_status(), e.title(), e.to_string())
+    })
+}
+
 async fn ask<T>(
     directory: &Directory,
     room: &str,
@@ -375,7 +386,9 @@ pub async fn whip_post(
         valid_room(&room)?;
         let claims = authorize(&s, &headers, &room, Need::Publish)?;
         refuse_if_draining(&s.directory)?;
-        Ok::<_, HttpFailure>((claims, sdp_body(&headers, &body, "application/sdp")?))
+        let offer = sdp_body(&headers, &body, "application/sdp")?;
+        check_offer(&s, &offer)?;
+        Ok::<_, HttpFailure>((claims, offer))
     })();
     let (claims, offer) = match prep {
         Ok(o) => o,
@@ -409,7 +422,9 @@ pub async fn whep_post(
         valid_room(&room)?;
         authorize(&s, &headers, &room, Need::Subscribe)?;
         refuse_if_draining(&s.directory)?;
-        sdp_body(&headers, &body, "application/sdp")
+        let offer = sdp_body(&headers, &body, "application/sdp")?;
+        check_offer(&s, &offer)?;
+        Ok::<_, HttpFailure>(offer)
     })();
     let offer = match prep {
         Ok(o) => o,

@@ -10,8 +10,10 @@
 //! server, the Rust client and the docs (`docs/signaling.md`) share it.
 
 mod messages;
+pub mod offer;
 
 pub use messages::*;
+pub use offer::{check_offer, OfferError};
 
 use serde::{Deserialize, Serialize};
 

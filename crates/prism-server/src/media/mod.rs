@@ -13,6 +13,7 @@
 //! answers through each participant's [`SessionTx`]. A shard ends when every
 //! [`ShardHandle`] is dropped (its command channel closes).
 
+pub mod engine_log;
 pub mod peer;
 pub mod sdp;
 pub mod shard;

@@ -147,6 +147,8 @@ pub struct Shard {
     /// Packets the shard dropped before or after the rooms' forwarders
     /// (unknown SSRC, sender gone, extension rewrite, engine refusal).
     drops: DropCounts,
+    /// What the last rate-limited summary of dropped datagrams counted.
+    drop_summary: stats::DropSummary,
     /// When the current batch of datagrams was read (forwarding latency).
     turn_at: Instant,
     /// Milliseconds since `epoch` at the last housekeeping tick (liveness).
@@ -201,6 +203,7 @@ impl Shard {
             published,
             closed_rooms: Default::default(),
             drops: DropCounts::default(),
+            drop_summary: stats::DropSummary::new(Instant::now()),
             turn_at: Instant::now(),
             trim_due: false,
             last_trim: Instant::now(),
@@ -523,6 +526,7 @@ impl Shard {
         self.sample_engine_stats(now);
         self.close_expired_rooms(now);
         self.trim_heap(now);
+        self.count_drops(now);
         self.heartbeat.store(
             now.saturating_duration_since(self.epoch).as_millis() as u64,
             Ordering::Relaxed,

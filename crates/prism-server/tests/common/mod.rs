@@ -7,6 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// For [`TestServer::start_with_log`]: run with no `RUST_LOG` at all, i.e.
+/// the server's own default filter (what an operator gets).
+pub const SERVER_DEFAULT_LOG: &str = "<the server's default filter>";
+
 pub struct TestServer {
     child: Child,
     pub http: String,
@@ -31,19 +35,18 @@ impl TestServer {
             rand_suffix()
         ));
         let log = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prism"))
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--udp-port",
-                "0",
-                "--peer-timeout",
-                "3s",
-                "--room-empty-timeout",
-                "2s",
-            ])
-            .args(extra)
-            .env(
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prism"));
+        cmd.args(["--http-addr", "127.0.0.1:0", "--udp-port", "0"]);
+        // Test-friendly timeouts, unless the test sets its own.
+        for (flag, v) in [("--peer-timeout", "3s"), ("--room-empty-timeout", "2s")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, v]);
+            }
+        }
+        if filter == Some(SERVER_DEFAULT_LOG) {
+            cmd.env_remove("RUST_LOG");
+        } else {
+            cmd.env(
                 "RUST_LOG",
                 // PRISM_TEST_LOG overrides the server's filter when debugging a test.
                 filter.map(str::to_owned).unwrap_or_else(|| {
@@ -52,7 +55,10 @@ impl TestServer {
                             .into()
                     })
                 }),
-            )
+            );
+        }
+        let mut child = cmd
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()

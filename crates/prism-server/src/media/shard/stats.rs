@@ -2,14 +2,38 @@
 //! RTT, the NACKs/PLIs/FIRs it sent), sampled once a second, and the
 //! once-a-second copy of everything for the exporter.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prism_core::{MediaKind, RoomCounters};
 use prism_signal::Leg;
 use rtc::statistics::report::RTCStatsReportEntry;
 use rtc::statistics::StatsSelector;
 
+use super::super::engine_log::{self, EngineError};
+use super::super::stun::DatagramDrop;
 use super::{MemberKind, Shard};
+
+/// At most one summary line of dropped and refused datagrams per shard in
+/// this long: a flood costs counter increments, never a line per datagram.
+pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The drop counts at the last summary line, to log only what changed.
+#[derive(Debug, Clone)]
+pub struct DropSummary {
+    at: Instant,
+    datagrams: [u64; DatagramDrop::COUNT],
+    engine: [u64; EngineError::COUNT],
+}
+
+impl DropSummary {
+    pub fn new(now: Instant) -> Self {
+        DropSummary {
+            at: now,
+            datagrams: [0; DatagramDrop::COUNT],
+            engine: [0; EngineError::COUNT],
+        }
+    }
+}
 
 /// Cumulative engine counters last seen for one peer, to add only deltas
 /// (so a peer's removal loses nothing and totals never go down).
@@ -63,6 +87,56 @@ impl Shard {
                 lost: seen.lost.max(last.lost),
             };
         }
+    }
+
+    /// Takes the engine warnings this shard's thread raised (see
+    /// `engine_log`) into its counters; at most every
+    /// [`DROP_SUMMARY_INTERVAL`], one line saying what was dropped since the
+    /// last line, by reason (nothing when nothing was).
+    pub(super) fn count_drops(&mut self, now: Instant) {
+        for (total, n) in self.stats.engine_errors.iter_mut().zip(engine_log::take()) {
+            *total += n;
+        }
+        let last = &mut self.drop_summary;
+        if now.saturating_duration_since(last.at) < DROP_SUMMARY_INTERVAL {
+            return;
+        }
+        let datagrams: Vec<(&str, u64)> = DatagramDrop::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str(),
+                    self.stats.datagram_drops[r.index()] - last.datagrams[r.index()],
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let engine: Vec<(&str, u64)> = EngineError::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str(),
+                    self.stats.engine_errors[r.index()] - last.engine[r.index()],
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let secs = now.saturating_duration_since(last.at).as_secs();
+        *last = DropSummary {
+            at: now,
+            datagrams: self.stats.datagram_drops,
+            engine: self.stats.engine_errors,
+        };
+        if datagrams.is_empty() && engine.is_empty() {
+            return;
+        }
+        tracing::info!(
+            shard = self.index,
+            secs,
+            dropped = ?datagrams,
+            engine_refused = ?engine,
+            "datagrams dropped by the shard or refused by the engine (prism_dropped_datagrams_total, prism_engine_errors_total)"
+        );
     }
 
     /// Gauges from the current state, room counters (live rooms plus closed
