@@ -9,6 +9,7 @@
 
 pub mod extmap;
 pub mod forwarder;
+pub mod gop;
 pub mod history;
 pub mod keyframe;
 pub mod room;
@@ -19,6 +20,7 @@ pub use extmap::ExtensionMap;
 pub use forwarder::{
     DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams, SinkParams,
 };
+pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
 pub use room::{

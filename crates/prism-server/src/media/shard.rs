@@ -976,8 +976,11 @@ impl Shard {
         }
     }
 
-    /// Gives a subscriber's sender its negotiated parameters; a video sender
-    /// starts at once from the track's keyframe cache when there is one.
+    /// Gives a subscriber's sender its negotiated parameters. A video sender
+    /// that waits for a keyframe starts at once from the track's keyframe
+    /// cache when the whole GOP since the latest keyframe is there (keyframe
+    /// to live edge, nothing missing, within its bounds); otherwise a fresh
+    /// keyframe is requested now and the sender starts with that.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attach_sink(
         &mut self,
