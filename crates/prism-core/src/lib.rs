@@ -12,6 +12,7 @@ pub mod forwarder;
 pub mod gop;
 pub mod history;
 pub mod keyframe;
+pub mod pacer;
 pub mod room;
 pub mod seq;
 pub mod timestamp;
@@ -23,6 +24,7 @@ pub use forwarder::{
 pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
+pub use pacer::BurstPacer;
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomCounters, RoomError, RoomEvent,
     SenderReportValues, SinkId, Source, Track, TrackId, TrackSpec,

@@ -468,6 +468,13 @@ async fn rooms_spread_over_shards() {
 fn assert_starts_on_a_complete_gop(viewer: &MediaClient, tail: u32) -> ReceivedTrack {
     let s = viewer.snapshot();
     let v = s.received.values().find(|t| t.video).unwrap().clone();
+    assert_track_starts_on_a_complete_gop(&v, tail);
+    v
+}
+
+/// One received video track starts on a keyframe and is contiguous from
+/// there (the last `tail` probes excepted).
+fn assert_track_starts_on_a_complete_gop(v: &ReceivedTrack, tail: u32) {
     assert_eq!(v.corrupt, 0, "every payload carries a valid stamp");
     assert!(
         prism_core::is_keyframe_start(prism_core::VideoCodec::Vp8, &v.first_payload),
@@ -493,7 +500,6 @@ fn assert_starts_on_a_complete_gop(viewer: &MediaClient, tail: u32) -> ReceivedT
         Some(&first),
         "nothing from before the keyframe"
     );
-    v
 }
 
 /// The value of one metric sample once the exporter shows at least `min`
@@ -612,6 +618,55 @@ async fn late_viewer_starts_from_a_complete_cached_gop() {
         metric_at_least(&srv, "prism_keyframe_cache_starts_total", 1.0).await,
         1.0
     );
+    srv.assert_alive();
+}
+
+/// Two large GOPs reach a late viewer whole, keyframes first. Its start is
+/// two bursts of ~200–400 packets of 1000 bytes on one subscribe leg: sent
+/// at once, they overflowed the viewer's socket receive buffer (Linux's
+/// default, 208 KB) and the second track lost the head of its burst, the
+/// keyframe included, which no NACK can recover (the viewer never learns
+/// those sequence numbers). The server paces a cache start
+/// (`prism_core::BurstPacer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_large_cached_gops_reach_a_late_viewer_whole() {
+    let mut srv = TestServer::start(&["--video-history-age", "10s"]);
+    let mut publishers = Vec::new();
+    for (i, name) in ["p1", "p2"].iter().enumerate() {
+        let mut o = ClientOptions::new(&srv.ws_url(), "big", name, i as u32 + 1);
+        o.publish_audio = false;
+        // ~120 packets a second of 1000 bytes; one keyframe, at the start.
+        o.video_bitrate = Some(800_000);
+        o.keyframe_interval = Duration::from_secs(3600);
+        o.answer_keyframe_requests = false;
+        publishers.push(client_with(&srv, o).await);
+    }
+    for p in &publishers {
+        p.wait_for(Duration::from_secs(20), "a GOP of 200 packets", |s| {
+            s.sent_video > 200
+        })
+        .await
+        .unwrap();
+    }
+    let mut o = ClientOptions::new(&srv.ws_url(), "big", "late", 3);
+    o.publish_audio = false;
+    o.publish_video = false;
+    let late = client_with(&srv, o).await;
+    late.wait_for(Duration::from_secs(20), "600 packets of each track", |s| {
+        s.received.len() == 2 && s.received.values().all(|t| t.packets >= 600)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    for v in late.snapshot().received.values() {
+        assert_track_starts_on_a_complete_gop(v, 20);
+        // Each publisher sent one keyframe ever, long before the viewer
+        // joined: both tracks started from the cache.
+        assert_eq!(v.keyframes.len(), 1, "one keyframe: the cached one");
+        assert!(
+            v.latencies_us[0] > 1_000_000,
+            "the first packet came from the cache"
+        );
+    }
     srv.assert_alive();
 }
 
