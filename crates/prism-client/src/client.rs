@@ -168,9 +168,10 @@ impl SeqWindow {
 
 impl ReceivedTrack {
     /// Fraction of the sender's packets that arrived, over the span this
-    /// receiver saw. Video counts from the second keyframe: a subscriber
-    /// starts with the server's cached keyframe and then, by design, gets no
-    /// deltas until the fresh keyframe it asked for.
+    /// receiver saw. Video counts from the second keyframe it saw, so the
+    /// ratio measures steady forwarding only (how a subscriber starts, from
+    /// the server's keyframe cache or a requested keyframe, has its own
+    /// tests).
     pub fn delivered_ratio(&self) -> f64 {
         let from = if self.video {
             self.keyframes.get(1).copied().unwrap_or(0)

@@ -286,17 +286,6 @@ impl Forwarder {
         self.waiting_keyframe
     }
 
-    /// Hold deltas back again until the next keyframe (after a cached
-    /// keyframe was sent: the deltas that follow live reference frames this
-    /// subscriber does not have). Numbering continues without a hole.
-    pub fn wait_for_keyframe(&mut self) {
-        self.waiting_keyframe = self.gate_on_keyframe;
-        // The packets between the cached keyframe and the next one are never
-        // sent to this subscriber: they are not a hole to NACK, so the next
-        // packet continues right after the last one sent.
-        self.seq.restart();
-    }
-
     /// Set (or replace) what the subscriber leg negotiated. Until this is
     /// called, packets are dropped as [`DropReason::Paused`].
     pub fn set_params(&mut self, params: Option<SinkParams>) {

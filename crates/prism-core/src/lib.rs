@@ -9,8 +9,10 @@
 
 pub mod extmap;
 pub mod forwarder;
+pub mod gop;
 pub mod history;
 pub mod keyframe;
+pub mod pacer;
 pub mod room;
 pub mod seq;
 pub mod timestamp;
@@ -20,8 +22,10 @@ pub use forwarder::{
     payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,
     SinkParams, MAX_MAPPED_PAYLOAD_TYPES,
 };
+pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
+pub use pacer::BurstPacer;
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomCounters, RoomError, RoomEvent,
     SenderReportValues, SinkId, Source, Track, TrackId, TrackSpec,

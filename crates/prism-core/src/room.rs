@@ -31,6 +31,7 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::forwarder::{DropCounts, Forward, Forwarder, PacketMeta, SendParams, SinkParams};
+use crate::gop::{GopCache, RefusalCounts};
 use crate::history::{NackLookup, PacketHistory};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 
@@ -109,9 +110,6 @@ pub enum RoomError {
     NotOwner(TrackId),
 }
 
-/// Most packets one cached keyframe may hold (about 600 KB of video).
-const KEYFRAME_CACHE_PACKETS: usize = 512;
-
 #[derive(Debug, Clone)]
 pub struct RoomConfig {
     /// How long an empty room stays open before it closes.
@@ -124,6 +122,10 @@ pub struct RoomConfig {
     pub audio_history: (usize, Duration),
     /// A NACK for a packet retransmitted less than this ago is ignored.
     pub nack_min_interval: Duration,
+    /// Keyframe cache: the most packets of a GOP (keyframe to live edge) a
+    /// new subscriber may start from. Its age bound is the video history's
+    /// age, whose packets the cache is (see [`crate::gop`]).
+    pub keyframe_cache_packets: usize,
 }
 
 impl Default for RoomConfig {
@@ -136,6 +138,9 @@ impl Default for RoomConfig {
             video_history: (1024, Duration::from_secs(2)),
             audio_history: (1024, Duration::from_secs(1)),
             nack_min_interval: Duration::from_millis(30),
+            // 2 s of video up to ~2.5 Mbit/s in 1200-byte packets: the
+            // burst one new subscriber gets, at most ~600 KB.
+            keyframe_cache_packets: 512,
         }
     }
 }
@@ -190,12 +195,9 @@ pub struct Track {
     kf_pending: bool,
     /// The publisher's recent packets, shared by all subscribers' NACKs.
     history: PacketHistory,
-    /// The latest keyframe's packets (headers without extensions, payloads
-    /// shared): the keyframe cache. Kept until the next keyframe, whatever
-    /// the history's age limit.
-    kf_cache: Vec<rtc::rtp::Packet>,
-    /// The timestamp of the keyframe being collected into `kf_cache`.
-    kf_collecting: Option<u32>,
+    /// The keyframe cache: where the latest GOP lies in `history` (video
+    /// whose keyframes are recognised; unused otherwise).
+    gop: GopCache,
     /// The publisher's latest sender report: (NTP time, RTP time, SSRC, when
     /// it arrived).
     sender_report: Option<(u64, u32, u32, Instant)>,
@@ -270,6 +272,9 @@ pub struct RoomCounters {
     /// Subscribers started from the keyframe cache, and packets sent that way.
     pub cache_starts: u64,
     pub cache_packets: u64,
+    /// Subscriber starts that could not use the keyframe cache, by reason
+    /// (each then waits for a fresh keyframe).
+    pub cache_refusals: RefusalCounts,
     /// Sequence numbers subscribers NACKed.
     pub nacks_in: u64,
     /// Packets retransmitted from the history.
@@ -291,6 +296,7 @@ impl RoomCounters {
         self.keyframe_requests_out += o.keyframe_requests_out;
         self.cache_starts += o.cache_starts;
         self.cache_packets += o.cache_packets;
+        self.cache_refusals.add(&o.cache_refusals);
         self.nacks_in += o.nacks_in;
         self.retransmits += o.retransmits;
         self.nack_misses += o.nack_misses;
@@ -489,8 +495,7 @@ impl Room {
                 kf_sent_at: None,
                 kf_pending: false,
                 history: PacketHistory::new(packets, age),
-                kf_cache: Vec::new(),
-                kf_collecting: None,
+                gop: GopCache::new(self.cfg.keyframe_cache_packets.min(packets), age),
                 sender_report: None,
             },
         );
@@ -655,10 +660,8 @@ impl Room {
         t.counters.packets_in += 1;
         t.counters.bytes_in += meta.payload_len as u64;
         let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
-        if keyframe {
-            // Start collecting this keyframe; `store` adds its packets.
-            t.kf_cache.clear();
-            t.kf_collecting = Some(meta.timestamp);
+        if t.codec.detects_keyframes() {
+            t.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
         let mut someone_waits = false;
         for d in &mut t.downstream {
@@ -692,29 +695,6 @@ impl Room {
         let Some(t) = self.tracks.get_mut(&track) else {
             return;
         };
-        if let Some(ts) = t.kf_collecting {
-            if packet.header.timestamp == ts && t.kf_cache.len() < KEYFRAME_CACHE_PACKETS {
-                // Header fields and a shared payload: no allocation once the
-                // cache's buffer has grown to a keyframe's size.
-                t.kf_cache.push(rtc::rtp::Packet {
-                    header: rtc::rtp::header::Header {
-                        version: 2,
-                        marker: packet.header.marker,
-                        payload_type: packet.header.payload_type,
-                        sequence_number: packet.header.sequence_number,
-                        timestamp: ts,
-                        ssrc: packet.header.ssrc,
-                        ..Default::default()
-                    },
-                    payload: packet.payload.clone(),
-                });
-                if packet.header.marker {
-                    t.kf_collecting = None;
-                }
-            } else if packet.header.timestamp != ts {
-                t.kf_collecting = None;
-            }
-        }
         t.history.insert(now, packet);
     }
 
@@ -775,11 +755,17 @@ impl Room {
         }
     }
 
-    /// Starts a subscriber that waits for a keyframe from the keyframe cache:
-    /// the packets of the track's latest keyframe go to `apply` at once (no
-    /// round trip to the publisher), a fresh keyframe is
-    /// requested, and the subscriber then waits for it, so it never gets a
-    /// delta that references frames it lacks. Returns the packets sent.
+    /// Starts a subscriber that waits for a keyframe from the keyframe cache,
+    /// if the cache can start it without a lie: the latest keyframe and every
+    /// packet of the track since (the whole GOP, up to the live edge) go to
+    /// `apply` at once, numbered contiguously by the subscriber's forwarder,
+    /// so live packets continue right after them. The cache is refused
+    /// (counted by reason in `counters.cache_refusals`) when the keyframe is
+    /// older than the video history's age, the GOP is longer than
+    /// `keyframe_cache_packets`, or a packet of it is missing (lost and not
+    /// repaired): then nothing is sent, a fresh keyframe is requested at once
+    /// (throttled), and the subscriber starts with it. Returns the packets
+    /// sent.
     ///
     /// Call right after [`Room::attach`] gave the subscriber its parameters.
     pub fn start_from_cache(
@@ -792,32 +778,47 @@ impl Room {
         let Some(t) = self.tracks.get_mut(&track) else {
             return 0;
         };
-        if t.kf_cache.is_empty() {
-            return 0;
-        }
         let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) else {
             return 0;
         };
+        // Only a negotiated subscriber that still needs a keyframe starts
+        // (audio and codecs without keyframe detection never wait).
         if !d.fwd.waiting_for_keyframe() || d.fwd.params().is_none() {
             return 0;
         }
+        let (first, len) = match t.gop.check(now, &t.history) {
+            Ok(run) => run,
+            Err(reason) => {
+                self.counters.cache_refusals.inc(reason);
+                self.request_keyframe(now, track);
+                return 0;
+            }
+        };
         let mut sent = 0;
-        for (i, p) in t.kf_cache.iter().enumerate() {
+        for i in 0..len {
+            // `check` found every packet of the run in the history just now.
+            let Some(p) = t.history.get(now, first.wrapping_add(i as u16)) else {
+                break;
+            };
             let meta = PacketMeta::of(p);
             let decision = d.fwd.decide(now, &meta, i == 0);
-            if let (Forward::Send(sp), Some(params)) = (decision, d.fwd.params()) {
-                apply(d.sink, params, sp, p);
-                sent += 1;
-            } else if i == 0 {
-                break;
+            match (decision, d.fwd.params()) {
+                (Forward::Send(sp), Some(params)) => {
+                    apply(d.sink, params, sp, p);
+                    sent += 1;
+                }
+                // The keyframe itself did not go (muted, or a payload type
+                // this subscriber lacks): it keeps waiting, as it would for
+                // a live keyframe.
+                _ if i == 0 => return 0,
+                // Padding or a payload type this subscriber lacks: its
+                // forwarder closed the hole, as it does live.
+                (Forward::Drop(r), _) => self.counters.drops.inc(r),
+                (Forward::Send(_), None) => {}
             }
         }
-        if sent > 0 {
-            d.fwd.wait_for_keyframe();
-            self.counters.cache_starts += 1;
-            self.counters.cache_packets += sent as u64;
-            self.request_keyframe(now, track);
-        }
+        self.counters.cache_starts += 1;
+        self.counters.cache_packets += sent as u64;
         sent
     }
 

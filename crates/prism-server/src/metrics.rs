@@ -13,7 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use prism_core::DropCounts;
+use prism_core::{DropCounts, RefusalCounts};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
@@ -130,6 +130,8 @@ pub struct ShardStats {
     pub firs_out: u64,
     pub keyframe_requests_out: u64,
     pub keyframe_cache_starts: u64,
+    /// Subscriber starts that could not use the keyframe cache, by reason.
+    pub keyframe_cache_refusals: RefusalCounts,
     pub packets_lost: u64,
     pub rembs_sent: u64,
     pub ice_failures: u64,
@@ -170,6 +172,7 @@ impl Default for ShardStats {
             firs_out: 0,
             keyframe_requests_out: 0,
             keyframe_cache_starts: 0,
+            keyframe_cache_refusals: RefusalCounts::default(),
             packets_lost: 0,
             rembs_sent: 0,
             ice_failures: 0,
@@ -224,6 +227,7 @@ impl ShardStats {
             *a += b;
         }
         self.drops.add(&o.drops);
+        self.keyframe_cache_refusals.add(&o.keyframe_cache_refusals);
         for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
             *a += b;
         }
@@ -405,7 +409,13 @@ impl Collector for ShardCollector {
                     counter(t.firs_out, &[("direction", "out"), ("type", "fir")]),
                 ],
             ),
-            family("prism_keyframe_cache_starts_total", "Subscribers started from a cached keyframe.", COUNTER, vec![counter(t.keyframe_cache_starts, &[])]),
+            family("prism_keyframe_cache_starts_total", "Subscribers started from the keyframe cache: a cached keyframe and every packet since, to the live edge.", COUNTER, vec![counter(t.keyframe_cache_starts, &[])]),
+            family(
+                "prism_keyframe_cache_refusals_total",
+                "Subscriber starts that could not use the keyframe cache, by reason (no_keyframe, stale, over_bound, incomplete); each waits for a fresh keyframe.",
+                COUNTER,
+                t.keyframe_cache_refusals.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
+            ),
             family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
             family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
             family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),

@@ -192,6 +192,13 @@ async fn documented_and_dashboard_metrics_exist() {
     for r in prism_core::DropReason::ALL {
         known.push(("prism_dropped_packets_total", "reason", r.as_str().into()));
     }
+    for r in prism_core::CacheRefusal::ALL {
+        known.push((
+            "prism_keyframe_cache_refusals_total",
+            "reason",
+            r.as_str().into(),
+        ));
+    }
     for r in prism_server::auth::AuthError::REASONS {
         known.push(("prism_auth_failures_total", "reason", (*r).into()));
     }

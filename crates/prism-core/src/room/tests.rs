@@ -586,89 +586,367 @@ mod lossy {
     }
 }
 
-/// A subscriber that arrives mid-GOP gets the cached keyframe at once, before
-/// the publisher sends anything more, then waits (without a sequence hole) for
-/// the fresh keyframe it asked for.
-#[test]
-fn new_subscriber_starts_from_the_keyframe_cache() {
+/// One packet a publisher sends in a keyframe-cache scenario.
+#[derive(Debug, Clone, Copy)]
+enum Pub {
+    /// `ms` after t0, sequence number, starts a keyframe.
+    K(u64, u16),
+    /// A delta packet.
+    D(u64, u16),
+    /// A delta lost on the way to the server (never forwarded or stored).
+    Lost(u64, u16),
+}
+
+/// What a late subscriber of one track got from the keyframe cache and after.
+#[derive(Debug, PartialEq, Eq)]
+struct CacheOutcome {
+    /// Publisher sequence numbers sent at once from the cache.
+    cached: Vec<u16>,
+    /// Publisher sequence numbers forwarded live afterwards.
+    live: Vec<u16>,
+    /// Why the cache was refused, if it was.
+    refused: Option<crate::gop::CacheRefusal>,
+    /// A keyframe request went upstream at the start.
+    requested: bool,
+}
+
+/// Feeds `before` to a room, starts a subscriber at `join_ms`, feeds `after`;
+/// checks that everything the subscriber got is numbered contiguously (its
+/// sequence numbers 0, 1, 2, ... and, for video, the publisher's without a
+/// gap from a keyframe on) and returns what it got.
+fn cache_scenario(
+    kind: MediaKind,
+    cfg: RoomConfig,
+    before: &[Pub],
+    join_ms: u64,
+    after: &[Pub],
+) -> CacheOutcome {
     let t0 = Instant::now();
-    let mut room = Room::new("cache", RoomConfig::default(), t0);
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let mut room = Room::new("cache", cfg, t0);
     let (p, _) = room.join(t0, "pub", "pub");
-    let track = room.publish(p, spec(MediaKind::Video)).unwrap();
-    let packet = |seq: u16, ts: u32, marker: bool, key: bool| {
+    let track = room.publish(p, spec(kind)).unwrap();
+    let feed = |room: &mut Room, op: Pub, out: &mut Vec<(u16, u16, bool)>| {
+        let (ms, seq, key, lost) = match op {
+            Pub::K(ms, seq) => (ms, seq, true, false),
+            Pub::D(ms, seq) => (ms, seq, false, false),
+            Pub::Lost(ms, seq) => (ms, seq, false, true),
+        };
+        if lost {
+            return;
+        }
         let payload: &'static [u8] = if key {
             &[0x10, 0x00, 1, 2]
         } else {
             &[0x00, 0x00, 3, 4]
         };
-        rtc::rtp::Packet {
+        let pkt = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 ssrc: 9,
                 sequence_number: seq,
-                timestamp: ts,
+                timestamp: ms as u32 * 90,
                 payload_type: 96,
-                marker,
+                marker: true,
                 ..Default::default()
             },
             payload: bytes::Bytes::from_static(payload),
-        }
-    };
-    let feed = |room: &mut Room, pkt: rtc::rtp::Packet, out: &mut Vec<(u16, u16)>| {
-        let meta = PacketMeta {
-            ssrc: 9,
-            seq: pkt.header.sequence_number,
-            timestamp: pkt.header.timestamp,
-            payload_type: 96,
-            marker: pkt.header.marker,
-            payload_len: pkt.payload.len(),
         };
-        room.forward(t0, track, &meta, &pkt.payload.clone(), |_, _, f| {
+        room.forward(at(ms), track, &PacketMeta::of(&pkt), payload, |_, _, f| {
             if let Forward::Send(sp) = f {
-                out.push((pkt.header.sequence_number, sp.seq));
+                out.push((seq, sp.seq, key));
             }
         });
-        room.store(t0, track, pkt);
+        room.store(at(ms), track, pkt);
     };
-    let mut live = Vec::new();
-    // A keyframe in three packets (seq 100..=102, ts 9000), then deltas.
-    feed(&mut room, packet(100, 9000, false, true), &mut live);
-    feed(&mut room, packet(101, 9000, false, false), &mut live);
-    feed(&mut room, packet(102, 9000, true, false), &mut live);
-    for i in 0..20u16 {
-        feed(
-            &mut room,
-            packet(103 + i, 12_000 + i as u32 * 3000, true, false),
-            &mut live,
-        );
+    let mut ignored = Vec::new();
+    for op in before {
+        feed(&mut room, *op, &mut ignored);
     }
     while room.poll_keyframe_request().is_some() {}
+    // Let any throttle window of the publisher's own start pass.
+    room.handle_timeout(at(join_ms));
+    while room.poll_keyframe_request().is_some() {}
 
-    let (s, _) = room.join(t0, "late", "late");
+    let (s, _) = room.join(at(join_ms), "late", "late");
     room.attach(track, s, SinkId(7), Some(sink_params(55)))
         .unwrap();
-    let mut cached = Vec::new();
-    let n = room.start_from_cache(t0, track, s, |sink, _, sp, pkt| {
+    let refusals_before = room.counters.cache_refusals;
+    let mut got = Vec::new();
+    let n = room.start_from_cache(at(join_ms), track, s, |sink, _, sp, pkt| {
         assert_eq!(sink, SinkId(7));
-        cached.push((pkt.header.sequence_number, sp.seq));
+        let key = is_keyframe_start(VideoCodec::Vp8, &pkt.payload);
+        got.push((pkt.header.sequence_number, sp.seq, key));
     });
-    assert_eq!(n, 3, "the three keyframe packets, sent without waiting");
-    assert_eq!(cached, vec![(100, 0), (101, 1), (102, 2)]);
+    assert_eq!(n, got.len());
+    let cached: Vec<u16> = got.iter().map(|g| g.0).collect();
+    let requested = room.poll_keyframe_request() == Some(track);
+    let refused = crate::gop::CacheRefusal::ALL
+        .iter()
+        .copied()
+        .find(|r| room.counters.cache_refusals.get(*r) > refusals_before.get(*r));
     assert_eq!(
-        room.poll_keyframe_request(),
-        Some(track),
-        "and a fresh keyframe asked for"
+        room.counters.cache_starts,
+        u64::from(!cached.is_empty()),
+        "a start from the cache is counted once"
     );
-    // Live deltas are held back; the fresh keyframe continues the numbering.
-    let mut after = Vec::new();
-    feed(&mut room, packet(123, 99_000, true, false), &mut after);
-    assert!(after.is_empty(), "no delta after the cached keyframe");
-    feed(&mut room, packet(124, 102_000, true, true), &mut after);
-    assert_eq!(
-        after,
-        vec![(124, 3)],
-        "fresh keyframe continues the sequence"
+    for op in after {
+        feed(&mut room, *op, &mut got);
+    }
+    let live = got[cached.len()..].iter().map(|g| g.0).collect();
+    // Whatever the subscriber got: its sequence numbers are contiguous...
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(g.1, i as u16, "subscriber numbering is contiguous: {got:?}");
+    }
+    if kind == MediaKind::Video && !got.is_empty() {
+        // ... it starts at a keyframe, and no publisher packet is missing
+        // from there on (nothing references a frame it never got).
+        assert!(got[0].2, "first packet starts a keyframe: {got:?}");
+        for w in got.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1), "no gap: {got:?}");
+        }
+    }
+    CacheOutcome {
+        cached,
+        live,
+        refused,
+        requested,
+    }
+}
+
+/// Deltas `from..from + n`, one per 33 ms from `ms`.
+fn deltas(ms: u64, from: u16, n: u16) -> Vec<Pub> {
+    (0..n)
+        .map(|i| Pub::D(ms + 33 * u64::from(i), from.wrapping_add(i)))
+        .collect()
+}
+
+/// The keyframe cache never lies: a late subscriber starts from it only with
+/// the whole GOP (keyframe to live edge, nothing missing, within the
+/// bounds) and then continues live without a gap; otherwise it gets nothing
+/// until a fresh keyframe, which is requested at once.
+#[test]
+fn keyframe_cache_table() {
+    use crate::gop::CacheRefusal::*;
+    use MediaKind::*;
+    let video = RoomConfig::default();
+    let small = RoomConfig {
+        keyframe_cache_packets: 16,
+        ..RoomConfig::default()
+    };
+    let seqs = |from: u16, n: u16| -> Vec<u16> { (0..n).map(|i| from.wrapping_add(i)).collect() };
+    // (name, kind, config, before, join at ms, after, expected)
+    type Row = (
+        &'static str,
+        MediaKind,
+        RoomConfig,
+        Vec<Pub>,
+        u64,
+        Vec<Pub>,
+        CacheOutcome,
     );
-    assert_eq!(room.counters.cache_starts, 1);
+    let rows: Vec<Row> = vec![
+        (
+            "fresh keyframe",
+            Video,
+            video.clone(),
+            vec![Pub::K(0, 100)],
+            10,
+            deltas(33, 101, 2),
+            CacheOutcome {
+                cached: vec![100],
+                live: vec![101, 102],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "keyframe then N deltas within bound",
+            Video,
+            video.clone(),
+            [vec![Pub::K(0, 100)], deltas(33, 101, 40)].concat(),
+            1400,
+            deltas(1400, 141, 3),
+            CacheOutcome {
+                cached: seqs(100, 41),
+                live: vec![141, 142, 143],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "GOP past the age bound (2 s)",
+            Video,
+            video.clone(),
+            [vec![Pub::K(0, 100)], deltas(33, 101, 70)].concat(),
+            2400,
+            [
+                deltas(2400, 171, 2),
+                vec![Pub::K(2480, 173)],
+                deltas(2500, 174, 2),
+            ]
+            .concat(),
+            CacheOutcome {
+                cached: vec![],
+                live: vec![173, 174, 175],
+                refused: Some(Stale),
+                requested: true,
+            },
+        ),
+        (
+            "the issue's case: a keyframe 41 s old",
+            Video,
+            video.clone(),
+            [vec![Pub::K(0, 100)], deltas(40_000, 5000, 30)].concat(),
+            41_000,
+            [
+                vec![Pub::D(41_010, 5030), Pub::K(41_050, 5031)],
+                deltas(41_080, 5032, 1),
+            ]
+            .concat(),
+            CacheOutcome {
+                cached: vec![],
+                live: vec![5031, 5032],
+                refused: Some(Stale),
+                requested: true,
+            },
+        ),
+        (
+            "GOP past the packet bound",
+            Video,
+            small.clone(),
+            [vec![Pub::K(0, 100)], deltas(33, 101, 16)].concat(),
+            600,
+            [deltas(600, 117, 1), vec![Pub::K(640, 118)]].concat(),
+            CacheOutcome {
+                cached: vec![],
+                live: vec![118],
+                refused: Some(OverBound),
+                requested: true,
+            },
+        ),
+        (
+            "GOP exactly at the packet bound",
+            Video,
+            small.clone(),
+            [vec![Pub::K(0, 100)], deltas(33, 101, 15)].concat(),
+            600,
+            deltas(600, 116, 1),
+            CacheOutcome {
+                cached: seqs(100, 16),
+                live: vec![116],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "a hole in the GOP",
+            Video,
+            video.clone(),
+            vec![
+                Pub::K(0, 100),
+                Pub::D(33, 101),
+                Pub::Lost(66, 102),
+                Pub::D(99, 103),
+            ],
+            120,
+            vec![Pub::D(133, 104), Pub::K(166, 105)],
+            CacheOutcome {
+                cached: vec![],
+                live: vec![105],
+                refused: Some(Incomplete),
+                requested: true,
+            },
+        ),
+        (
+            "a hole the publisher repaired",
+            Video,
+            video.clone(),
+            vec![
+                Pub::K(0, 100),
+                Pub::Lost(33, 101),
+                Pub::D(66, 102),
+                Pub::D(90, 101),
+            ],
+            120,
+            deltas(133, 103, 1),
+            CacheOutcome {
+                cached: vec![100, 101, 102],
+                live: vec![103],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "a new keyframe replaces the old",
+            Video,
+            video.clone(),
+            [
+                vec![Pub::K(0, 100)],
+                deltas(33, 101, 20),
+                vec![Pub::K(700, 121)],
+                deltas(733, 122, 3),
+            ]
+            .concat(),
+            900,
+            deltas(900, 125, 1),
+            CacheOutcome {
+                cached: seqs(121, 4),
+                live: vec![125],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "no keyframe yet",
+            Video,
+            video.clone(),
+            deltas(0, 10, 5),
+            200,
+            vec![Pub::D(233, 15), Pub::K(266, 16)],
+            CacheOutcome {
+                cached: vec![],
+                live: vec![16],
+                refused: Some(NoKeyframe),
+                requested: true,
+            },
+        ),
+        (
+            "sequence wraparound",
+            Video,
+            video.clone(),
+            [vec![Pub::K(0, 65530)], deltas(33, 65531, 10)].concat(),
+            400,
+            deltas(400, 5, 2),
+            CacheOutcome {
+                cached: seqs(65530, 11),
+                live: vec![5, 6],
+                refused: None,
+                requested: false,
+            },
+        ),
+        (
+            "audio unaffected",
+            Audio,
+            video.clone(),
+            deltas(0, 10, 5),
+            200,
+            deltas(200, 15, 2),
+            CacheOutcome {
+                cached: vec![],
+                live: vec![15, 16],
+                refused: None,
+                requested: false,
+            },
+        ),
+    ];
+    for (name, kind, cfg, before, join, after, want) in rows {
+        eprintln!("row: {name}");
+        assert_eq!(
+            cache_scenario(kind, cfg, &before, join, &after),
+            want,
+            "row: {name}"
+        );
+    }
 }
 
 /// A subscriber leg's sender report carries the publisher's NTP ↔ RTP

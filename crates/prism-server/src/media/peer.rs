@@ -107,7 +107,25 @@ pub struct Peer {
     pub setup: SetupHold,
     /// Engine statistics already counted (metrics add deltas).
     pub engine_seen: super::shard::EngineSeen,
+    /// Subscribe leg: packets waiting to be written at a bounded rate
+    /// (sender slot, packet): a keyframe-cache start, and whatever live
+    /// packets for this leg arrived behind it (`Shard::flush_sends`).
+    pub pacer: prism_core::BurstPacer<(usize, rtc::rtp::Packet)>,
+    /// The pacer's deadline currently registered in the shard's
+    /// `pace_timers`.
+    pub pace_at: Option<Instant>,
 }
+
+/// The rate at which a keyframe-cache start leaves for one subscribe leg:
+/// at most [`PACE_PACKETS`] packets per [`PACE_WINDOW`] (1,600 packets a
+/// second, ≤ 15 Mbit/s in 1200-byte packets; the 512-packet bound in
+/// 320 ms). Fast enough to outrun any live stream it is ahead of, slow
+/// enough that a receiver reading its socket every few milliseconds never
+/// has more than a few dozen datagrams of it waiting (see
+/// `prism_core::pacer`).
+pub const PACE_PACKETS: usize = 8;
+/// See [`PACE_PACKETS`].
+pub const PACE_WINDOW: Duration = Duration::from_millis(5);
 
 /// Engine settings shared by every peer of a shard.
 #[derive(Debug, Clone)]
@@ -344,6 +362,8 @@ impl Peer {
                 ice_connected: false,
                 setup: SetupHold::default(),
                 engine_seen: Default::default(),
+                pacer: prism_core::BurstPacer::new(PACE_PACKETS, PACE_WINDOW),
+                pace_at: None,
             },
             candidates,
         ))

@@ -138,6 +138,9 @@ pub struct Shard {
     timers: BTreeSet<(Instant, usize)>,
     /// (deadline, room) for every room's next `Room::poll_timeout`.
     room_timers: BTreeSet<(Instant, usize)>,
+    /// (deadline, peer) for every subscribe leg whose pacer holds packets
+    /// (`Peer::pacer`).
+    pace_timers: BTreeSet<(Instant, usize)>,
     dirty: Vec<usize>,
     /// Plain counters for metrics, published once a second to `published`.
     stats: ShardStats,
@@ -198,6 +201,7 @@ impl Shard {
             rooms_by_name: HashMap::new(),
             timers: BTreeSet::new(),
             room_timers: BTreeSet::new(),
+            pace_timers: BTreeSet::new(),
             dirty: Vec::new(),
             stats: ShardStats::default(),
             published,
@@ -223,12 +227,12 @@ impl Shard {
         loop {
             let peer_next = self.timers.first().map(|(t, _)| *t);
             let room_next = self.room_timers.first().map(|(t, _)| *t);
-            let deadline = match (peer_next, room_next) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a
-                    .or(b)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
-            };
+            let pace_next = self.pace_timers.first().map(|(t, _)| *t);
+            let deadline = [peer_next, room_next, pace_next]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 biased;
                 cmd = self.commands.recv() => match cmd {
@@ -431,6 +435,18 @@ impl Shard {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        // Paced packets first: each pacer re-arms its own deadline, always
+        // in the future once polled now.
+        while let Some(&(at, key)) = self.pace_timers.first() {
+            if at > now {
+                break;
+            }
+            self.pace_timers.pop_first();
+            if let Some(p) = self.peers.get_mut(key) {
+                p.pace_at = None;
+            }
+            self.pace(now, key);
+        }
         while let Some(&(at, key)) = self.timers.first() {
             if at > now {
                 break;
@@ -797,17 +813,20 @@ impl Shard {
         );
         // The packet itself moves into the track's shared retransmission history.
         room.core.store(now, track, packet);
-        self.flush_sends(now, false);
+        self.flush_sends(now, SendKind::Live);
         // New subscribers waiting for a keyframe may have asked for one.
         self.flush_keyframe_requests(now, room_key);
     }
 
-    /// Writes every queued (sink, packet) to its subscriber's sender, made
-    /// ready by [`egress::prepare`] (mid and abs-send-time stamped; a
-    /// retransmission as RTX where negotiated).
-    fn flush_sends(&mut self, now: Instant, retransmission: bool) {
+    /// Writes every queued (sink, packet) to its subscriber's sender (see
+    /// [`Shard::write_to_sender`]). A keyframe-cache start goes into its
+    /// leg's pacer instead, and so does any live packet for a leg whose
+    /// pacer still holds one: the leg then gets everything in order, the
+    /// cached GOP first, at the pacer's rate. Retransmissions answer NACKs
+    /// for packets already sent and never wait.
+    fn flush_sends(&mut self, now: Instant, kind: SendKind) {
         let mut sends = std::mem::take(&mut self.sends);
-        if !retransmission && !sends.is_empty() {
+        if kind == SendKind::Live && !sends.is_empty() {
             // One clock read per batch: every packet of it waited this long
             // since its datagram was read.
             let latency = Instant::now().saturating_duration_since(self.turn_at);
@@ -817,57 +836,124 @@ impl Shard {
         }
         // The batch leaves now: one abs-send-time value for all of it.
         let mut send_time = egress::SendTime::new(now.saturating_duration_since(self.epoch));
+        let mut paced: Vec<usize> = Vec::new();
         for (sink, pkt) in sends.drain(..) {
             let (peer_key, slot) = unpack_sink(sink);
-            let Some(sub) = self.peers.get_mut(peer_key) else {
-                self.drops.inc(DropReason::SenderGone);
-                continue;
-            };
-            let Some(Some(s)) = sub.senders.get_mut(slot) else {
-                self.drops.inc(DropReason::SenderGone);
-                continue;
-            };
-            let out = match egress::prepare(pkt, s, retransmission, &mut send_time) {
-                Ok(out) => out,
-                Err(reason) => {
-                    self.drops.inc(reason);
-                    continue;
-                }
-            };
-            let result = match out {
-                egress::Outgoing::Rtx(pkt) => {
-                    self.stats.retransmits_rtx += 1;
-                    self.stats.rtp_out_packets += 1;
-                    self.stats.rtp_out_bytes += pkt.payload.len() as u64;
-                    // write_rtp takes only the sender's primary SSRC; the
-                    // connection's own write path routes by SSRC and knows
-                    // the RTX stream from negotiation.
-                    sub.pc.handle_write(TaggedRTCMessage {
-                        now,
-                        message: RTCMessage::RtpPacket(String::new(), pkt),
-                    })
-                }
-                egress::Outgoing::Media(pkt) => match sub.pc.rtp_sender(s.sender) {
-                    Some(mut sender) => {
-                        self.stats.rtp_out_packets += 1;
-                        self.stats.rtp_out_bytes += pkt.payload.len() as u64;
-                        sender.write_rtp(now, pkt)
-                    }
-                    None => {
-                        self.drops.inc(DropReason::SenderGone);
+            let retransmission = kind == SendKind::Retransmission;
+            if !retransmission {
+                if let Some(sub) = self.peers.get_mut(peer_key) {
+                    if kind == SendKind::CacheStart || !sub.pacer.is_empty() {
+                        sub.pacer.push(now, (slot, pkt));
+                        if !paced.contains(&peer_key) {
+                            paced.push(peer_key);
+                        }
                         continue;
                     }
-                },
-            };
-            if let Err(e) = result {
-                // Counted; the reason is visible at trace level only (one
-                // line per packet otherwise).
-                self.drops.inc(DropReason::SendFailed);
-                tracing::trace!("write_rtp: {e}");
+                }
             }
-            self.mark(peer_key);
+            self.write_to_sender(now, peer_key, slot, pkt, retransmission, &mut send_time);
         }
         self.sends = sends;
+        for key in paced {
+            self.pace(now, key);
+        }
+    }
+
+    /// Writes what a subscribe leg's pacer lets leave now and registers its
+    /// next deadline.
+    fn pace(&mut self, now: Instant, key: usize) {
+        let mut send_time = egress::SendTime::new(now.saturating_duration_since(self.epoch));
+        loop {
+            let Some(p) = self.peers.get_mut(key) else {
+                return;
+            };
+            let Some((slot, pkt)) = p.pacer.poll(now) else {
+                break;
+            };
+            // The sender may have gone while its packets waited, and its
+            // slot been given to another track: never send on that one.
+            let same = matches!(p.senders.get(slot), Some(Some(s)) if s.ssrc == pkt.header.ssrc);
+            if !same {
+                self.drops.inc(DropReason::SenderGone);
+                continue;
+            }
+            self.write_to_sender(now, key, slot, pkt, false, &mut send_time);
+        }
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let next = p.pacer.poll_timeout();
+        if next != p.pace_at {
+            if let Some(old) = p.pace_at.take() {
+                self.pace_timers.remove(&(old, key));
+            }
+            if let Some(at) = next {
+                self.pace_timers.insert((at, key));
+            }
+            p.pace_at = next;
+        }
+    }
+
+    /// Writes one packet to its subscriber's sender, made ready by
+    /// [`egress::prepare`] (mid and abs-send-time stamped; a retransmission
+    /// as RTX where negotiated). Whatever cannot be sent is counted under a
+    /// [`DropReason`].
+    fn write_to_sender(
+        &mut self,
+        now: Instant,
+        peer_key: usize,
+        slot: usize,
+        pkt: rtp::Packet,
+        retransmission: bool,
+        send_time: &mut egress::SendTime,
+    ) {
+        let Some(sub) = self.peers.get_mut(peer_key) else {
+            self.drops.inc(DropReason::SenderGone);
+            return;
+        };
+        let Some(Some(s)) = sub.senders.get_mut(slot) else {
+            self.drops.inc(DropReason::SenderGone);
+            return;
+        };
+        let out = match egress::prepare(pkt, s, retransmission, send_time) {
+            Ok(out) => out,
+            Err(reason) => {
+                self.drops.inc(reason);
+                return;
+            }
+        };
+        let result = match out {
+            egress::Outgoing::Rtx(pkt) => {
+                self.stats.retransmits_rtx += 1;
+                self.stats.rtp_out_packets += 1;
+                self.stats.rtp_out_bytes += pkt.payload.len() as u64;
+                // write_rtp takes only the sender's primary SSRC; the
+                // connection's own write path routes by SSRC and knows the
+                // RTX stream from negotiation.
+                sub.pc.handle_write(TaggedRTCMessage {
+                    now,
+                    message: RTCMessage::RtpPacket(String::new(), pkt),
+                })
+            }
+            egress::Outgoing::Media(pkt) => match sub.pc.rtp_sender(s.sender) {
+                Some(mut sender) => {
+                    self.stats.rtp_out_packets += 1;
+                    self.stats.rtp_out_bytes += pkt.payload.len() as u64;
+                    sender.write_rtp(now, pkt)
+                }
+                None => {
+                    self.drops.inc(DropReason::SenderGone);
+                    return;
+                }
+            },
+        };
+        if let Err(e) = result {
+            // Counted; the reason is visible at trace level only (one line
+            // per packet otherwise).
+            self.drops.inc(DropReason::SendFailed);
+            tracing::trace!("write_rtp: {e}");
+        }
+        self.mark(peer_key);
     }
 
     fn on_rtcp(&mut self, now: Instant, key: usize, packets: &[Box<dyn rtc::rtcp::Packet>]) {
@@ -905,7 +991,7 @@ impl Shard {
                 .nack(now, track, pid, seqs, |sink, params, sp, original| {
                     queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
                 });
-            self.flush_sends(now, true);
+            self.flush_sends(now, SendKind::Retransmission);
         }
     }
 
@@ -931,8 +1017,11 @@ impl Shard {
         }
     }
 
-    /// Gives a subscriber's sender its negotiated parameters; a video sender
-    /// starts at once from the track's keyframe cache when there is one.
+    /// Gives a subscriber's sender its negotiated parameters. A video sender
+    /// that waits for a keyframe starts at once from the track's keyframe
+    /// cache when the whole GOP since the latest keyframe is there (keyframe
+    /// to live edge, nothing missing, within its bounds); otherwise a fresh
+    /// keyframe is requested now and the sender starts with that.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn attach_sink(
         &mut self,
@@ -958,7 +1047,8 @@ impl Shard {
             .start_from_cache(now, track, pid, |sink, params, sp, original| {
                 queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
             });
-        self.flush_sends(now, false);
+        // The GOP leaves paced, live packets of this leg behind it.
+        self.flush_sends(now, SendKind::CacheStart);
         self.flush_keyframe_requests(now, room);
     }
 
@@ -1189,6 +1279,9 @@ impl Shard {
         if let Some(at) = peer.timer_at {
             self.timers.remove(&(at, key));
         }
+        if let Some(at) = peer.pace_at {
+            self.pace_timers.remove(&(at, key));
+        }
         // A key queued in `dirty` is skipped by drain() once the slot is empty;
         // if the slot is reused first, draining the new peer is harmless.
     }
@@ -1204,6 +1297,18 @@ pub(super) fn pack_sink(peer: usize, slot: usize) -> SinkId {
 
 fn unpack_sink(s: SinkId) -> (usize, usize) {
     ((s.0 >> 32) as usize, (s.0 & 0xFFFF_FFFF) as usize)
+}
+
+/// What a batch of queued sends is, for [`Shard::flush_sends`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendKind {
+    /// Forwarded live packets: written at once, unless their leg's pacer
+    /// still holds packets (then behind those).
+    Live,
+    /// Answers to NACKs: written at once, as RTX where negotiated.
+    Retransmission,
+    /// A keyframe-cache start: through the leg's pacer.
+    CacheStart,
 }
 
 /// Queues `original` rewritten for `sink`, or counts why it cannot be.

@@ -263,6 +263,9 @@ impl Shard {
                     video_history: (self.cfg.video_history_packets, self.cfg.video_history_age),
                     audio_history: (self.cfg.audio_history_packets, self.cfg.audio_history_age),
                     nack_min_interval: self.cfg.nack_min_interval,
+                    // The keyframe cache's packet bound; its age bound is
+                    // `video_history_age` (the cache is the history).
+                    ..RoomConfig::default()
                 };
                 let k = self.rooms.insert(RoomState {
                     core: Room::new(room, cfg, now),

@@ -172,6 +172,7 @@ impl Shard {
         s.nack_misses = rc.nack_misses + rc.nack_expired;
         s.keyframe_requests_out = rc.keyframe_requests_out;
         s.keyframe_cache_starts = rc.cache_starts;
+        s.keyframe_cache_refusals = rc.cache_refusals;
         s.publish(&self.published);
     }
 }
