@@ -1,0 +1,390 @@
+//! The packet path: RTP from a publish leg through the room's forwarders
+//! to each subscriber's sender within the same turn ([`Shard::on_rtp`],
+//! [`rewrite`], [`egress::prepare`], [`Shard::write_to_sender`]), a late
+//! subscriber's cached GOP through its leg's pacer, and RTCP from both
+//! legs ([`Shard::on_rtcp`]: keyframe requests, NACK retransmissions, REMB,
+//! sender reports). Every packet not delivered is a counted `DropReason`.
+
+use std::time::Instant;
+
+use prism_core::{DropCounts, DropReason, Forward, PacketMeta, ParticipantId, SinkId, TrackId};
+use prism_signal::Leg;
+use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
+use rtc::rtp;
+use rtc::sansio::Protocol;
+
+use super::{egress, feedback, pack_sink, unpack_sink, SendKind, Shard};
+
+impl Shard {
+    pub(super) fn on_rtp(
+        &mut self,
+        now: Instant,
+        key: usize,
+        engine_track: &str,
+        packet: rtp::Packet,
+    ) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let ssrc = packet.header.ssrc;
+        let track = match peer.track_for_ssrc(ssrc) {
+            Some(t) => t.track,
+            None => {
+                // First packet of a stream the engine did not announce yet:
+                // find its m-section through the receiver's track id, once.
+                let found = peer.pub_tracks.iter().position(|t| {
+                    peer.pc
+                        .rtp_receiver(t.receiver)
+                        .is_some_and(|r| r.track().track_id() == engine_track)
+                });
+                match found {
+                    Some(i) => {
+                        peer.pub_tracks[i].ssrcs.push(ssrc);
+                        peer.pub_tracks[i].track
+                    }
+                    None => {
+                        self.drops.inc(DropReason::UnknownSsrc);
+                        return;
+                    }
+                }
+            }
+        };
+        let room_key = peer.room;
+        self.stats.rtp_in_packets += 1;
+        self.stats.rtp_in_bytes += packet.payload.len() as u64;
+        let meta = PacketMeta::of(&packet);
+        let Some(room) = self.rooms.get_mut(room_key) else {
+            // The peer outlived its room for this turn (it closes next).
+            self.drops.inc(DropReason::UnknownSsrc);
+            return;
+        };
+        let sends = &mut self.sends;
+        let drops = &mut self.drops;
+        room.core.forward(
+            now,
+            track,
+            &meta,
+            &packet.payload,
+            |sink, params, decision| {
+                if let Forward::Send(sp) = decision {
+                    queue_rewritten(sends, drops, sink, &packet, sp, &params.extensions);
+                }
+            },
+        );
+        // The packet itself moves into the track's shared retransmission history.
+        room.core.store(now, track, packet);
+        self.flush_sends(now, SendKind::Live);
+        // New subscribers waiting for a keyframe may have asked for one.
+        self.flush_keyframe_requests(now, room_key);
+    }
+
+    /// Writes every queued (sink, packet) to its subscriber's sender (see
+    /// [`Shard::write_to_sender`]). A keyframe-cache start goes into its
+    /// leg's pacer instead, and so does any live packet for a leg whose
+    /// pacer still holds one: the leg then gets everything in order, the
+    /// cached GOP first, at the pacer's rate. Retransmissions answer NACKs
+    /// for packets already sent and never wait.
+    pub(super) fn flush_sends(&mut self, now: Instant, kind: SendKind) {
+        let mut sends = std::mem::take(&mut self.sends);
+        if kind == SendKind::Live && !sends.is_empty() {
+            // One clock read per batch: every packet of it waited this long
+            // since its datagram was read.
+            let latency = Instant::now().saturating_duration_since(self.turn_at);
+            self.stats
+                .forwarding_latency
+                .observe_n(latency.as_secs_f64(), sends.len() as u64);
+        }
+        // The batch leaves now: one abs-send-time value for all of it.
+        let mut send_time = egress::SendTime::new(now.saturating_duration_since(self.epoch));
+        let mut paced: Vec<usize> = Vec::new();
+        for (sink, pkt) in sends.drain(..) {
+            let (peer_key, slot) = unpack_sink(sink);
+            let retransmission = kind == SendKind::Retransmission;
+            if !retransmission {
+                if let Some(sub) = self.peers.get_mut(peer_key) {
+                    if kind == SendKind::CacheStart || !sub.pacer.is_empty() {
+                        sub.pacer.push(now, (slot, pkt));
+                        if !paced.contains(&peer_key) {
+                            paced.push(peer_key);
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.write_to_sender(now, peer_key, slot, pkt, retransmission, &mut send_time);
+        }
+        self.sends = sends;
+        for key in paced {
+            self.pace(now, key);
+        }
+    }
+
+    /// Writes what a subscribe leg's pacer lets leave now and registers its
+    /// next deadline.
+    pub(super) fn pace(&mut self, now: Instant, key: usize) {
+        let mut send_time = egress::SendTime::new(now.saturating_duration_since(self.epoch));
+        loop {
+            let Some(p) = self.peers.get_mut(key) else {
+                return;
+            };
+            let Some((slot, pkt)) = p.pacer.poll(now) else {
+                break;
+            };
+            // The sender may have gone while its packets waited, and its
+            // slot been given to another track: never send on that one.
+            let same = matches!(p.senders.get(slot), Some(Some(s)) if s.ssrc == pkt.header.ssrc);
+            if !same {
+                self.drops.inc(DropReason::SenderGone);
+                continue;
+            }
+            self.write_to_sender(now, key, slot, pkt, false, &mut send_time);
+        }
+        let Some(p) = self.peers.get_mut(key) else {
+            return;
+        };
+        let next = p.pacer.poll_timeout();
+        if next != p.pace_at {
+            if let Some(old) = p.pace_at.take() {
+                self.pace_timers.remove(&(old, key));
+            }
+            if let Some(at) = next {
+                self.pace_timers.insert((at, key));
+            }
+            p.pace_at = next;
+        }
+    }
+
+    /// Writes one packet to its subscriber's sender, made ready by
+    /// [`egress::prepare`] (mid and abs-send-time stamped; a retransmission
+    /// as RTX where negotiated). Whatever cannot be sent is counted under a
+    /// [`DropReason`].
+    pub(super) fn write_to_sender(
+        &mut self,
+        now: Instant,
+        peer_key: usize,
+        slot: usize,
+        pkt: rtp::Packet,
+        retransmission: bool,
+        send_time: &mut egress::SendTime,
+    ) {
+        let Some(sub) = self.peers.get_mut(peer_key) else {
+            self.drops.inc(DropReason::SenderGone);
+            return;
+        };
+        let Some(Some(s)) = sub.senders.get_mut(slot) else {
+            self.drops.inc(DropReason::SenderGone);
+            return;
+        };
+        let out = match egress::prepare(pkt, s, retransmission, send_time) {
+            Ok(out) => out,
+            Err(reason) => {
+                self.drops.inc(reason);
+                return;
+            }
+        };
+        let result = match out {
+            egress::Outgoing::Rtx(pkt) => {
+                self.stats.retransmits_rtx += 1;
+                self.stats.rtp_out_packets += 1;
+                self.stats.rtp_out_bytes += pkt.payload.len() as u64;
+                // write_rtp takes only the sender's primary SSRC; the
+                // connection's own write path routes by SSRC and knows the
+                // RTX stream from negotiation.
+                sub.pc.handle_write(TaggedRTCMessage {
+                    now,
+                    message: RTCMessage::RtpPacket(String::new(), pkt),
+                })
+            }
+            egress::Outgoing::Media(pkt) => match sub.pc.rtp_sender(s.sender) {
+                Some(mut sender) => {
+                    self.stats.rtp_out_packets += 1;
+                    self.stats.rtp_out_bytes += pkt.payload.len() as u64;
+                    sender.write_rtp(now, pkt)
+                }
+                None => {
+                    self.drops.inc(DropReason::SenderGone);
+                    return;
+                }
+            },
+        };
+        if let Err(e) = result {
+            // Counted; the reason is visible at trace level only (one line
+            // per packet otherwise).
+            self.drops.inc(DropReason::SendFailed);
+            tracing::trace!("write_rtp: {e}");
+        }
+        self.mark(peer_key);
+    }
+
+    pub(super) fn on_rtcp(
+        &mut self,
+        now: Instant,
+        key: usize,
+        packets: &[Box<dyn rtc::rtcp::Packet>],
+    ) {
+        let Some(peer) = self.peers.get(key) else {
+            return;
+        };
+        if peer.leg == Leg::Publish {
+            // The publisher's sender reports: keep each stream's NTP ↔ RTP
+            // mapping to derive the subscribers' reports.
+            let room = peer.room;
+            let reports = feedback::read_publisher_reports(&peer.pub_tracks, packets);
+            if let Some(r) = self.rooms.get_mut(room) {
+                for (track, ssrc, ntp, rtp) in reports {
+                    r.core.on_sender_report(now, track, ssrc, ntp, rtp);
+                }
+            }
+            return;
+        }
+        let (room, pid) = (peer.room, peer.participant);
+        let f = feedback::read_subscriber_rtcp(&peer.senders, packets);
+        self.stats.plis_in += f.plis;
+        self.stats.firs_in += f.firs;
+        if let (Some(bps), Some(p)) = (f.remb, self.peers.get_mut(key)) {
+            p.remb_in = Some(bps);
+        }
+        for t in f.keyframes {
+            self.request_keyframe(now, room, t);
+        }
+        for (track, seqs) in f.nacks {
+            let Some(r) = self.rooms.get_mut(room) else {
+                return;
+            };
+            let (sends, drops) = (&mut self.sends, &mut self.drops);
+            r.core
+                .nack(now, track, pid, seqs, |sink, params, sp, original| {
+                    queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
+                });
+            self.flush_sends(now, SendKind::Retransmission);
+        }
+    }
+
+    /// A subscribe leg just connected: its negotiated senders start receiving
+    /// (video from the next keyframe, which the forwarders ask for).
+    pub(super) fn attach_connected_senders(&mut self, key: usize) {
+        let Some(p) = self.peers.get(key) else {
+            return;
+        };
+        let (room, pid) = (p.room, p.participant);
+        let ready: Vec<(TrackId, usize, prism_core::SinkParams)> = p
+            .senders
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                s.as_ref()
+                    .and_then(|s| s.params.clone().map(|pr| (s.track, i, pr)))
+            })
+            .collect();
+        let now = Instant::now();
+        for (track, slot, params) in ready {
+            self.attach_sink(now, room, track, pid, key, slot, params);
+        }
+    }
+
+    /// Gives a subscriber's sender its negotiated parameters. A video sender
+    /// that waits for a keyframe starts at once from the track's keyframe
+    /// cache when the whole GOP since the latest keyframe is there (keyframe
+    /// to live edge, nothing missing, within its bounds); otherwise a fresh
+    /// keyframe is requested now and the sender starts with that.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn attach_sink(
+        &mut self,
+        now: Instant,
+        room: usize,
+        track: TrackId,
+        pid: ParticipantId,
+        key: usize,
+        slot: usize,
+        params: prism_core::SinkParams,
+    ) {
+        let Some(r) = self.rooms.get_mut(room) else {
+            return;
+        };
+        if r.core
+            .attach(track, pid, pack_sink(key, slot), Some(params))
+            .is_err()
+        {
+            return;
+        }
+        let (sends, drops) = (&mut self.sends, &mut self.drops);
+        r.core
+            .start_from_cache(now, track, pid, |sink, params, sp, original| {
+                queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
+            });
+        // The GOP leaves paced, live packets of this leg behind it.
+        self.flush_sends(now, SendKind::CacheStart);
+        self.flush_keyframe_requests(now, room);
+    }
+}
+
+/// Queues `original` rewritten for `sink`, or counts why it cannot be.
+fn queue_rewritten(
+    sends: &mut Vec<(SinkId, rtp::Packet)>,
+    drops: &mut DropCounts,
+    sink: SinkId,
+    original: &rtp::Packet,
+    sp: prism_core::SendParams,
+    ext: &prism_core::ExtensionMap,
+) {
+    match rewrite(original, sp, ext) {
+        Ok(p) => sends.push((sink, p)),
+        Err(reason) => drops.inc(reason),
+    }
+}
+
+/// The packet a subscriber gets: the publisher's payload with this leg's
+/// SSRC, payload type, sequence number and timestamp, and the extensions it
+/// negotiated under its own ids. Rebuilt through `set_extension` so the
+/// header's padding bookkeeping stays right.
+///
+/// The header's extension profile is chosen up front from every id and
+/// payload it will carry (the mapped ones and the ones the shard stamps
+/// later: `mid`, `abs-send-time`): RFC 8285's one-byte form holds ids 1–14
+/// and payloads of 1–16 bytes, anything else needs the two-byte form. Chosen
+/// by the first extension instead, a later one would fail to fit. Err: an
+/// extension still could not be written (counted as a drop).
+pub fn rewrite(
+    src: &rtp::Packet,
+    sp: prism_core::SendParams,
+    ext: &prism_core::ExtensionMap,
+) -> Result<rtp::Packet, DropReason> {
+    let mut header = rtp::header::Header {
+        version: 2,
+        marker: src.header.marker,
+        payload_type: sp.payload_type,
+        sequence_number: sp.seq,
+        timestamp: sp.timestamp,
+        ssrc: sp.ssrc,
+        csrc: src.header.csrc.clone(),
+        ..Default::default()
+    };
+    let mapped = || {
+        src.header
+            .extensions
+            .iter()
+            .filter_map(|e| ext.map(e.id).map(|id| (id, e.payload.len())))
+    };
+    let stamped = [ext.mid_id, ext.abs_send_time_id];
+    if mapped().next().is_some() || stamped.iter().any(Option::is_some) {
+        let two_byte = mapped().any(|(id, len)| id > 14 || len == 0 || len > 16)
+            || stamped.iter().flatten().any(|id| *id > 14);
+        header.extension = true;
+        header.extension_profile = if two_byte {
+            rtp::header::EXTENSION_PROFILE_TWO_BYTE
+        } else {
+            rtp::header::EXTENSION_PROFILE_ONE_BYTE
+        };
+    }
+    for e in &src.header.extensions {
+        if let Some(id) = ext.map(e.id) {
+            header
+                .set_extension(id, e.payload.clone())
+                .map_err(|_| DropReason::ExtensionRewrite)?;
+        }
+    }
+    Ok(rtp::Packet {
+        header,
+        payload: src.payload.clone(),
+    })
+}
