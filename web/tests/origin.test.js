@@ -73,3 +73,30 @@ test("room page on a plain-HTTP host name joins, receives, and explains the came
   assert.deepEqual(bo.errors, []);
   assert.deepEqual(ana.errors, []);
 });
+
+test("prism.js stops a WHIP session on another server (base URL) at that server", async () => {
+  // The page comes from one server; it publishes to a second one through
+  // `base`. stop() must DELETE the session at the second server (its
+  // Location is relative to the POST, not to the page).
+  const other = await startPrism();
+  try {
+    const { page, errors } = await open(`${prism.http.replace("127.0.0.1", "localhost")}/`);
+    const sessions = async () => {
+      const text = await (await fetch(`${other.http}/metrics`)).text();
+      return Number(/^prism_whip_whep_sessions (\d+)/m.exec(text)[1]);
+    };
+    await page.evaluate(async (base) => {
+      const { publishWhip } = await import("/static/prism.js");
+      const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+      window.session = await publishWhip("elsewhere", stream, { base });
+    }, other.http);
+    await waitFor("the session exists on the other server", async () => (await sessions()) === 1, 10000);
+    assert.ok((await page.evaluate(() => window.session.location)).startsWith(other.http), "an absolute Location");
+    await page.evaluate(() => window.session.stop());
+    // Well inside the peer timeout: the DELETE ended it, not silence.
+    await waitFor("the DELETE reached the other server", async () => (await sessions()) === 0, 2000, 100);
+    assert.deepEqual(errors, []);
+  } finally {
+    other.stop();
+  }
+});
