@@ -140,6 +140,10 @@ pub struct Config {
     /// sent an `error` and closed.
     #[serde(with = "humantime_serde")]
     pub ws_join_timeout: Duration,
+    /// A TCP connection to the HTTP port that sends no byte this long after
+    /// it was accepted is closed (and counted).
+    #[serde(with = "humantime_serde")]
+    pub http_first_byte_timeout: Duration,
     /// Most concurrent WebSockets from one client IP address; over it the
     /// upgrade is refused with 429.
     pub max_ws_per_address: usize,
@@ -173,6 +177,7 @@ impl Default for Config {
             max_signal_rate: 50,
             max_http_rate: 120,
             ws_join_timeout: Duration::from_secs(10),
+            http_first_byte_timeout: Duration::from_secs(10),
             max_ws_per_address: 32,
         }
     }
@@ -314,6 +319,9 @@ pub struct Overrides {
     /// Close a WebSocket that has not joined a room this long after opening [default: 10s].
     #[arg(long, env = "PRISM_WS_JOIN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub ws_join_timeout: Option<Duration>,
+    /// Close an HTTP connection that sends nothing this long after it was accepted [default: 10s].
+    #[arg(long, env = "PRISM_HTTP_FIRST_BYTE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub http_first_byte_timeout: Option<Duration>,
     /// Most concurrent WebSockets per client IP address [default: 32].
     #[arg(long, env = "PRISM_MAX_WS_PER_ADDRESS")]
     pub max_ws_per_address: Option<usize>,
@@ -423,6 +431,9 @@ impl Config {
         if let Some(v) = o.ws_join_timeout {
             c.ws_join_timeout = v;
         }
+        if let Some(v) = o.http_first_byte_timeout {
+            c.http_first_byte_timeout = v;
+        }
         if let Some(v) = o.max_ws_per_address {
             c.max_ws_per_address = v;
         }
@@ -511,6 +522,11 @@ impl Config {
         if self.ws_join_timeout < Duration::from_millis(100) {
             return Err(ConfigError::Invalid(
                 "ws_join_timeout must be at least 100ms".into(),
+            ));
+        }
+        if self.http_first_byte_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "http_first_byte_timeout must be at least 100ms".into(),
             ));
         }
         if self.peer_timeout < Duration::from_secs(1) {

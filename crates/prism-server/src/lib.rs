@@ -6,6 +6,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod http;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod problem;
@@ -15,6 +16,8 @@ pub mod whip;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+use axum::serve::ListenerExt;
 
 use config::Config;
 
@@ -91,6 +94,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
         keys,
         ws_per_address: Arc::default(),
     });
+    // tap_io: axum gives the peer address (ConnectInfo) to any listener
+    // wrapped this way; the listener itself sets what each connection needs.
+    let listener = listener::FirstByteListener::new(
+        listener,
+        cfg.http_first_byte_timeout,
+        metrics.http_idle_closes.clone(),
+    )
+    .tap_io(|_| {});
     let serve = tokio::spawn(async move {
         {
             axum::serve(

@@ -448,6 +448,9 @@ pub struct Metrics {
     pub ws_sessions: IntGauge,
     /// WebSockets closed because they did not join within `ws_join_timeout`.
     pub ws_join_timeouts: prometheus::IntCounter,
+    /// HTTP connections closed because they sent nothing within
+    /// `http_first_byte_timeout`.
+    pub http_idle_closes: prometheus::IntCounter,
     /// Live WHIP/WHEP session URLs; set at scrape time.
     pub http_sessions: IntGauge,
     /// Room → shard placements; equals `prism_rooms` unless a placement
@@ -548,6 +551,11 @@ impl Metrics {
             "WebSockets closed because they did not join a room within ws_join_timeout.",
         )
         .expect("a valid metric name");
+        let http_idle_closes = prometheus::IntCounter::new(
+            "prism_http_idle_closes_total",
+            "TCP connections to the HTTP port closed because they sent no byte within http_first_byte_timeout.",
+        )
+        .expect("a valid metric name");
         let http_sessions = gauge(
             "prism_whip_whep_sessions",
             "WHIP/WHEP sessions whose URL is live.",
@@ -568,6 +576,7 @@ impl Metrics {
             Box::new(draining.clone()),
             Box::new(ws_sessions.clone()),
             Box::new(ws_join_timeouts.clone()),
+            Box::new(http_idle_closes.clone()),
             Box::new(http_sessions.clone()),
             Box::new(room_directory.clone()),
             Box::new(tasks.clone()),
@@ -591,6 +600,7 @@ impl Metrics {
             draining,
             ws_sessions,
             ws_join_timeouts,
+            http_idle_closes,
             http_sessions,
             room_directory,
             tasks,

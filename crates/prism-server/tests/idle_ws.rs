@@ -2,7 +2,9 @@
 //! `ws_join_timeout` gets a `not_joined` error and a 1008 close, and is
 //! counted; one that joined stays; at most `max_ws_per_address` WebSockets
 //! per client address, the next upgrade refused with 429 problem+json and
-//! counted under `prism_limit_hits_total{limit="ws_per_address"}`.
+//! counted under `prism_limit_hits_total{limit="ws_per_address"}`. A TCP
+//! connection to the HTTP port that sends nothing within
+//! `http_first_byte_timeout` is closed and counted.
 
 mod common;
 
@@ -116,4 +118,38 @@ async fn silent_sockets_close_and_addresses_are_capped() {
     let again = Signaling::connect(&url).await;
     assert!(again.is_ok(), "a socket after the idle ones closed");
     srv.assert_alive();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_tcp_connections_close() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start(&["--http-first-byte-timeout", "500ms"]);
+    let addr = srv.http.to_string();
+    // Says nothing: closed by the server soon after the timeout.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Speaks, slowly but within the timeout: served.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    slow.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), slow.read_to_string(&mut answer))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("the silent connection is closed, not left open");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed without data: {n:?}");
+    let text = scrape(&srv).await;
+    assert_eq!(
+        value(&text, "prism_http_idle_closes_total"),
+        Some(1.0),
+        "{text}"
+    );
 }
