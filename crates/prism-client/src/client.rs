@@ -173,6 +173,24 @@ impl ReceivedTrack {
     /// the server's keyframe cache or a requested keyframe, has its own
     /// tests).
     pub fn delivered_ratio(&self) -> f64 {
+        match self.steady_span() {
+            Some((span, got)) => got as f64 / span as f64,
+            None => 0.0,
+        }
+    }
+
+    /// Probes missing inside the same span as [`Self::delivered_ratio`];
+    /// `u64::MAX` when nothing arrived.
+    pub fn missing(&self) -> u64 {
+        match self.steady_span() {
+            Some((span, got)) => span - got,
+            None => u64::MAX,
+        }
+    }
+
+    /// (probes the sender sent over the span this receiver saw, probes that
+    /// arrived), video from the second keyframe.
+    fn steady_span(&self) -> Option<(u64, u64)> {
         let from = if self.video {
             self.keyframes.get(1).copied().unwrap_or(0)
         } else {
@@ -184,10 +202,8 @@ impl ReceivedTrack {
             .map(|(_, s)| *s)
             .filter(|s| *s >= from)
             .collect();
-        match (seqs.first(), seqs.last()) {
-            (Some(first), Some(last)) => seqs.len() as f64 / (last - first + 1) as f64,
-            _ => 0.0,
-        }
+        let (first, last) = (seqs.first()?, seqs.last()?);
+        Some((u64::from(last - first) + 1, seqs.len() as u64))
     }
 }
 

@@ -13,51 +13,12 @@ mod relay;
 
 use std::time::{Duration, Instant};
 
-use common::{scrape, TestServer, SERVER_DEFAULT_LOG};
+use common::{garbage, scrape, TestServer, SERVER_DEFAULT_LOG};
 use prism_client::{ClientOptions, MediaClient};
 use relay::LossyRelay;
 
 const DATAGRAMS: u32 = 50_000;
 const MAX_LINES: usize = 100;
-
-/// Malformed datagrams of every kind the media port demultiplexes.
-fn garbage(i: u32) -> Vec<u8> {
-    let mut x = (i as u64 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let len = 1 + (i as usize * 37) % 1200;
-    let mut b: Vec<u8> = (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    match i % 6 {
-        // RTP-looking (SRTP to the engine): version 2, random everything else.
-        0 => b[0] = 0x80 | (b[0] & 0x3f),
-        // RTCP-looking.
-        1 if len >= 2 => {
-            b[0] = 0x80 | (b[0] & 0x1f);
-            b[1] = 200 + (i % 8) as u8;
-        }
-        // STUN-looking: a binding request with the magic cookie.
-        2 if len >= 20 => {
-            b[0] = 0;
-            b[1] = 1;
-            b[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
-        }
-        // DTLS-looking records.
-        3 if len >= 3 => {
-            b[0] = [20u8, 21, 22, 23][(i / 6 % 4) as usize];
-            b[1] = 0xfe;
-            b[2] = 0xfd;
-        }
-        // Empty and tiny.
-        4 => b.truncate((i / 6) as usize % 3),
-        _ => {}
-    }
-    b
-}
 
 fn sum(metrics: &str, family: &str) -> f64 {
     metrics

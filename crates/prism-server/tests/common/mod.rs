@@ -225,3 +225,45 @@ pub fn value(text: &str, sample: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Malformed datagrams of every kind the media port demultiplexes.
+pub fn garbage(i: u32) -> Vec<u8> {
+    let mut x = (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut rnd = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    };
+    let len = 1 + (i as usize * 37) % 1200;
+    let mut b = rnd(len);
+    match i % 6 {
+        // RTP-looking: version 2, random PT, SSRC and payload.
+        0 => b[0] = 0x80 | (b[0] & 0x3f),
+        // RTCP-looking: SR..XR packet types with nonsense lengths.
+        1 if len >= 2 => {
+            b[0] = 0x80 | (b[0] & 0x1f);
+            b[1] = 200 + (i % 8) as u8;
+        }
+        // STUN binding request with the magic cookie and garbage attributes.
+        2 if len >= 20 => {
+            b[0] = 0;
+            b[1] = 1;
+            b[4..8].copy_from_slice(&0x2112_A442u32.to_be_bytes());
+        }
+        // DTLS-looking: handshake/alert/application-data records.
+        3 if len >= 3 => {
+            b[0] = [20u8, 21, 22, 23][(i / 6 % 4) as usize];
+            b[1] = 0xfe;
+            b[2] = 0xfd;
+        }
+        // Empty and tiny datagrams.
+        4 => b.truncate(i as usize % 3),
+        _ => {}
+    }
+    b
+}
