@@ -33,6 +33,16 @@ if ! need promtool; then
     exit 1
   fi
 fi
+# curl: scripts/readme-run.sh polls the demo's pages with it.
+if ! need curl; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl >/dev/null
+  else
+    echo "curl is missing: install it (or run as root)" >&2
+    exit 1
+  fi
+fi
 if ! python3 -c 'import yaml' 2>/dev/null; then
   echo "== installing PyYAML"
   python3 -m pip install -q pyyaml
