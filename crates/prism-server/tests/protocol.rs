@@ -363,3 +363,52 @@ async fn replies_closes_and_replacement_as_documented() {
     assert!(next(&mut a2, 2000).await.is_none());
     assert_eq!(a2.close_code(), Some(Some(1000)));
 }
+
+/// "leave, then the socket closes at once" is reported as `left`, every
+/// time (it used to race the failed send of `left` into `disconnected`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_then_close_is_always_left() {
+    const N: usize = 100;
+    let srv = TestServer::start(&[]);
+    let mut observer = Signaling::connect(&srv.ws_url()).await.unwrap();
+    assert!(matches!(
+        join(&mut observer, "lv", "observer").await,
+        ServerMessage::Joined(_)
+    ));
+    for i in 0..N {
+        let mut s = Signaling::connect(&srv.ws_url()).await.unwrap();
+        assert!(matches!(
+            join(&mut s, "lv", &format!("p{i}")).await,
+            ServerMessage::Joined(_)
+        ));
+        s.send(ClientMessage::Leave(Default::default()))
+            .await
+            .unwrap();
+        if i % 2 == 0 {
+            // A close frame right behind the leave.
+            s.close().await;
+        } else {
+            // The TCP connection dropped without a close frame.
+            drop(s);
+        }
+    }
+    let mut reasons = Vec::new();
+    while reasons.len() < N {
+        let m = observer
+            .recv_timeout(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|e| panic!("after {} departures: {e}", reasons.len()));
+        if let ServerMessage::ParticipantLeft(l) = m.msg {
+            reasons.push(l.reason);
+        }
+    }
+    let not_left: Vec<_> = reasons
+        .iter()
+        .filter(|r| **r != LeaveReason::Left)
+        .collect();
+    assert!(
+        not_left.is_empty(),
+        "{} of {N} not `left`: {not_left:?}",
+        not_left.len()
+    );
+}

@@ -394,17 +394,14 @@ impl Shard {
             ClientMessage::Mute(t) => self.set_muted(now, rk, pid, &t.track_id, true)?,
             ClientMessage::Unmute(t) => self.set_muted(now, rk, pid, &t.track_id, false)?,
             ClientMessage::Leave(_) => {
-                self.send_to(
-                    rk,
-                    pid,
-                    ServerEnvelope::reply(
-                        id,
-                        ServerMessage::Left(sig::Left {
-                            reason: sig::LeaveReason::Left,
-                        }),
-                    ),
-                );
+                // The cause is decided before anything goes to the socket: a
+                // client that closes it right after `leave` makes the send
+                // fail, and send_to would then remove it as disconnected.
                 if let Some(m) = self.rooms[rk].members.get(&pid) {
+                    let left = ServerMessage::Left(sig::Left {
+                        reason: sig::LeaveReason::Left,
+                    });
+                    let _ = m.tell(Outbound::Msg(ServerEnvelope::reply(id, left)));
                     let _ = m.tell(Outbound::Close);
                 }
                 self.remove_participant(now, rk, pid, LeaveCause::Left);
