@@ -477,16 +477,12 @@ impl Shard {
             while let Some(m) = peer.pc.poll_read() {
                 reads.push(m);
             }
-            let next = peer.pc.poll_timeout();
-            if next != peer.timer_at {
-                if let Some(old) = peer.timer_at.take() {
-                    self.timers.remove(&(old, key));
-                }
-                if let Some(at) = next {
-                    self.timers.insert((at, key));
-                }
-                peer.timer_at = next;
-            }
+            rearm(
+                &mut self.timers,
+                &mut peer.timer_at,
+                peer.pc.poll_timeout(),
+                key,
+            );
         }
         for ev in events.drain(..) {
             self.on_peer_event(now, key, ev);
@@ -602,16 +598,12 @@ impl Shard {
         let Some(r) = self.rooms.get_mut(room) else {
             return;
         };
-        let next = r.core.poll_timeout();
-        if next != r.timer_at {
-            if let Some(old) = r.timer_at.take() {
-                self.room_timers.remove(&(old, room));
-            }
-            if let Some(at) = next {
-                self.room_timers.insert((at, room));
-            }
-            r.timer_at = next;
-        }
+        rearm(
+            &mut self.room_timers,
+            &mut r.timer_at,
+            r.core.poll_timeout(),
+            room,
+        );
     }
 
     fn candidate_lines(&self) -> Vec<String> {
@@ -686,6 +678,26 @@ impl Shard {
 // ----------------------------------------------------------------------
 // Helpers
 // ----------------------------------------------------------------------
+
+/// Moves `key`'s entry in a deadline set from `armed` to `next` (the set
+/// holds one (deadline, key) per peer, room or pacer; `armed` remembers it).
+pub(super) fn rearm(
+    set: &mut BTreeSet<(Instant, usize)>,
+    armed: &mut Option<Instant>,
+    next: Option<Instant>,
+    key: usize,
+) {
+    if next == *armed {
+        return;
+    }
+    if let Some(old) = armed.take() {
+        set.remove(&(old, key));
+    }
+    if let Some(at) = next {
+        set.insert((at, key));
+    }
+    *armed = next;
+}
 
 pub(super) fn pack_sink(peer: usize, slot: usize) -> SinkId {
     SinkId(((peer as u64) << 32) | slot as u64)

@@ -13,7 +13,7 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtp;
 use rtc::sansio::Protocol;
 
-use super::{egress, feedback, pack_sink, unpack_sink, SendKind, Shard};
+use super::{egress, feedback, pack_sink, rearm, unpack_sink, SendKind, Shard};
 
 impl Shard {
     pub(super) fn on_rtp(
@@ -142,16 +142,12 @@ impl Shard {
         let Some(p) = self.peers.get_mut(key) else {
             return;
         };
-        let next = p.pacer.poll_timeout();
-        if next != p.pace_at {
-            if let Some(old) = p.pace_at.take() {
-                self.pace_timers.remove(&(old, key));
-            }
-            if let Some(at) = next {
-                self.pace_timers.insert((at, key));
-            }
-            p.pace_at = next;
-        }
+        rearm(
+            &mut self.pace_timers,
+            &mut p.pace_at,
+            p.pacer.poll_timeout(),
+            key,
+        );
     }
 
     /// Writes one packet to its subscriber's sender, made ready by
