@@ -45,3 +45,23 @@ test("broadcast page → five watch pages", async () => {
   await waitFor("latency shown", async () => (await viewers[1].textContent("#metrics")).includes("latency"), 10000);
   await viewers[1].screenshot({ path: new URL("../../docs/screenshots/watch.png", import.meta.url).pathname });
 });
+
+test("a watch page keeps playing across the broadcaster's restart, without reloading", async () => {
+  const studio = await (await browser.newContext()).newPage();
+  await studio.goto(`${prism.http}/broadcast/again`);
+  await studio.click("#camera");
+  await waitFor("live", async () => (await studio.textContent("#state")) === "live", 20000);
+  const viewer = await (await browser.newContext()).newPage();
+  await viewer.goto(`${prism.http}/watch/again`);
+  await waitFor("the viewer decodes", async () => (await frames(viewer)) > 10, 40000);
+  const pcBefore = await viewer.evaluate(() => window.prismWatch.location);
+  // The broadcaster stops (DELETE) and goes live again (a new POST).
+  await studio.click("#stop");
+  await waitFor("stopped", async () => (await studio.textContent("#state")) === "not live", 5000);
+  await sleep(1000);
+  await studio.click("#camera");
+  await waitFor("live again", async () => (await studio.textContent("#state")) === "live", 20000);
+  const afterRestart = await frames(viewer);
+  await waitFor("the same viewer decodes the new broadcast", async () => (await frames(viewer)) > afterRestart + 20, 20000);
+  assert.equal(await viewer.evaluate(() => window.prismWatch.location), pcBefore, "the same WHEP session, no reconnect");
+});

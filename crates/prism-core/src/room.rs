@@ -239,6 +239,20 @@ struct Downstream {
     fwd: Forwarder,
 }
 
+/// A hidden subscriber's (a WHEP viewer's) forwarder whose track was
+/// unpublished, kept so that a track published later in the room can carry
+/// on on the same sender ([`Room::adopt`]): the forwarder sees a new source,
+/// so the leg's sequence numbers continue, its timestamps are rebased and it
+/// waits for the new source's keyframe. Dropped when the subscriber leaves.
+#[derive(Debug)]
+struct Orphan {
+    subscriber: ParticipantId,
+    sink: SinkId,
+    kind: MediaKind,
+    clock_rate: u32,
+    fwd: Forwarder,
+}
+
 /// What changed, for the driver to tell participants and renegotiate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RoomEvent {
@@ -320,6 +334,8 @@ pub struct Room {
     kf_due: Option<Instant>,
     /// When the room opened: the time base of the forwarders' sent maps.
     epoch: Instant,
+    /// Forwarders of hidden subscribers whose track went away.
+    orphans: Vec<Orphan>,
     pub counters: RoomCounters,
 }
 
@@ -336,6 +352,7 @@ impl Room {
             kf_requests: VecDeque::new(),
             kf_due: None,
             epoch: now,
+            orphans: Vec::new(),
             counters: RoomCounters::default(),
         }
     }
@@ -458,6 +475,7 @@ impl Room {
         for t in self.tracks.values_mut() {
             t.downstream.retain(|d| d.subscriber != id);
         }
+        self.orphans.retain(|o| o.subscriber != id);
         let hidden = self.participants.remove(&id).is_some_and(|p| p.hidden);
         if !hidden {
             self.events
@@ -513,7 +531,24 @@ impl Room {
     }
 
     pub fn unpublish(&mut self, id: TrackId) -> Result<(), RoomError> {
-        let t = self.tracks.remove(&id).ok_or(RoomError::UnknownTrack(id))?;
+        let mut t = self.tracks.remove(&id).ok_or(RoomError::UnknownTrack(id))?;
+        // Hidden viewers keep their legs: their forwarders wait for the
+        // room's next track of this kind.
+        for d in t.downstream.drain(..) {
+            if self
+                .participants
+                .get(&d.subscriber)
+                .is_some_and(|p| p.hidden)
+            {
+                self.orphans.push(Orphan {
+                    subscriber: d.subscriber,
+                    sink: d.sink,
+                    kind: t.spec.kind,
+                    clock_rate: t.spec.clock_rate,
+                    fwd: d.fwd,
+                });
+            }
+        }
         self.events.push_back(RoomEvent::TrackUnpublished {
             track: id,
             owner: t.owner,
@@ -635,6 +670,47 @@ impl Room {
             });
         }
         Ok(())
+    }
+
+    /// A hidden subscriber's senders whose track went away: (sink, kind,
+    /// clock rate), for [`Room::adopt`].
+    pub fn orphans(
+        &self,
+        subscriber: ParticipantId,
+    ) -> impl Iterator<Item = (SinkId, MediaKind, u32)> + '_ {
+        self.orphans
+            .iter()
+            .filter(move |o| o.subscriber == subscriber)
+            .map(|o| (o.sink, o.kind, o.clock_rate))
+    }
+
+    /// Puts an orphaned forwarder (see [`Room::orphans`]) under `track`: the
+    /// same sender now carries that track, paused until [`Room::attach`]
+    /// gives it the parameters negotiated for the new source. The caller
+    /// checks the kind and codec fit. Returns false when there is no such
+    /// orphan, or the track is of another kind or clock rate.
+    pub fn adopt(&mut self, track: TrackId, subscriber: ParticipantId, sink: SinkId) -> bool {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return false;
+        };
+        let Some(i) = self.orphans.iter().position(|o| {
+            o.subscriber == subscriber
+                && o.sink == sink
+                && o.kind == t.spec.kind
+                && o.clock_rate == t.spec.clock_rate
+        }) else {
+            return false;
+        };
+        let mut fwd = self.orphans.swap_remove(i).fwd;
+        fwd.set_params(None);
+        fwd.set_muted(t.muted);
+        t.downstream.retain(|d| d.subscriber != subscriber);
+        t.downstream.push(Downstream {
+            subscriber,
+            sink,
+            fwd,
+        });
+        true
     }
 
     /// Disconnects a subscriber from a track.

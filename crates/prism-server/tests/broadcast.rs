@@ -220,3 +220,81 @@ async fn killed_whip_publisher_times_out() {
     .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
     srv.assert_alive();
 }
+
+/// A broadcast survives its publisher's restart: a WHEP viewer whose WHIP
+/// publisher was killed carries on with the next publisher of the room, on
+/// the same connection and senders, its RTP numbering continuous.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewer_continues_after_the_publisher_is_killed() {
+    viewer_survives_a_restart(false).await;
+}
+
+/// The same with a clean restart: the publisher DELETEs its session and
+/// POSTs again (OBS stopping and starting its stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewer_continues_after_the_publisher_restarts_cleanly() {
+    viewer_survives_a_restart(true).await;
+}
+
+async fn viewer_survives_a_restart(clean: bool) {
+    let srv = TestServer::start(&[]);
+    let first = whip(&srv, "restart").await;
+    let viewer = whep(&srv, "restart", 1).await;
+    let from = |sender: u32| {
+        move |s: &prism_client::ClientState| {
+            s.received
+                .values()
+                .filter(|t| t.video)
+                .any(|t| t.probes.iter().filter(|(who, _)| *who == sender).count() > 30)
+        }
+    };
+    viewer
+        .wait_for(
+            Duration::from_secs(20),
+            "the first publisher's video",
+            from(1),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    if clean {
+        first.command(ClientCommand::Leave).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    } else {
+        // Killed: no DELETE, the server finds out after the peer timeout (3 s).
+        first.kill();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    let second = MediaClient::start_whip(ClientOptions::new(&base(&srv), "restart", "obs", 2))
+        .await
+        .unwrap_or_else(|e| panic!("second WHIP publish failed: {e:#}\n{}", srv.log()));
+    let started = Instant::now();
+    viewer
+        .wait_for(
+            Duration::from_secs(10),
+            "the second publisher's video",
+            from(2),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    let took = started.elapsed();
+    let snap = viewer.snapshot();
+    for t in snap.received.values() {
+        // One sender, one numbering: never back, never a jump beyond what
+        // loss could explain.
+        for w in t.rtp_seqs.windows(2) {
+            let step = w[1].wrapping_sub(w[0]) as i16;
+            assert!(
+                (-20..=20).contains(&step),
+                "{}: {} → {}",
+                t.track_id,
+                w[0],
+                w[1]
+            );
+        }
+        assert_eq!(t.ssrcs.len(), 1, "{}: one SSRC throughout", t.track_id);
+        assert_eq!(t.corrupt, 0);
+    }
+    assert!(snap.subscribe_connected, "the viewer's connection stayed");
+    eprintln!("second publisher's video reached the viewer {took:?} after its POST");
+    drop(second);
+}

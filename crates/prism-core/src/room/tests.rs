@@ -342,6 +342,91 @@ fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
     assert!(matches!(first, Some(Forward::Send(_))));
 }
 
+/// A WHEP viewer (hidden) stays when its publisher's track goes away; the
+/// room's next track of the same kind and clock rate continues its leg:
+/// the same sink, sequence numbers right after the last sent, timestamps
+/// moving on, from the new source's first keyframe.
+#[test]
+fn a_hidden_viewer_continues_on_the_next_publishers_track() {
+    let t0 = Instant::now();
+    let mut room = Room::new("bc", RoomConfig::default(), t0);
+    let (p1, _) = room.join(t0, "obs", "obs");
+    let v1 = room.publish(p1, spec(MediaKind::Video)).unwrap();
+    let viewer = room.join_hidden(t0, "whep-1");
+    let sink = SinkId(7);
+    room.attach(v1, viewer, sink, Some(sink_params(5))).unwrap();
+    let meta = |ssrc, seq: u16, ts| PacketMeta {
+        ssrc,
+        seq,
+        timestamp: ts,
+        payload_type: 96,
+        marker: true,
+        payload_len: 500,
+    };
+    let (key, delta): (&[u8], &[u8]) = (&[0x10, 0x00], &[0x10, 0x01]);
+    let mut out: Vec<Forward> = Vec::new();
+    for (i, body) in [key, delta, delta].iter().enumerate() {
+        room.forward(
+            t0,
+            v1,
+            &meta(1, 100 + i as u16, 9000 * i as u32),
+            body,
+            |_, _, f| out.push(f),
+        );
+    }
+    let Some(Forward::Send(last)) = out.last().copied() else {
+        panic!("{out:?}")
+    };
+    // The publisher goes (a restart): the viewer stays, its forwarder kept.
+    assert!(room.leave(t0, p1, LeaveCause::Timeout));
+    assert_eq!(
+        room.orphans(viewer).collect::<Vec<_>>(),
+        vec![(sink, MediaKind::Video, 90_000)]
+    );
+    let (p2, _) = room.join(t0, "obs", "obs");
+    let audio = room.publish(p2, spec(MediaKind::Audio)).unwrap();
+    assert!(!room.adopt(audio, viewer, sink), "another kind");
+    let v2 = room.publish(p2, spec(MediaKind::Video)).unwrap();
+    assert!(!room.adopt(v2, viewer, SinkId(8)), "not this viewer's sink");
+    assert!(room.adopt(v2, viewer, sink));
+    assert_eq!(room.orphans(viewer).count(), 0);
+    let t1 = t0 + std::time::Duration::from_secs(3);
+    out.clear();
+    // Until attach gives the new parameters, nothing is sent.
+    room.forward(t1, v2, &meta(2, 40_000, 777), key, |_, _, f| out.push(f));
+    assert!(
+        !out.iter().any(|f| matches!(f, Forward::Send(_))),
+        "{out:?}"
+    );
+    room.attach(v2, viewer, sink, Some(sink_params(5))).unwrap();
+    out.clear();
+    room.forward(t1, v2, &meta(2, 40_001, 3777), delta, |_, _, f| out.push(f));
+    room.forward(t1, v2, &meta(2, 40_002, 6777), key, |_, _, f| out.push(f));
+    room.forward(t1, v2, &meta(2, 40_003, 9777), delta, |_, _, f| out.push(f));
+    assert_eq!(
+        out[0],
+        Forward::Drop(DropReason::WaitingForKeyframe),
+        "the new source starts at a keyframe"
+    );
+    let (Forward::Send(a), Forward::Send(b)) = (out[1], out[2]) else {
+        panic!("{out:?}")
+    };
+    assert_eq!(a.ssrc, last.ssrc, "the same sender");
+    assert_eq!(a.seq, last.seq.wrapping_add(1), "numbering continues");
+    assert_eq!(b.seq, a.seq.wrapping_add(1));
+    let gap = a.timestamp.wrapping_sub(last.timestamp);
+    assert!(
+        (250_000..300_000).contains(&gap),
+        "about 3 s of 90 kHz later: {gap}"
+    );
+    assert_eq!(b.timestamp.wrapping_sub(a.timestamp), 3000);
+    // Orphaned again when that publisher goes; gone with the viewer.
+    assert!(room.leave(t1, p2, LeaveCause::Left));
+    assert_eq!(room.orphans(viewer).count(), 1);
+    assert!(room.leave(t1, viewer, LeaveCause::Left));
+    assert_eq!(room.orphans(viewer).count(), 0);
+}
+
 mod lossy {
     //! A subscriber behind a lossy, jittery link that NACKs like a browser.
     use super::*;

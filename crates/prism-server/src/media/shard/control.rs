@@ -502,6 +502,7 @@ impl Shard {
 
     pub(super) fn process_room_events(&mut self, now: Instant, rk: usize) {
         let mut reconcile: Vec<ParticipantId> = Vec::new();
+        let mut published: Vec<TrackId> = Vec::new();
         while let Some(ev) = self.rooms.get_mut(rk).and_then(|r| r.core.poll_event()) {
             let r = &self.rooms[rk];
             match ev {
@@ -535,6 +536,7 @@ impl Shard {
                             ServerMessage::TrackPublished(sig::TrackPublished { track: info }),
                         );
                     }
+                    published.push(t);
                 }
                 RoomEvent::TrackUnpublished { track, owner } => {
                     self.broadcast(
@@ -571,6 +573,9 @@ impl Shard {
         }
         for p in reconcile {
             self.reconcile(now, rk, p);
+        }
+        for t in published {
+            self.rebind_orphans(now, rk, t);
         }
     }
 

@@ -402,6 +402,66 @@ impl Shard {
         Ok(Some(slot))
     }
 
+    /// A track was published: WHEP viewers whose track went away (their
+    /// publisher left, timed out or restarted) carry on with it, on the same
+    /// sender, if it is of the same kind, clock rate and codec (a viewer's
+    /// answer accepted only the first publisher's codec). Their forwarders
+    /// continue the sequence numbers, rebase the timestamps and wait for the
+    /// new source's keyframe, which is requested at once. A viewer whose
+    /// codec does not fit keeps waiting (logged once per track).
+    pub(super) fn rebind_orphans(&mut self, now: Instant, rk: usize, track: TrackId) {
+        let Some(owner) = self.rooms[rk].core.track(track).map(|t| t.owner) else {
+            return;
+        };
+        let Some(codec) = self.publisher_codec(rk, owner, track) else {
+            return;
+        };
+        let viewers: Vec<(ParticipantId, usize)> = self.rooms[rk]
+            .members
+            .iter()
+            .filter(|(_, m)| m.kind == MemberKind::Whep)
+            .filter_map(|(p, m)| m.subscribe.map(|k| (*p, k)))
+            .collect();
+        let mut adopted_any = false;
+        for (pid, key) in viewers {
+            let sinks: Vec<prism_core::SinkId> = self.rooms[rk]
+                .core
+                .orphans(pid)
+                .map(|(sink, _, _)| sink)
+                .collect();
+            let mut adopted = false;
+            for sink in sinks {
+                let (k, slot) = super::unpack_sink(sink);
+                let fits = k == key
+                    && self.peers.get(key).is_some_and(|p| {
+                        matches!(p.senders.get(slot), Some(Some(s))
+                            if s.codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+                    });
+                if !fits {
+                    continue;
+                }
+                if !self.rooms[rk].core.adopt(track, pid, sink) {
+                    continue;
+                }
+                if let Some(Some(s)) = self.peers[key].senders.get_mut(slot) {
+                    s.track = track;
+                }
+                adopted = true;
+            }
+            if adopted {
+                tracing::info!(participant = %pid, track = %track, "WHEP viewer continues on the room's new track");
+                self.settle_senders(now, rk, pid, key);
+                adopted_any = true;
+            } else if self.rooms[rk].core.orphans(pid).next().is_some() {
+                tracing::info!(participant = %pid, track = %track, codec = %codec.mime_type,
+                    "a WHEP viewer's sender does not fit the new track (kind, clock rate or codec); it keeps waiting");
+            }
+        }
+        if adopted_any {
+            self.request_keyframe(now, rk, track);
+        }
+    }
+
     pub(super) fn publisher_codec(
         &self,
         rk: usize,
