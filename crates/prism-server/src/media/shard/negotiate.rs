@@ -402,8 +402,8 @@ impl Shard {
         Ok(Some(slot))
     }
 
-    /// A track was published: WHEP viewers whose track went away (their
-    /// publisher left, timed out or restarted) carry on with it, on the same
+    /// A WHIP publisher's track was published: WHEP viewers whose track went
+    /// away (their publisher left, timed out or restarted) carry on with it, on the same
     /// sender, if it is of the same kind, clock rate and codec (a viewer's
     /// answer accepted only the first publisher's codec). Their forwarders
     /// continue the sequence numbers, rebase the timestamps and wait for the
@@ -413,6 +413,11 @@ impl Shard {
         let Some(owner) = self.rooms[rk].core.track(track).map(|t| t.owner) else {
             return;
         };
+        // A broadcast's publisher is a WHIP one; a conference participant
+        // publishing in the room does not take over WHEP viewers.
+        if self.rooms[rk].members.get(&owner).map(|m| m.kind) != Some(MemberKind::Whip) {
+            return;
+        }
         let Some(codec) = self.publisher_codec(rk, owner, track) else {
             return;
         };
