@@ -460,6 +460,17 @@ pub struct Metrics {
     pub tasks: IntGauge,
 }
 
+/// The `limit` label values of `prism_limit_hits_total`, exported at 0 from
+/// the start (docs/metrics.md names each).
+pub const LIMITS: &[&str] = &[
+    "participants_per_room",
+    "rooms",
+    "tracks_per_participant",
+    "signal_rate",
+    "http_rate",
+    "ws_per_address",
+];
+
 /// `prism_limit_hits_total{limit}`: made before the shards start (they count
 /// into it too) and registered by [`Metrics::new`].
 pub fn limit_counter() -> IntCounterVec {
@@ -532,14 +543,7 @@ impl Metrics {
                 http.with_label_values(&[endpoint, method, code]);
             }
         }
-        for limit in [
-            "participants_per_room",
-            "rooms",
-            "tracks_per_participant",
-            "signal_rate",
-            "http_rate",
-            "ws_per_address",
-        ] {
+        for limit in LIMITS {
             limit_hits.with_label_values(&[limit]);
         }
         let ws_sessions = gauge(

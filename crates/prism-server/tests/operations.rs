@@ -207,14 +207,8 @@ async fn documented_and_dashboard_metrics_exist() {
     for r in prism_server::auth::AuthError::REASONS {
         known.push(("prism_auth_failures_total", "reason", (*r).into()));
     }
-    for l in [
-        "participants_per_room",
-        "rooms",
-        "tracks_per_participant",
-        "signal_rate",
-        "http_rate",
-    ] {
-        known.push(("prism_limit_hits_total", "limit", l.into()));
+    for l in prism_server::metrics::LIMITS {
+        known.push(("prism_limit_hits_total", "limit", (*l).into()));
     }
     for t in ClientMessage::TYPES {
         known.push(("prism_signaling_messages_total", "type", (*t).into()));
