@@ -39,110 +39,46 @@ impl PacketMeta {
     }
 }
 
-/// Declares [`DropReason`], its list and its labels from one table, so a new
-/// reason can never be missing from [`DropReason::ALL`] (which sizes
-/// [`DropCounts`]) or from the metric's labels.
-macro_rules! drop_reasons {
-    ($( $(#[$doc:meta])* $variant:ident => $label:literal, )*) => {
-        /// Why a packet was dropped: for one subscriber (the forwarder's
-        /// decisions) or before any subscriber saw it (the server's). Becomes
-        /// the `reason` label of `prism_dropped_packets_total`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[non_exhaustive]
-        pub enum DropReason {
-            $( $(#[$doc])* $variant, )*
-        }
-
-        impl DropReason {
-            /// Every reason, in declaration order: `ALL[r.index()] == r`.
-            pub const ALL: &'static [DropReason] = &[$(DropReason::$variant,)*];
-            /// The number of reasons.
-            pub const COUNT: usize = Self::ALL.len();
-
-            /// The metric label.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(DropReason::$variant => $label,)*
-                }
-            }
-        }
-    };
-}
-
-drop_reasons! {
-    /// The publisher muted the track.
-    Muted => "muted",
-    /// The subscriber leg is not negotiated yet, or paused.
-    Paused => "paused",
-    /// A padding-only packet (bandwidth probe): nothing for the subscriber.
-    Padding => "padding",
-    /// The payload type was not negotiated on the publish leg for this track,
-    /// or the subscriber did not negotiate its codec.
-    UnknownPayloadType => "unknown_payload_type",
-    /// Too late to place in the subscriber's sequence.
-    TooOld => "too_old",
-    /// Video for a subscriber that has not had a keyframe yet: it could not
-    /// decode it.
-    WaitingForKeyframe => "waiting_for_keyframe",
-    /// A publisher's packet whose SSRC belongs to none of its published
-    /// tracks (a stream the negotiation did not announce).
-    UnknownSsrc => "unknown_ssrc",
-    /// The subscriber's sender was removed between the forwarding decision
-    /// and the send (an unsubscribe or leave in the same turn).
-    SenderGone => "sender_gone",
-    /// A header extension could not be written under the subscriber's id
-    /// (the packet would have reached the wrong m-section or none).
-    ExtensionRewrite => "extension_rewrite",
-    /// The engine refused the packet (the leg is closing, or the sender has
-    /// no negotiated stream for it).
-    SendFailed => "send_failed",
-}
-
-impl DropReason {
-    /// This reason's slot in [`DropCounts`].
-    #[inline]
-    pub fn index(self) -> usize {
-        self as usize
+crate::labelled_enum! {
+    /// Why a packet was dropped: for one subscriber (the forwarder's
+    /// decisions) or before any subscriber saw it (the server's). Becomes
+    /// the `reason` label of `prism_dropped_packets_total`.
+    #[non_exhaustive]
+    pub enum DropReason {
+        /// The publisher muted the track.
+        Muted => "muted",
+        /// The subscriber leg is not negotiated yet, or paused.
+        Paused => "paused",
+        /// A padding-only packet (bandwidth probe): nothing for the subscriber.
+        Padding => "padding",
+        /// The payload type was not negotiated on the publish leg for this track,
+        /// or the subscriber did not negotiate its codec.
+        UnknownPayloadType => "unknown_payload_type",
+        /// Too late to place in the subscriber's sequence.
+        TooOld => "too_old",
+        /// Video for a subscriber that has not had a keyframe yet: it could not
+        /// decode it.
+        WaitingForKeyframe => "waiting_for_keyframe",
+        /// A publisher's packet whose SSRC belongs to none of its published
+        /// tracks (a stream the negotiation did not announce).
+        UnknownSsrc => "unknown_ssrc",
+        /// A publisher's packet that arrived after its room closed (its peer
+        /// closes in the same turn).
+        RoomClosed => "room_closed",
+        /// The subscriber's sender was removed between the forwarding decision
+        /// and the send (an unsubscribe or leave in the same turn).
+        SenderGone => "sender_gone",
+        /// A header extension could not be written under the subscriber's id
+        /// (the packet would have reached the wrong m-section or none).
+        ExtensionRewrite => "extension_rewrite",
+        /// The engine refused the packet (the leg is closing, or the sender has
+        /// no negotiated stream for it).
+        SendFailed => "send_failed",
     }
 }
 
-/// One plain counter per [`DropReason`], sized from the enum: adding a reason
-/// can never index past the end on the packet path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DropCounts([u64; DropReason::COUNT]);
-
-impl Default for DropCounts {
-    fn default() -> Self {
-        DropCounts([0; DropReason::COUNT])
-    }
-}
-
-impl DropCounts {
-    #[inline]
-    pub fn inc(&mut self, reason: DropReason) {
-        self.0[reason.index()] += 1;
-    }
-
-    pub fn get(&self, reason: DropReason) -> u64 {
-        self.0[reason.index()]
-    }
-
-    /// Adds another set of counts (another room's, another shard's).
-    pub fn add(&mut self, o: &DropCounts) {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-    }
-
-    /// (reason, count) for every reason, zeros included.
-    pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.iter().map(|r| (*r, self.get(*r)))
-    }
-
-    pub fn total(&self) -> u64 {
-        self.0.iter().sum()
-    }
-}
+/// One plain counter per [`DropReason`].
+pub type DropCounts = crate::labels::Counts<DropReason>;
 
 /// The rewritten header fields for one subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

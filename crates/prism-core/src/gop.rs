@@ -30,74 +30,28 @@ fn newer(a: u16, b: u16) -> bool {
     a != b && a.wrapping_sub(b) < 0x8000
 }
 
-/// Declares [`CacheRefusal`], its list and its labels from one table (like
-/// `DropReason`), so [`RefusalCounts`] is sized from the enum.
-macro_rules! refusals {
-    ($( $(#[$doc:meta])* $variant:ident => $label:literal, )*) => {
-        /// Why a new subscriber could not start from the keyframe cache (it
-        /// then waits for a fresh keyframe, requested at once). Becomes the
-        /// `reason` label of `prism_keyframe_cache_refusals_total`.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        #[non_exhaustive]
-        pub enum CacheRefusal {
-            $( $(#[$doc])* $variant, )*
-        }
-
-        impl CacheRefusal {
-            /// Every reason, in declaration order: `ALL[r as usize] == r`.
-            pub const ALL: &'static [CacheRefusal] = &[$(CacheRefusal::$variant,)*];
-            /// The number of reasons.
-            pub const COUNT: usize = Self::ALL.len();
-
-            /// The metric label.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(CacheRefusal::$variant => $label,)*
-                }
-            }
-        }
-    };
-}
-
-refusals! {
-    /// No keyframe of the current stream seen yet (a new publisher, or a new
-    /// SSRC since the last keyframe).
-    NoKeyframe => "no_keyframe",
-    /// The keyframe is older than the cache's age bound (the history no
-    /// longer holds it): a long GOP.
-    Stale => "stale",
-    /// The GOP holds more packets than the cache's packet bound.
-    OverBound => "over_bound",
-    /// A packet of the GOP is missing: lost and not (yet) repaired by the
-    /// publisher, or overwritten in the history.
-    Incomplete => "incomplete",
+crate::labelled_enum! {
+    /// Why a new subscriber could not start from the keyframe cache (it
+    /// then waits for a fresh keyframe, requested at once). Becomes the
+    /// `reason` label of `prism_keyframe_cache_refusals_total`.
+    #[non_exhaustive]
+    pub enum CacheRefusal {
+        /// No keyframe of the current stream seen yet (a new publisher, or a new
+        /// SSRC since the last keyframe).
+        NoKeyframe => "no_keyframe",
+        /// The keyframe is older than the cache's age bound (the history no
+        /// longer holds it): a long GOP.
+        Stale => "stale",
+        /// The GOP holds more packets than the cache's packet bound.
+        OverBound => "over_bound",
+        /// A packet of the GOP is missing: lost and not (yet) repaired by the
+        /// publisher, or overwritten in the history.
+        Incomplete => "incomplete",
+    }
 }
 
 /// One plain counter per [`CacheRefusal`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RefusalCounts([u64; CacheRefusal::COUNT]);
-
-impl RefusalCounts {
-    pub fn inc(&mut self, r: CacheRefusal) {
-        self.0[r as usize] += 1;
-    }
-
-    pub fn get(&self, r: CacheRefusal) -> u64 {
-        self.0[r as usize]
-    }
-
-    /// Adds another set of counts (another room's, another shard's).
-    pub fn add(&mut self, o: &RefusalCounts) {
-        for (a, b) in self.0.iter_mut().zip(o.0) {
-            *a += b;
-        }
-    }
-
-    /// (reason, count) for every reason, zeros included.
-    pub fn iter(&self) -> impl Iterator<Item = (CacheRefusal, u64)> + '_ {
-        CacheRefusal::ALL.iter().map(|r| (*r, self.get(*r)))
-    }
-}
+pub type RefusalCounts = crate::labels::Counts<CacheRefusal>;
 
 /// The latest GOP of one video stream, as sequence numbers into its history.
 #[derive(Debug, Clone)]

@@ -12,6 +12,7 @@ pub mod forwarder;
 pub mod gop;
 pub mod history;
 pub mod keyframe;
+pub mod labels;
 pub mod pacer;
 pub mod room;
 pub mod seq;

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use prism_core::labels::Counts;
 use prism_core::{DropCounts, RefusalCounts};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -116,9 +117,9 @@ pub struct ShardStats {
     pub drops: DropCounts,
     /// Datagrams the shard dropped before any engine saw them, by
     /// [`DatagramDrop::index`].
-    pub datagram_drops: [u64; DatagramDrop::COUNT],
+    pub datagram_drops: Counts<DatagramDrop>,
     /// Engine warnings kept out of the log, by [`EngineError::index`].
-    pub engine_errors: [u64; EngineError::COUNT],
+    pub engine_errors: Counts<EngineError>,
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -159,8 +160,8 @@ impl Default for ShardStats {
             rtp_out_packets: 0,
             rtp_out_bytes: 0,
             drops: DropCounts::default(),
-            datagram_drops: [0; DatagramDrop::COUNT],
-            engine_errors: [0; EngineError::COUNT],
+            datagram_drops: Counts::default(),
+            engine_errors: Counts::default(),
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -228,12 +229,8 @@ impl ShardStats {
         }
         self.drops.add(&o.drops);
         self.keyframe_cache_refusals.add(&o.keyframe_cache_refusals);
-        for (a, b) in self.datagram_drops.iter_mut().zip(o.datagram_drops) {
-            *a += b;
-        }
-        for (a, b) in self.engine_errors.iter_mut().zip(o.engine_errors) {
-            *a += b;
-        }
+        self.datagram_drops.add(&o.datagram_drops);
+        self.engine_errors.add(&o.engine_errors);
         self.forwarding_latency.add(&o.forwarding_latency);
         self.jitter.add(&o.jitter);
         self.rtt.add(&o.rtt);
@@ -374,13 +371,13 @@ impl Collector for ShardCollector {
                 "prism_dropped_datagrams_total",
                 "UDP datagrams dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
                 COUNTER,
-                DatagramDrop::ALL.iter().map(|r| counter(t.datagram_drops[r.index()], &[("reason", r.as_str())])).collect(),
+                t.datagram_drops.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),
             family(
                 "prism_engine_errors_total",
                 "Datagrams (and writes) the WebRTC engine refused, by the part that refused them; the engine's warning for each is kept out of the log.",
                 COUNTER,
-                EngineError::ALL.iter().map(|r| counter(t.engine_errors[r.index()], &[("reason", r.as_str())])).collect(),
+                t.engine_errors.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),
             family(
                 "prism_nacks_total",

@@ -26,59 +26,31 @@ use tracing_subscriber::layer::{Context, Layer};
 /// "unsupported message", every handler's read/write/event error).
 pub const NOISY_TARGET: &str = "rtc::peer_connection::handler";
 
-/// Which part of the engine refused a datagram (or a write or event). Each
-/// is a label of `prism_engine_errors_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineError {
-    /// The DTLS handler: not a DTLS record of this association (garbage
-    /// in the DTLS range, a wrong epoch, a failed MAC).
-    Dtls,
-    /// The SRTP handler: SRTP/SRTCP that fails authentication or parsing.
-    Srtp,
-    /// The ICE handler (STUN the shard let through that the agent refused).
-    Ice,
-    /// The SCTP or data channel handlers.
-    Sctp,
-    /// The interceptor chain (RTP/RTCP that would not parse after decryption).
-    Interceptor,
-    /// A zero-length datagram (the shard drops these before the engine).
-    Empty,
-    /// A datagram the engine's demultiplexer does not recognise.
-    Unsupported,
-    /// Any other warning under [`NOISY_TARGET`].
-    Other,
+prism_core::labelled_enum! {
+    /// Which part of the engine refused a datagram (or a write or event). Each
+    /// is a label of `prism_engine_errors_total{reason}`.
+    pub enum EngineError {
+        /// The DTLS handler: not a DTLS record of this association (garbage
+        /// in the DTLS range, a wrong epoch, a failed MAC).
+        Dtls => "dtls",
+        /// The SRTP handler: SRTP/SRTCP that fails authentication or parsing.
+        Srtp => "srtp",
+        /// The ICE handler (STUN the shard let through that the agent refused).
+        Ice => "ice",
+        /// The SCTP or data channel handlers.
+        Sctp => "sctp",
+        /// The interceptor chain (RTP/RTCP that would not parse after decryption).
+        Interceptor => "interceptor",
+        /// A zero-length datagram (the shard drops these before the engine).
+        Empty => "empty",
+        /// A datagram the engine's demultiplexer does not recognise.
+        Unsupported => "unsupported",
+        /// Any other warning under [`NOISY_TARGET`].
+        Other => "other",
+    }
 }
 
 impl EngineError {
-    pub const ALL: [EngineError; 8] = [
-        EngineError::Dtls,
-        EngineError::Srtp,
-        EngineError::Ice,
-        EngineError::Sctp,
-        EngineError::Interceptor,
-        EngineError::Empty,
-        EngineError::Unsupported,
-        EngineError::Other,
-    ];
-    pub const COUNT: usize = Self::ALL.len();
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EngineError::Dtls => "dtls",
-            EngineError::Srtp => "srtp",
-            EngineError::Ice => "ice",
-            EngineError::Sctp => "sctp",
-            EngineError::Interceptor => "interceptor",
-            EngineError::Empty => "empty",
-            EngineError::Unsupported => "unsupported",
-            EngineError::Other => "other",
-        }
-    }
-
     /// Classifies an event by its target and the start of its message.
     fn classify(target: &str, message: &str) -> EngineError {
         if target.ends_with("::demuxer") {

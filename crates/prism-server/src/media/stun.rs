@@ -35,79 +35,40 @@ const ATTR_USE_CANDIDATE: u16 = 0x0025;
 const INTEGRITY_LEN: usize = 20;
 const FINGERPRINT_LEN: usize = 4;
 
-/// Why the shard dropped a datagram before any peer's engine saw it. Each
-/// is a label of `prism_dropped_datagrams_total{reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DatagramDrop {
-    /// Zero bytes: nothing to route (the engine would log it at ERROR).
-    Empty,
-    /// DTLS or RTP/RTCP from an address no peer has proved it owns.
-    UnknownAddress,
-    /// Would reach the engine's STUN path but is not STUN (no magic cookie).
-    NotStun,
-    /// STUN, but neither a binding request nor a binding success response:
-    /// indications (keepalives an ICE-lite server does not need), error
-    /// responses (the engine ignores them), other methods.
-    StunUnexpectedType,
-    /// A binding request whose length or attributes do not add up, or with
-    /// attributes after MESSAGE-INTEGRITY other than FINGERPRINT.
-    StunMalformed,
-    /// No USERNAME, or one that names no peer of this shard.
-    StunUnknownUfrag,
-    /// No FINGERPRINT as the last attribute (RFC 8445 §7.2.2 requires it).
-    StunNoFingerprint,
-    /// FINGERPRINT present but wrong.
-    StunBadFingerprint,
-    /// No MESSAGE-INTEGRITY.
-    StunNoIntegrity,
-    /// MESSAGE-INTEGRITY does not match the named peer's password: forged.
-    StunBadIntegrity,
-    /// Authentic, but carries ICE-CONTROLLED: the client claims the role
-    /// an ICE-lite server must keep. Answered with 487 (Role Conflict),
-    /// never given to the engine (see `docs/security.md`).
-    StunRoleControlled,
-    /// DTLS/SRTP that arrived before ICE selected a pair and did not fit the
-    /// peer's small hold ([`super::peer::SetupHold`]).
-    BeforeIce,
-}
-
-impl DatagramDrop {
-    pub const ALL: [DatagramDrop; 12] = [
-        DatagramDrop::Empty,
-        DatagramDrop::UnknownAddress,
-        DatagramDrop::NotStun,
-        DatagramDrop::StunUnexpectedType,
-        DatagramDrop::StunMalformed,
-        DatagramDrop::StunUnknownUfrag,
-        DatagramDrop::StunNoFingerprint,
-        DatagramDrop::StunBadFingerprint,
-        DatagramDrop::StunNoIntegrity,
-        DatagramDrop::StunBadIntegrity,
-        DatagramDrop::StunRoleControlled,
-        DatagramDrop::BeforeIce,
-    ];
-    pub const COUNT: usize = Self::ALL.len();
-
-    /// Position in [`Self::ALL`], for counter arrays.
-    pub fn index(self) -> usize {
-        self as usize
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DatagramDrop::Empty => "empty",
-            DatagramDrop::UnknownAddress => "unknown_address",
-            DatagramDrop::NotStun => "not_stun",
-            DatagramDrop::StunUnexpectedType => "stun_unexpected_type",
-            DatagramDrop::StunMalformed => "stun_malformed",
-            DatagramDrop::StunUnknownUfrag => "stun_unknown_ufrag",
-            DatagramDrop::StunNoFingerprint => "stun_no_fingerprint",
-            DatagramDrop::StunBadFingerprint => "stun_bad_fingerprint",
-            DatagramDrop::StunNoIntegrity => "stun_no_integrity",
-            DatagramDrop::StunBadIntegrity => "stun_bad_integrity",
-            DatagramDrop::StunRoleControlled => "stun_role_controlled",
-            DatagramDrop::BeforeIce => "before_ice",
-        }
+prism_core::labelled_enum! {
+    /// Why the shard dropped a datagram before any peer's engine saw it. Each
+    /// is a label of `prism_dropped_datagrams_total{reason}`.
+    pub enum DatagramDrop {
+        /// Zero bytes: nothing to route (the engine would log it at ERROR).
+        Empty => "empty",
+        /// DTLS or RTP/RTCP from an address no peer has proved it owns.
+        UnknownAddress => "unknown_address",
+        /// Would reach the engine's STUN path but is not STUN (no magic cookie).
+        NotStun => "not_stun",
+        /// STUN, but neither a binding request nor a binding success response:
+        /// indications (keepalives an ICE-lite server does not need), error
+        /// responses (the engine ignores them), other methods.
+        StunUnexpectedType => "stun_unexpected_type",
+        /// A binding request whose length or attributes do not add up, or with
+        /// attributes after MESSAGE-INTEGRITY other than FINGERPRINT.
+        StunMalformed => "stun_malformed",
+        /// No USERNAME, or one that names no peer of this shard.
+        StunUnknownUfrag => "stun_unknown_ufrag",
+        /// No FINGERPRINT as the last attribute (RFC 8445 §7.2.2 requires it).
+        StunNoFingerprint => "stun_no_fingerprint",
+        /// FINGERPRINT present but wrong.
+        StunBadFingerprint => "stun_bad_fingerprint",
+        /// No MESSAGE-INTEGRITY.
+        StunNoIntegrity => "stun_no_integrity",
+        /// MESSAGE-INTEGRITY does not match the named peer's password: forged.
+        StunBadIntegrity => "stun_bad_integrity",
+        /// Authentic, but carries ICE-CONTROLLED: the client claims the role
+        /// an ICE-lite server must keep. Answered with 487 (Role Conflict),
+        /// never given to the engine (see `docs/security.md`).
+        StunRoleControlled => "stun_role_controlled",
+        /// DTLS/SRTP that arrived before ICE selected a pair and did not fit the
+        /// peer's small hold ([`super::peer::SetupHold`]).
+        BeforeIce => "before_ice",
     }
 }
 

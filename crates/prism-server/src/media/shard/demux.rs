@@ -35,12 +35,12 @@ impl Shard {
             Ok(r) => r,
             Err(reason) => {
                 // Counted, never logged: a flood must not reach the log.
-                self.stats.datagram_drops[reason.index()] += 1;
+                self.stats.datagram_drops.inc(reason);
                 return;
             }
         };
         let Some(peer) = self.peers.get_mut(key) else {
-            self.stats.datagram_drops[DatagramDrop::UnknownAddress.index()] += 1;
+            self.stats.datagram_drops.inc(DatagramDrop::UnknownAddress);
             return;
         };
         peer.last_rx_at = now;
@@ -86,7 +86,7 @@ impl Shard {
                 }
             }
             SetupAction::Overflow => {
-                self.stats.datagram_drops[DatagramDrop::BeforeIce.index()] += 1;
+                self.stats.datagram_drops.inc(DatagramDrop::BeforeIce);
             }
         }
     }

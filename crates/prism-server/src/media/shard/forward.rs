@@ -55,7 +55,7 @@ impl Shard {
         let meta = PacketMeta::of(&packet);
         let Some(room) = self.rooms.get_mut(room_key) else {
             // The peer outlived its room for this turn (it closes next).
-            self.drops.inc(DropReason::UnknownSsrc);
+            self.drops.inc(DropReason::RoomClosed);
             return;
         };
         let sends = &mut self.sends;

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use prism_core::labels::Counts;
 use prism_core::{MediaKind, RoomCounters};
 use prism_signal::Leg;
 use rtc::statistics::report::RTCStatsReportEntry;
@@ -21,16 +22,16 @@ pub const DROP_SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct DropSummary {
     at: Instant,
-    datagrams: [u64; DatagramDrop::COUNT],
-    engine: [u64; EngineError::COUNT],
+    datagrams: Counts<DatagramDrop>,
+    engine: Counts<EngineError>,
 }
 
 impl DropSummary {
     pub fn new(now: Instant) -> Self {
         DropSummary {
             at: now,
-            datagrams: [0; DatagramDrop::COUNT],
-            engine: [0; EngineError::COUNT],
+            datagrams: Counts::default(),
+            engine: Counts::default(),
         }
     }
 }
@@ -94,33 +95,15 @@ impl Shard {
     /// [`DROP_SUMMARY_INTERVAL`], one line saying what was dropped since the
     /// last line, by reason (nothing when nothing was).
     pub(super) fn count_drops(&mut self, now: Instant) {
-        for (total, n) in self.stats.engine_errors.iter_mut().zip(engine_log::take()) {
-            *total += n;
+        for (r, n) in EngineError::ALL.iter().zip(engine_log::take()) {
+            self.stats.engine_errors.add_n(*r, n);
         }
         let last = &mut self.drop_summary;
         if now.saturating_duration_since(last.at) < DROP_SUMMARY_INTERVAL {
             return;
         }
-        let datagrams: Vec<(&str, u64)> = DatagramDrop::ALL
-            .iter()
-            .map(|r| {
-                (
-                    r.as_str(),
-                    self.stats.datagram_drops[r.index()] - last.datagrams[r.index()],
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
-        let engine: Vec<(&str, u64)> = EngineError::ALL
-            .iter()
-            .map(|r| {
-                (
-                    r.as_str(),
-                    self.stats.engine_errors[r.index()] - last.engine[r.index()],
-                )
-            })
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let datagrams = self.stats.datagram_drops.since(&last.datagrams).nonzero();
+        let engine = self.stats.engine_errors.since(&last.engine).nonzero();
         let secs = now.saturating_duration_since(last.at).as_secs();
         *last = DropSummary {
             at: now,
