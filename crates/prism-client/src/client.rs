@@ -239,6 +239,9 @@ pub struct ClientState {
     /// WHIP/WHEP: when the offer was POSTed, and the session URL.
     pub posted_at: Option<Instant>,
     pub session_url: Option<String>,
+    /// WHIP/WHEP: the `Link` header values of the POST answer (ICE
+    /// servers, the WHEP events extension).
+    pub links: Vec<String>,
     /// WHIP/WHEP: the status of the DELETE sent by `Leave`.
     pub delete_status: Option<u16>,
     /// When the first media packet arrived on the subscribe leg.
@@ -766,10 +769,18 @@ impl Driver {
             .get("location")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let links: Vec<String> = resp
+            .headers()
+            .get_all("link")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .collect();
         let body = resp.text().await?;
         if status.as_u16() != 201 {
             bail!("POST {url}: {status}: {body}");
         }
+        self.state.lock().expect("state lock").links = links;
         let location = location.ok_or_else(|| anyhow!("201 without Location"))?;
         self.session_url = Some(format!("{}{location}", self.opts.url));
         self.state.lock().expect("state lock").session_url = self.session_url.clone();

@@ -13,6 +13,7 @@
 //! measure latency without decoding.
 
 pub mod client;
+pub mod events;
 pub mod histogram;
 pub mod janus;
 pub mod payload;

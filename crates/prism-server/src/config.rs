@@ -97,6 +97,15 @@ pub struct Config {
     /// An empty room closes after this long.
     #[serde(with = "humantime_serde")]
     pub room_empty_timeout: Duration,
+    /// A publish leg that carried media and then received nothing (no RTP,
+    /// RTCP or consent check) this long is a dead publisher: removed sooner
+    /// than `peer_timeout` (the shorter of the two applies).
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// A WHEP viewer whose broadcast has had no publisher this long is told
+    /// the broadcast ended and its session is closed.
+    #[serde(with = "humantime_serde")]
+    pub broadcast_grace: Duration,
     /// `text` (human) or `json` logs.
     pub log_format: LogFormat,
     /// At most one keyframe request (PLI) per published video track within this window.
@@ -159,6 +168,8 @@ impl Default for Config {
             shards: 1,
             peer_timeout: Duration::from_secs(15),
             room_empty_timeout: Duration::from_secs(20),
+            publish_timeout: Duration::from_secs(5),
+            broadcast_grace: Duration::from_secs(60),
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
             video_history_packets: 1024,
@@ -259,6 +270,12 @@ pub struct Overrides {
     /// Close an empty room after this long, e.g. 20s [default: 20s].
     #[arg(long, env = "PRISM_ROOM_EMPTY_TIMEOUT", value_parser = humantime::parse_duration)]
     pub room_empty_timeout: Option<Duration>,
+    /// Remove a publisher whose publish leg went silent this long, e.g. 5s [default: 5s].
+    #[arg(long, env = "PRISM_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub publish_timeout: Option<Duration>,
+    /// End a broadcast (for its WHEP viewers) after this long without a publisher [default: 60s].
+    #[arg(long, env = "PRISM_BROADCAST_GRACE", value_parser = humantime::parse_duration)]
+    pub broadcast_grace: Option<Duration>,
     /// Log format [default: text].
     #[arg(long, env = "PRISM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -377,6 +394,12 @@ impl Config {
         }
         if let Some(v) = o.room_empty_timeout {
             c.room_empty_timeout = v;
+        }
+        if let Some(v) = o.publish_timeout {
+            c.publish_timeout = v;
+        }
+        if let Some(v) = o.broadcast_grace {
+            c.broadcast_grace = v;
         }
         if let Some(v) = o.log_format {
             c.log_format = v;
@@ -527,6 +550,16 @@ impl Config {
         if self.http_first_byte_timeout < Duration::from_millis(100) {
             return Err(ConfigError::Invalid(
                 "http_first_byte_timeout must be at least 100ms".into(),
+            ));
+        }
+        if self.publish_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "publish_timeout must be at least 1s".into(),
+            ));
+        }
+        if self.broadcast_grace < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "broadcast_grace must be at least 1s".into(),
             ));
         }
         if self.peer_timeout < Duration::from_secs(1) {

@@ -94,6 +94,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(whip::whep_delete)
                 .options(whip::session_options),
         )
+        .route(
+            "/whep/{room}/{id}/sse",
+            post(whip::whep_sse_post).options(whip::session_options),
+        )
+        .route("/whep/{room}/{id}/sse/events", get(whip::whep_sse_events))
         .layer(axum::middleware::from_fn_with_state(
             whip_state.clone(),
             whip::rate_limit,

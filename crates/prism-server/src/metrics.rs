@@ -141,6 +141,12 @@ pub struct ShardStats {
     /// (connection setup without the client's nomination wait).
     pub forced_nominations: u64,
     pub participants_joined: u64,
+    /// WHEP viewers whose broadcast ended (no publisher within
+    /// `broadcast_grace`).
+    pub broadcasts_ended: u64,
+    /// Publishers removed because their publish leg went silent past
+    /// `publish_timeout`.
+    pub dead_publishers: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
     pub rtt: Hist,
@@ -180,6 +186,8 @@ impl Default for ShardStats {
             dtls_failures: 0,
             forced_nominations: 0,
             participants_joined: 0,
+            broadcasts_ended: 0,
+            dead_publishers: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
             rtt: Hist::new(NETWORK_BOUNDS),
@@ -216,7 +224,9 @@ impl ShardStats {
             ice_failures,
             dtls_failures,
             forced_nominations,
-            participants_joined
+            participants_joined,
+            broadcasts_ended,
+            dead_publishers
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
             *a += b;
@@ -419,6 +429,8 @@ impl Collector for ShardCollector {
             family("prism_ice_forced_nominations_total", "ICE pairs Prism nominated on a client's first DTLS handshake record, before the client's own nomination arrived.", COUNTER, vec![counter(t.forced_nominations, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
+            family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
+            family("prism_dead_publishers_total", "Publishers removed because their publish leg received nothing for publish_timeout.", COUNTER, vec![counter(t.dead_publishers, &[])]),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),
             family("prism_jitter_seconds", "Interarrival jitter of publishers' streams, sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.jitter)]),
             family("prism_rtt_seconds", "Round-trip time to subscribers (from their receiver reports), sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.rtt)]),

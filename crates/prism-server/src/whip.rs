@@ -5,6 +5,8 @@
 //! POST    /whep/{room}[?participant=PA_n]     recvonly offer → 201 answer
 //! PATCH   /{whip|whep}/{room}/{id}  application/trickle-ice-sdpfrag → 204, or 200 (ICE restart)
 //! DELETE  /{whip|whep}/{room}/{id}  → 200; then 404
+//! POST    /whep/{room}/{id}/sse     JSON list of events → 201, Location of the stream
+//! GET     /whep/{room}/{id}/sse/events  text/event-stream: active, inactive, viewercount, ended
 //! OPTIONS any of them               → 204, CORS, Accept-Post
 //! HEAD    /whep/{room}              → 200, Content-Type: application/sdp
 //! ```
@@ -29,12 +31,17 @@ use tokio::sync::oneshot;
 
 use crate::auth::AuthError;
 use crate::config::Config;
+use crate::media::viewer::{self, EventSet, Phase, Status};
 use crate::media::{
     Directory, HttpAnswer, HttpFailure, HttpKind, HttpSessionEntry, PatchOutcome, ShardCommand,
 };
 
 /// Largest SDP or sdpfrag body accepted.
 pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// The WHEP draft's server-sent events extension (its `Link` relation).
+pub const SSE_REL: &str = "urn:ietf:params:whep:ext:core:server-sent-events";
+/// Largest event-list body a viewer may POST.
+const MAX_EVENT_LIST_BYTES: usize = 4096;
 /// How long a request may wait for its shard.
 const SHARD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -347,12 +354,21 @@ fn created(
     };
     tracing::info!(room, participant = %a.participant, "{prefix} session created");
     let location = format!("/{prefix}/{room}/{id}");
+    // WHEP: the server-sent events extension, on the session's URL.
+    let events_link = (kind == HttpKind::Whep).then(|| {
+        format!(
+            "<{location}/sse>; rel=\"{SSE_REL}\"; events=\"{}\"",
+            viewer::SUPPORTED_EVENTS
+        )
+    });
     s.directory.http_sessions.insert(
         id,
         HttpSessionEntry {
             kind,
             room,
             participant: a.participant,
+            status: a.status,
+            events: None,
         },
     );
     let mut r = respond(
@@ -365,6 +381,9 @@ fn created(
         Body::from(a.sdp),
     );
     ice_server_links(&s.cfg, r.headers_mut());
+    if let Some(v) = events_link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        r.headers_mut().append(header::LINK, v);
+    }
     r
 }
 
@@ -594,4 +613,103 @@ pub async fn whep_head() -> Response {
             .header(header::CONTENT_TYPE, "application/sdp"),
         Body::empty(),
     )
+}
+
+/// POST on a WHEP session's `/sse`: the JSON list of events the viewer wants
+/// (names this server does not send are ignored) → `201 Created` with the
+/// event stream's URL in `Location`. Posting again replaces the list.
+pub async fn whep_sse_post(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prep = (|| {
+        authorize(&s, &headers, &room, Need::Room)?;
+        session(&s, HttpKind::Whep, &room, &id)?;
+        if media_type(&headers).as_deref() != Some("application/json") {
+            return Err(HttpFailure::new(
+                415,
+                "Unsupported media type",
+                "the body must be application/json: a list of event names",
+            ));
+        }
+        if body.len() > MAX_EVENT_LIST_BYTES {
+            return Err(HttpFailure::new(
+                413,
+                "Body too large",
+                format!("at most {MAX_EVENT_LIST_BYTES} bytes"),
+            ));
+        }
+        let names: Vec<String> = serde_json::from_slice(&body).map_err(|e| {
+            HttpFailure::new(
+                400,
+                "Invalid event list",
+                format!(
+                    "expected a JSON list of event names such as [\"active\",\"inactive\"]: {e}"
+                ),
+            )
+        })?;
+        Ok(EventSet::from_names(names.iter().map(String::as_str)))
+    })();
+    let set = match prep {
+        Ok(v) => v,
+        Err(f) => return problem(&f),
+    };
+    match s.directory.http_sessions.get_mut(&id) {
+        Some(mut e) => e.events = Some(set),
+        None => return fail(404, "Not found", "no such session"),
+    }
+    respond(
+        Response::builder()
+            .status(StatusCode::CREATED)
+            .header(header::LOCATION, format!("/whep/{room}/{id}/sse/events")),
+        Body::empty(),
+    )
+}
+
+/// GET of a WHEP session's event stream (`text/event-stream`). The session
+/// id in the URL is the credential (an `EventSource` cannot send a token).
+/// A new stream first reports the current state, then each change; it ends
+/// when the session ends (after `ended`, or at DELETE). Without a POSTed
+/// list every event is sent.
+pub async fn whep_sse_events(
+    State(s): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+) -> Response {
+    let (rx, set) = match session(&s, HttpKind::Whep, &room, &id) {
+        Ok(HttpSessionEntry {
+            status: Some(rx),
+            events,
+            ..
+        }) => (
+            rx,
+            events.unwrap_or(EventSet::from_names(viewer::SUPPORTED_EVENTS.split(','))),
+        ),
+        Ok(_) => return fail(404, "Not found", "this session has no events"),
+        Err(f) => return problem(&f),
+    };
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    use futures::StreamExt;
+    let stream = futures::stream::unfold(Some((rx, None::<Status>)), move |state| async move {
+        let (mut rx, before) = state?;
+        // The first turn reports the state as it is; later ones wait for
+        // a change (Err: the session is gone).
+        if before.is_some() && rx.changed().await.is_err() {
+            return None;
+        }
+        let now = *rx.borrow_and_update();
+        let batch: Vec<Result<Event, std::convert::Infallible>> = viewer::events(set, before, now)
+            .map(|(name, data)| Ok(Event::default().event(name).data(data)))
+            .collect();
+        let next = (now.phase != Phase::Ended).then_some((rx, Some(now)));
+        Some((futures::stream::iter(batch), next))
+    })
+    .flatten();
+    let mut r = Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    cors(r.headers_mut());
+    r
 }

@@ -3,9 +3,11 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
+use prism_client::events::{events_link, ServerEvent, WhepEvents};
 use prism_client::{ClientCommand, ClientOptions, MediaClient};
 
 fn base(srv: &TestServer) -> String {
@@ -236,10 +238,83 @@ async fn whep_viewer_continues_after_the_publisher_restarts_cleanly() {
     viewer_survives_a_restart(true).await;
 }
 
+/// A viewer's server-sent events, collected in the background.
+struct Events {
+    seen: Arc<Mutex<Vec<ServerEvent>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Events {
+    async fn open(srv: &TestServer, viewer: &MediaClient) -> Events {
+        let links = viewer.snapshot().links;
+        let link = events_link(&base(srv), &links)
+            .unwrap_or_else(|| panic!("the WHEP answer advertises no events: {links:?}"));
+        let mut stream = WhepEvents::open(
+            &reqwest::Client::new(),
+            &base(srv),
+            &link,
+            &["active", "inactive", "viewercount", "ended"],
+            None,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("events: {e:#}\n{}", srv.log()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let into = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok(Some(ev)) = stream.next().await {
+                into.lock().unwrap().push(ev);
+            }
+        });
+        Events { seen, task }
+    }
+
+    /// The names of the phase events so far (viewer counts left out).
+    fn phases(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name != "viewercount")
+            .map(|e| e.name.clone())
+            .collect()
+    }
+
+    fn last_count(&self) -> Option<String> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|e| e.name == "viewercount")
+            .map(|e| e.data.clone())
+    }
+
+    /// Waits (bounded) until `phases()` satisfies `ok`.
+    async fn wait(&self, srv: &TestServer, what: &str, ok: impl Fn(&[String]) -> bool) {
+        let until = Instant::now() + Duration::from_secs(15);
+        while !ok(&self.phases()) {
+            assert!(
+                Instant::now() < until,
+                "{what}: events so far {:?}\n{}",
+                self.phases(),
+                srv.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
 async fn viewer_survives_a_restart(clean: bool) {
-    let srv = TestServer::start(&[]);
+    let srv = TestServer::start(&["--publish-timeout", "1s"]);
     let first = whip(&srv, "restart").await;
-    let viewer = whep(&srv, "restart", 1).await;
+    let mut viewers = Vec::new();
+    for id in 1..=3 {
+        viewers.push(whep(&srv, "restart", id).await);
+    }
+    let mut events = Vec::new();
+    for v in &viewers {
+        events.push(Events::open(&srv, v).await);
+    }
     let from = |sender: u32| {
         move |s: &prism_client::ClientState| {
             s.received
@@ -248,53 +323,183 @@ async fn viewer_survives_a_restart(clean: bool) {
                 .any(|t| t.probes.iter().filter(|(who, _)| *who == sender).count() > 30)
         }
     };
-    viewer
-        .wait_for(
+    for v in &viewers {
+        v.wait_for(
             Duration::from_secs(20),
             "the first publisher's video",
             from(1),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    }
+    for e in &events {
+        e.wait(&srv, "live at first", |p| p == ["active"]).await;
+    }
     if clean {
         first.command(ClientCommand::Leave).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
     } else {
-        // Killed: no DELETE, the server finds out after the peer timeout (3 s).
+        // Killed: no DELETE; the server finds out when the publish leg has
+        // been silent for publish_timeout (1 s here, peer_timeout is 3 s).
         first.kill();
-        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    // Every viewer is told the broadcast paused, on its same session.
+    for e in &events {
+        e.wait(&srv, "inactive after the publisher went", |p| {
+            p == ["active", "inactive"]
+        })
+        .await;
+    }
+    for e in &events {
+        assert_eq!(
+            e.last_count().as_deref(),
+            Some(r#"{"viewercount":3}"#),
+            "three viewers"
+        );
     }
     let second = MediaClient::start_whip(ClientOptions::new(&base(&srv), "restart", "obs", 2))
         .await
         .unwrap_or_else(|e| panic!("second WHIP publish failed: {e:#}\n{}", srv.log()));
     let started = Instant::now();
-    viewer
-        .wait_for(
+    for e in &events {
+        e.wait(&srv, "active again with the new publisher", |p| {
+            p == ["active", "inactive", "active"]
+        })
+        .await;
+    }
+    for v in &viewers {
+        v.wait_for(
             Duration::from_secs(10),
             "the second publisher's video",
             from(2),
         )
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    }
     let took = started.elapsed();
-    let snap = viewer.snapshot();
-    for t in snap.received.values() {
-        // One sender, one numbering: never back, never a jump beyond what
-        // loss could explain.
-        for w in t.rtp_seqs.windows(2) {
-            let step = w[1].wrapping_sub(w[0]) as i16;
-            assert!(
-                (-20..=20).contains(&step),
-                "{}: {} → {}",
-                t.track_id,
-                w[0],
-                w[1]
+    for v in &viewers {
+        let snap = v.snapshot();
+        for t in snap.received.values() {
+            // One sender, one numbering: never back, never a jump beyond
+            // what loss could explain.
+            for w in t.rtp_seqs.windows(2) {
+                let step = w[1].wrapping_sub(w[0]) as i16;
+                assert!(
+                    (-20..=20).contains(&step),
+                    "{}: {} → {}",
+                    t.track_id,
+                    w[0],
+                    w[1]
+                );
+            }
+            assert_eq!(t.ssrcs.len(), 1, "{}: one SSRC throughout", t.track_id);
+            assert_eq!(t.corrupt, 0);
+        }
+        assert!(snap.subscribe_connected, "the viewer's connection stayed");
+    }
+    eprintln!("second publisher's video reached all 3 viewers {took:?} after its POST");
+    // A viewer that leaves: its stream ends, the others count 2.
+    viewers
+        .pop()
+        .unwrap()
+        .command(ClientCommand::Leave)
+        .await
+        .unwrap();
+    let gone = events.pop().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), gone.task)
+        .await
+        .expect("the event stream of a deleted session ends")
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while events[0].last_count().as_deref() != Some(r#"{"viewercount":2}"#) {
+        assert!(Instant::now() < until, "viewer count after a leave");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(second);
+}
+
+/// No publisher for `broadcast_grace`: each viewer is told `ended`, its
+/// event stream closes and its session is gone (DELETE → 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broadcast_ends_after_the_grace_time() {
+    let srv = TestServer::start(&["--broadcast-grace", "2s"]);
+    let publisher = whip(&srv, "grace").await;
+    let viewer = whep(&srv, "grace", 1).await;
+    let events = Events::open(&srv, &viewer).await;
+    events.wait(&srv, "live", |p| p == ["active"]).await;
+    publisher.command(ClientCommand::Leave).await.unwrap();
+    events
+        .wait(&srv, "ended after the grace", |p| {
+            p == ["active", "inactive", "ended"]
+        })
+        .await;
+    tokio::time::timeout(Duration::from_secs(5), events.task)
+        .await
+        .expect("the event stream ends with the broadcast")
+        .unwrap();
+    let url = viewer.snapshot().session_url.expect("session URL");
+    let status = reqwest::Client::new()
+        .delete(&url)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status.as_u16(), 404, "the ended session is gone");
+    let until = Instant::now() + Duration::from_secs(5);
+    while common::value(&common::scrape(&srv).await, "prism_broadcasts_ended_total") != Some(1.0) {
+        assert!(
+            Instant::now() < until,
+            "prism_broadcasts_ended_total stays 0"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The events extension's requests: a bad list is a 400 problem, an
+/// unknown session 404, and a stream opened without a list gets every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_list_errors_are_problems() {
+    let srv = TestServer::start(&[]);
+    let _publisher = whip(&srv, "sse").await;
+    let viewer = whep(&srv, "sse", 1).await;
+    let link = events_link(&base(&srv), &viewer.snapshot().links).expect("events link");
+    let http = reqwest::Client::new();
+    for (ctype, body, want) in [
+        ("application/json", "{\"active\": true}", 400),
+        ("application/json", "not json", 400),
+        ("text/plain", "[\"active\"]", 415),
+        (
+            "application/json",
+            "[\"active\",\"layers\",\"nonsense\"]",
+            201,
+        ),
+    ] {
+        let r = http
+            .post(&link)
+            .header("Content-Type", ctype)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), want, "{ctype} {body}");
+        if want != 201 {
+            assert_eq!(
+                r.headers()["content-type"].to_str().unwrap(),
+                "application/problem+json"
             );
         }
-        assert_eq!(t.ssrcs.len(), 1, "{}: one SSRC throughout", t.track_id);
-        assert_eq!(t.corrupt, 0);
     }
-    assert!(snap.subscribe_connected, "the viewer's connection stayed");
-    eprintln!("second publisher's video reached the viewer {took:?} after its POST");
-    drop(second);
+    let r = http
+        .post(format!("{}/whep/sse/nosuchsession/sse", base(&srv)))
+        .header("Content-Type", "application/json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    let r = http
+        .get(format!("{}/whep/sse/nosuchsession/sse/events", base(&srv)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
 }

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod sdp;
 pub mod shard;
 pub mod stun;
+pub mod viewer;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,6 +116,8 @@ pub struct HttpAnswer {
     pub participant: ParticipantId,
     pub sdp: String,
     pub etag: String,
+    /// WHEP: the viewer's broadcast state, for its server-sent events.
+    pub status: Option<viewer::StatusRx>,
 }
 
 /// What a PATCH did.
@@ -174,6 +177,11 @@ pub struct HttpSessionEntry {
     pub kind: HttpKind,
     pub room: String,
     pub participant: ParticipantId,
+    /// WHEP: the viewer's broadcast state (its sender lives in the shard).
+    pub status: Option<viewer::StatusRx>,
+    /// WHEP: the server-sent events the viewer asked for (None until it
+    /// POSTs its list).
+    pub events: Option<viewer::EventSet>,
 }
 
 /// A cheap handle to a running shard.

@@ -38,6 +38,7 @@ mod http;
 mod negotiate;
 mod reports;
 mod stats;
+mod viewers;
 
 pub use forward::rewrite;
 
@@ -88,6 +89,10 @@ struct Member {
     joined_at: Instant,
     /// One of its legs connected (for the join-duration histogram).
     media_connected: bool,
+    /// WHEP: the viewer's broadcast state, read by its event streams.
+    status: Option<super::viewer::StatusTx>,
+    /// WHEP: since when no publisher feeds the viewer.
+    inactive_since: Option<Instant>,
 }
 
 impl Member {
@@ -376,6 +381,7 @@ impl Shard {
                 "subscribe leg estimate"
             );
         }
+        self.viewer_housekeeping(now);
         self.send_rembs(now);
         self.send_sender_reports(now);
         self.sample_engine_stats(now);

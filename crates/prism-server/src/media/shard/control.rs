@@ -320,6 +320,8 @@ impl Shard {
                 grants,
                 joined_at: now,
                 media_connected: false,
+                status: None,
+                inactive_since: None,
             },
         );
         self.stats.participants_joined += 1;
@@ -577,6 +579,7 @@ impl Shard {
         for t in published {
             self.rebind_orphans(now, rk, t);
         }
+        self.update_viewer_phases(now, rk);
     }
 
     fn broadcast(&mut self, rk: usize, except: Option<ParticipantId>, msg: ServerMessage) {

@@ -65,6 +65,7 @@ impl Shard {
                     participant: pid,
                     sdp: answer.sdp,
                     etag: self.etag(key),
+                    status: None,
                 })
             }
             Err(e) => {
@@ -189,10 +190,17 @@ impl Shard {
         });
         self.settle_senders(now, rk, pid, key);
         self.mark(key);
+        // Its tracks are live: it starts active (viewer counts follow within
+        // a second).
+        let (tx, rx) = super::super::viewer::channel(super::super::viewer::Phase::Active);
+        if let Some(m) = self.rooms[rk].members.get_mut(&pid) {
+            m.status = Some(tx);
+        }
         Ok(HttpAnswer {
             participant: pid,
             sdp: sdp::with_candidates(&answer_sdp, &self.candidate_lines()),
             etag: self.etag(key),
+            status: Some(rx),
         })
     }
 
