@@ -410,7 +410,67 @@ async function postSdp(url, sdp, token) {
   // The Location header is relative to the request URL (which may be on another
   // origin when `base` is set), not to this page.
   const location = new URL(r.headers.get("Location"), new URL(url, document.baseURI)).href;
-  return { answer: await r.text(), location };
+  return { answer: await r.text(), location, links: parseLinks(r.headers.get("Link"), location) };
+}
+
+/** The WHEP draft's server-sent events extension (its Link relation). */
+export const WHEP_EVENTS_REL = "urn:ietf:params:whep:ext:core:server-sent-events";
+
+/**
+ * Parses a Link header (several links, comma-joined by fetch) into
+ * [{url, params}], URLs resolved against `base`. Parameter values may hold
+ * commas (events="active,inactive"), so links are split at `<`, not `,`.
+ */
+export function parseLinks(header, base) {
+  if (!header) return [];
+  const out = [];
+  for (const m of header.matchAll(/<([^>]*)>([^<]*)/g)) {
+    const params = {};
+    for (const p of m[2].matchAll(/;\s*([^=;,\s]+)\s*(?:=\s*(?:"([^"]*)"|([^;,\s]*)))?/g)) {
+      params[p[1].toLowerCase()] = p[2] ?? p[3] ?? "";
+    }
+    out.push({ url: new URL(m[1], base).href, params });
+  }
+  return out;
+}
+
+/**
+ * Subscribes to a WHEP session's server-sent events: POSTs the event list
+ * to the extension's URL, then reads the stream its Location names with an
+ * EventSource. `onstatus({phase, viewers})` is called on every change:
+ * phase is "active" (the broadcast is live), "inactive" (no publisher: the
+ * session waits for the next one) or "ended" (the session is closed).
+ * Resolves with {close()}, or null when the server does not offer events.
+ */
+export async function whepEvents(links, onstatus, { token } = {}) {
+  const link = links.find((l) => l.params.rel === WHEP_EVENTS_REL);
+  if (!link) return null;
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(link.url, {
+    method: "POST",
+    headers,
+    body: JSON.stringify(["active", "inactive", "viewercount", "ended"]),
+  });
+  if (r.status !== 201) return null;
+  const es = new EventSource(new URL(r.headers.get("Location"), link.url).href);
+  const status = { phase: "active", viewers: 0 };
+  const set = (change) => {
+    Object.assign(status, change);
+    onstatus({ ...status });
+  };
+  es.addEventListener("active", () => set({ phase: "active" }));
+  es.addEventListener("inactive", () => set({ phase: "inactive" }));
+  es.addEventListener("viewercount", (e) => {
+    try {
+      set({ viewers: JSON.parse(e.data).viewercount });
+    } catch {}
+  });
+  es.addEventListener("ended", () => {
+    es.close();
+    set({ phase: "ended" });
+  });
+  return { close: () => es.close() };
 }
 
 /**
@@ -437,8 +497,11 @@ export async function publishWhip(room, stream, { token, base = "" } = {}) {
 /**
  * Watches a room's broadcast over WHEP. Resolves with {pc, stream, stop()};
  * rejects with a PrismError whose code is 404 when there is no broadcast yet.
+ * `onstatus({phase, viewers})`, if given, follows the broadcast over the
+ * server's events (see whepEvents): the session stays up while the
+ * publisher restarts ("inactive", then "active" again) until "ended".
  */
-export async function watchWhep(room, { token, base = "", participant } = {}) {
+export async function watchWhep(room, { token, base = "", participant, onstatus } = {}) {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("audio", { direction: "recvonly" });
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -455,11 +518,14 @@ export async function watchWhep(room, { token, base = "", participant } = {}) {
     throw e;
   }
   await pc.setRemoteDescription({ type: "answer", sdp: res.answer });
+  const events = onstatus ? await whepEvents(res.links, onstatus, { token }).catch(() => null) : null;
   return {
     pc,
     stream,
     location: res.location,
+    events,
     async stop() {
+      events?.close();
       pc.close();
       await fetch(res.location, { method: "DELETE", headers: token ? { Authorization: `Bearer ${token}` } : {} }).catch(() => {});
     },

@@ -56,12 +56,22 @@ test("a watch page keeps playing across the broadcaster's restart, without reloa
   await waitFor("the viewer decodes", async () => (await frames(viewer)) > 10, 40000);
   const pcBefore = await viewer.evaluate(() => window.prismWatch.location);
   // The broadcaster stops (DELETE) and goes live again (a new POST).
+  // The server's events say so on the watch page: live, paused, live.
+  await waitFor("the viewer shows live", async () => (await viewer.textContent("#state")).startsWith("live"), 10000);
+  await waitFor("the viewer count", async () => (await viewer.textContent("#state")).includes("1 watching"), 10000);
   await studio.click("#stop");
   await waitFor("stopped", async () => (await studio.textContent("#state")) === "not live", 5000);
+  await waitFor("the viewer shows paused", async () => (await viewer.textContent("#state")).startsWith("paused"), 10000);
   await sleep(1000);
   await studio.click("#camera");
   await waitFor("live again", async () => (await studio.textContent("#state")) === "live", 20000);
+  await waitFor("the viewer shows live again", async () => (await viewer.textContent("#state")).startsWith("live"), 10000);
   const afterRestart = await frames(viewer);
   await waitFor("the same viewer decodes the new broadcast", async () => (await frames(viewer)) > afterRestart + 20, 20000);
   assert.equal(await viewer.evaluate(() => window.prismWatch.location), pcBefore, "the same WHEP session, no reconnect");
+  assert.deepEqual(
+    await viewer.evaluate(() => window.prismStatus.phase),
+    "active",
+    "the last event said active",
+  );
 });

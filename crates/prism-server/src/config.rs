@@ -168,7 +168,7 @@ impl Default for Config {
             shards: 1,
             peer_timeout: Duration::from_secs(15),
             room_empty_timeout: Duration::from_secs(20),
-            publish_timeout: Duration::from_secs(5),
+            publish_timeout: Duration::from_secs(8),
             broadcast_grace: Duration::from_secs(60),
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
@@ -270,7 +270,7 @@ pub struct Overrides {
     /// Close an empty room after this long, e.g. 20s [default: 20s].
     #[arg(long, env = "PRISM_ROOM_EMPTY_TIMEOUT", value_parser = humantime::parse_duration)]
     pub room_empty_timeout: Option<Duration>,
-    /// Remove a publisher whose publish leg went silent this long, e.g. 5s [default: 5s].
+    /// Remove a publisher whose publish leg went silent this long, e.g. 8s [default: 8s].
     #[arg(long, env = "PRISM_PUBLISH_TIMEOUT", value_parser = humantime::parse_duration)]
     pub publish_timeout: Option<Duration>,
     /// End a broadcast (for its WHEP viewers) after this long without a publisher [default: 60s].

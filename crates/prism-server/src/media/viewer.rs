@@ -31,9 +31,9 @@ pub struct Status {
 pub type StatusTx = watch::Sender<Status>;
 pub type StatusRx = watch::Receiver<Status>;
 
-/// A viewer's channel, starting in `phase`.
-pub fn channel(phase: Phase) -> (StatusTx, StatusRx) {
-    watch::channel(Status { phase, viewers: 0 })
+/// A viewer's channel, starting at `status`.
+pub fn channel(status: Status) -> (StatusTx, StatusRx) {
+    watch::channel(status)
 }
 
 /// The server-sent events a viewer can ask for (the WHEP draft's

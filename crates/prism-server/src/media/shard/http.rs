@@ -16,7 +16,7 @@ use rtc::peer_connection::transport::RTCIceCandidateInit;
 use rtc::rtp_transceiver::RTCRtpTransceiverId;
 
 use super::super::peer::HttpState;
-use super::super::{sdp, HttpAnswer, HttpFailure, PatchOutcome};
+use super::super::{sdp, viewer, HttpAnswer, HttpFailure, PatchOutcome};
 use super::{MemberKind, Shard};
 
 impl Shard {
@@ -192,7 +192,15 @@ impl Shard {
         self.mark(key);
         // Its tracks are live: it starts active (viewer counts follow within
         // a second).
-        let (tx, rx) = super::super::viewer::channel(super::super::viewer::Phase::Active);
+        let viewers = self.rooms[rk]
+            .members
+            .values()
+            .filter(|m| m.kind == MemberKind::Whep)
+            .count() as u32;
+        let (tx, rx) = viewer::channel(viewer::Status {
+            phase: viewer::Phase::Active,
+            viewers,
+        });
         if let Some(m) = self.rooms[rk].members.get_mut(&pid) {
             m.status = Some(tx);
         }
