@@ -2,6 +2,8 @@
 //! participants, all through the real `prism` binary on loopback.
 
 mod common;
+#[path = "common/relay.rs"]
+mod relay;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -415,6 +417,77 @@ async fn viewer_survives_a_restart(clean: bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     drop(second);
+}
+
+/// The publisher's network is cut for 20 s (every datagram dropped, both
+/// ways): the server finds the dead publisher after `publish_timeout`, the
+/// three viewers go `inactive` and stay connected through the cut; the
+/// encoder reconnects when the network is back (a new WHIP session, as OBS
+/// does once its connection failed) and the same viewers carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whep_viewers_ride_out_a_20_second_cut_of_the_publisher() {
+    let srv = TestServer::start(&["--publish-timeout", "2s", "--peer-timeout", "15s"]);
+    let media: std::net::SocketAddr = srv.media[0].parse().unwrap();
+    let relay = relay::LossyRelay::start(media, 0.0, 0.0, 5).await;
+    let mut o = ClientOptions::new(&base(&srv), "cut", "obs", 1);
+    o.media_via = Some(relay.addr);
+    let first = MediaClient::start_whip(o)
+        .await
+        .unwrap_or_else(|e| panic!("WHIP publish failed: {e:#}\n{}", srv.log()));
+    let mut viewers = Vec::new();
+    let mut events = Vec::new();
+    for id in 1..=3 {
+        let v = whep(&srv, "cut", id).await;
+        events.push(Events::open(&srv, &v).await);
+        viewers.push(v);
+    }
+    let from = |sender: u32| {
+        move |s: &prism_client::ClientState| {
+            s.received
+                .values()
+                .filter(|t| t.video)
+                .any(|t| t.probes.iter().filter(|(who, _)| *who == sender).count() > 30)
+        }
+    };
+    for v in &viewers {
+        v.wait_for(Duration::from_secs(20), "video before the cut", from(1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+    }
+    relay.cut.store(true, std::sync::atomic::Ordering::Relaxed);
+    let cut_at = Instant::now();
+    for e in &events {
+        e.wait(&srv, "inactive during the cut", |p| p == ["active", "inactive"])
+            .await;
+    }
+    eprintln!("viewers told inactive {:?} into the cut", cut_at.elapsed());
+    tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut_at.elapsed())).await;
+    relay.cut.store(false, std::sync::atomic::Ordering::Relaxed);
+    first.kill();
+    let mut o = ClientOptions::new(&base(&srv), "cut", "obs", 2);
+    o.media_via = Some(relay.addr);
+    let _second = MediaClient::start_whip(o)
+        .await
+        .unwrap_or_else(|e| panic!("reconnect after the cut failed: {e:#}\n{}", srv.log()));
+    for e in &events {
+        e.wait(&srv, "active after the cut", |p| {
+            p == ["active", "inactive", "active"]
+        })
+        .await;
+    }
+    for v in &viewers {
+        v.wait_for(Duration::from_secs(10), "video after the cut", from(2))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
+        let snap = v.snapshot();
+        assert!(snap.subscribe_connected, "the viewer's connection stayed");
+        assert_eq!(snap.disconnects, 0, "no viewer connection dropped");
+        for t in snap.received.values() {
+            assert_eq!(t.ssrcs.len(), 1, "{}: one SSRC throughout", t.track_id);
+            assert_eq!(t.corrupt, 0);
+        }
+    }
+    assert!(relay.dropped_up.load(std::sync::atomic::Ordering::Relaxed) > 100);
 }
 
 /// No publisher for `broadcast_grace`: each viewer is told `ended`, its

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -20,6 +20,9 @@ pub struct LossyRelay {
     /// STUN error responses (e.g. 487 Role Conflict) the server sent to
     /// the client, all passed on.
     pub stun_errors_down: Arc<AtomicU64>,
+    /// While set, every datagram in both directions is dropped (STUN and
+    /// DTLS too): a network cut. Counted in `dropped_*`.
+    pub cut: Arc<AtomicBool>,
     /// The relay's server-side sockets, one per client socket: what the
     /// server sees as that client's address (for injecting datagrams).
     uplinks: Arc<std::sync::Mutex<Vec<Arc<UdpSocket>>>>,
@@ -60,7 +63,9 @@ impl LossyRelay {
         let dropped_down = Arc::new(AtomicU64::new(0));
         let dropped_up = Arc::new(AtomicU64::new(0));
         let stun_errors_down = Arc::new(AtomicU64::new(0));
+        let cut = Arc::new(AtomicBool::new(false));
         let (dd, du) = (dropped_down.clone(), dropped_up.clone());
+        let cut_up = cut.clone();
         let errors = stun_errors_down.clone();
         let uplinks_seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = uplinks_seen.clone();
@@ -82,6 +87,7 @@ impl LossyRelay {
                         seen.lock().unwrap().push(s.clone());
                         let (front, s2, dd) = (front.clone(), s.clone(), dd.clone());
                         let errors = errors.clone();
+                        let cut_down = cut_up.clone();
                         let mut rng2 = rng.rotate_left(17) | 1;
                         tasks.spawn(async move {
                             let mut b = vec![0u8; 2048];
@@ -89,6 +95,10 @@ impl LossyRelay {
                             while let Ok((n, _)) = s2.recv_from(&mut b).await {
                                 if b[..n].starts_with(&[0x01, 0x11]) {
                                     errors.fetch_add(1, Ordering::Relaxed);
+                                }
+                                if cut_down.load(Ordering::Relaxed) {
+                                    dd.fetch_add(1, Ordering::Relaxed);
+                                    continue;
                                 }
                                 let media = is_media(&b[..n]);
                                 if media && chance(&mut rng2, down_loss) {
@@ -108,6 +118,10 @@ impl LossyRelay {
                         s
                     }
                 };
+                if cut_up.load(Ordering::Relaxed) {
+                    du.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let media = is_media(&buf[..n]);
                 if media && chance(&mut rng, up_loss) {
                     du.fetch_add(1, Ordering::Relaxed);
@@ -129,6 +143,7 @@ impl LossyRelay {
             dropped_down,
             dropped_up,
             stun_errors_down,
+            cut,
             uplinks: uplinks_seen,
             task,
         }
