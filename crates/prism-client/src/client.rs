@@ -23,6 +23,7 @@ use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
@@ -249,6 +250,8 @@ pub struct ClientState {
     /// Sender reports received on the subscribe leg: (SSRC, NTP time, RTP
     /// time, packet count, when received as µs since the UNIX epoch).
     pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
+    /// SSRCs the server ended with RTCP BYE on the subscribe leg.
+    pub byes: Vec<u32>,
     /// The signaling socket closed.
     pub closed: bool,
     /// Media packets received on the subscribe leg, all tracks, each probe
@@ -924,6 +927,9 @@ impl Driver {
                     RTCMessage::RtcpPacket(_, pkts) if !is_pub => {
                         let mut st = state.lock().expect("state lock");
                         for p in &pkts {
+                            if let Some(bye) = p.as_any().downcast_ref::<Goodbye>() {
+                                st.byes.extend(bye.sources.iter().copied());
+                            }
                             if let Some(sr) = p.as_any().downcast_ref::<SenderReport>() {
                                 st.sender_reports.push((
                                     sr.ssrc,

@@ -147,6 +147,8 @@ pub struct ShardStats {
     /// Publishers removed because their publish leg went silent past
     /// `publish_timeout`.
     pub dead_publishers: u64,
+    /// RTCP BYE packets sent to subscribers (a stream of theirs ended).
+    pub byes_sent: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
     pub rtt: Hist,
@@ -188,6 +190,7 @@ impl Default for ShardStats {
             participants_joined: 0,
             broadcasts_ended: 0,
             dead_publishers: 0,
+            byes_sent: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
             rtt: Hist::new(NETWORK_BOUNDS),
@@ -226,7 +229,8 @@ impl ShardStats {
             forced_nominations,
             participants_joined,
             broadcasts_ended,
-            dead_publishers
+            dead_publishers,
+            byes_sent
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
             *a += b;
@@ -430,6 +434,7 @@ impl Collector for ShardCollector {
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
+            family("prism_rtcp_byes_sent_total", "RTCP BYE packets sent to subscribers: one of their streams ended (track gone, or broadcast ended).", COUNTER, vec![counter(t.byes_sent, &[])]),
             family("prism_dead_publishers_total", "Publishers removed because their publish leg received nothing for publish_timeout.", COUNTER, vec![counter(t.dead_publishers, &[])]),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),
             family("prism_jitter_seconds", "Interarrival jitter of publishers' streams, sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.jitter)]),

@@ -457,8 +457,10 @@ async fn whep_viewers_ride_out_a_20_second_cut_of_the_publisher() {
     relay.cut.store(true, std::sync::atomic::Ordering::Relaxed);
     let cut_at = Instant::now();
     for e in &events {
-        e.wait(&srv, "inactive during the cut", |p| p == ["active", "inactive"])
-            .await;
+        e.wait(&srv, "inactive during the cut", |p| {
+            p == ["active", "inactive"]
+        })
+        .await;
     }
     eprintln!("viewers told inactive {:?} into the cut", cut_at.elapsed());
     tokio::time::sleep(Duration::from_secs(20).saturating_sub(cut_at.elapsed())).await;
@@ -499,6 +501,12 @@ async fn a_broadcast_ends_after_the_grace_time() {
     let viewer = whep(&srv, "grace", 1).await;
     let events = Events::open(&srv, &viewer).await;
     events.wait(&srv, "live", |p| p == ["active"]).await;
+    viewer
+        .wait_for(Duration::from_secs(20), "audio and video", |s| {
+            s.received.len() == 2 && s.received.values().all(|t| !t.ssrcs.is_empty())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
     publisher.command(ClientCommand::Leave).await.unwrap();
     events
         .wait(&srv, "ended after the grace", |p| {
@@ -509,6 +517,25 @@ async fn a_broadcast_ends_after_the_grace_time() {
         .await
         .expect("the event stream ends with the broadcast")
         .unwrap();
+    // Its streams ended with RTCP BYE (none while it only waited).
+    let ssrcs: Vec<u32> = viewer
+        .snapshot()
+        .received
+        .values()
+        .flat_map(|t| t.ssrcs.iter().copied())
+        .collect();
+    viewer
+        .wait_for(Duration::from_secs(5), "BYE for each stream", |s| {
+            !ssrcs.is_empty() && ssrcs.iter().all(|x| s.byes.contains(x))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: streams {ssrcs:?}, BYEs {:?}\n{}",
+                viewer.snapshot().byes,
+                srv.log()
+            )
+        });
     let url = viewer.snapshot().session_url.expect("session URL");
     let status = reqwest::Client::new()
         .delete(&url)

@@ -176,6 +176,20 @@ async fn late_joiner_leave_kill_and_silent_client() {
     })
     .await
     .unwrap();
+    // Each of c's streams of a's tracks ended with an RTCP BYE.
+    let a_ssrcs: Vec<u32> = c
+        .snapshot()
+        .received
+        .values()
+        .filter(|t| a_tracks.contains(&t.track_id))
+        .flat_map(|t| t.ssrcs.iter().copied())
+        .collect();
+    assert!(!a_ssrcs.is_empty(), "c received a's tracks");
+    c.wait_for(Duration::from_secs(5), "BYE for a's streams", |s| {
+        a_ssrcs.iter().all(|x| s.byes.contains(x))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
 
     // Killed (process gone, sockets closed): removed at once.
     let d_id = pid(&d);

@@ -228,6 +228,7 @@ impl Shard {
                 continue;
             }
             let (track, sender) = (s.track, s.sender);
+            self.send_bye(now, key, slot, "track ended");
             let _ = self.peers[key].pc.remove_track(sender);
             self.peers[key].senders[slot] = None;
             self.rooms[rk].core.detach(track, pid);

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use prism_core::{MediaKind, SinkId, TrackId};
 use prism_signal::Leg;
+use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
@@ -14,6 +15,32 @@ use super::{unpack_sink, Shard};
 use crate::config::PublishBitrate;
 
 impl Shard {
+    /// RTCP BYE (RFC 3550 §6.6) for one subscriber sender's stream: it ends
+    /// now. Sent when a conference subscriber's track goes away (before its
+    /// sender is removed) and when a WHEP viewer's broadcast ends; not when
+    /// a broadcast's publisher merely restarts, since the viewer's streams
+    /// carry on with the next publisher on the same SSRCs.
+    pub(super) fn send_bye(&mut self, now: Instant, key: usize, slot: usize, reason: &'static str) {
+        let Some(peer) = self.peers.get_mut(key) else {
+            return;
+        };
+        let Some(Some(s)) = peer.senders.get(slot) else {
+            return;
+        };
+        let bye = Goodbye {
+            sources: vec![s.ssrc],
+            reason: bytes::Bytes::from_static(reason.as_bytes()),
+        };
+        let sender_id = s.sender;
+        if let Some(mut sender) = peer.pc.rtp_sender(sender_id) {
+            match sender.write_rtcp(now, vec![Box::new(bye)]) {
+                Ok(()) => self.stats.byes_sent += 1,
+                Err(e) => tracing::debug!("BYE write: {e}"),
+            }
+        }
+        self.mark(key);
+    }
+
     /// Sends every subscriber leg a sender report per stream, derived from the
     /// publisher's latest report (once a second, from housekeeping).
     pub(super) fn send_sender_reports(&mut self, now: Instant) {

@@ -94,6 +94,14 @@ impl Shard {
             tracing::info!(participant = %pid, grace = ?grace,
                 "broadcast ended for a WHEP viewer: no publisher within broadcast_grace");
             self.stats.broadcasts_ended += 1;
+            // Its streams end: BYE on each, out before the peer closes.
+            if let Some(key) = self.rooms[rk].members.get(&pid).and_then(|m| m.subscribe) {
+                let slots = self.peers.get(key).map_or(0, |p| p.senders.len());
+                for slot in 0..slots {
+                    self.send_bye(now, key, slot, "broadcast ended");
+                }
+                self.drain(key);
+            }
             self.remove_participant(now, rk, pid, LeaveCause::Left);
         }
         self.remove_dead_publishers(now);
