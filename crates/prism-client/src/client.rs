@@ -675,6 +675,7 @@ impl Driver {
                 } else {
                     TrackSource::Microphone
                 },
+                layers: Vec::new(),
             })
             .collect();
         self.publish = Some(leg);

@@ -64,6 +64,9 @@ pub enum ClientMessage {
     Unsubscribe(TrackIds),
     Mute(TrackRef),
     Unmute(TrackRef),
+    /// A subscriber's wish for one track: the most it wants (a video tile's
+    /// size, a quality), or nothing (a hidden tile).
+    TrackSettings(TrackSettings),
     Leave(Empty),
     Ping(Empty),
 }
@@ -79,6 +82,7 @@ impl ClientMessage {
         "unsubscribe",
         "mute",
         "unmute",
+        "track_settings",
         "leave",
         "ping",
     ];
@@ -93,6 +97,7 @@ impl ClientMessage {
             ClientMessage::Unsubscribe(_) => "unsubscribe",
             ClientMessage::Mute(_) => "mute",
             ClientMessage::Unmute(_) => "unmute",
+            ClientMessage::TrackSettings(_) => "track_settings",
             ClientMessage::Leave(_) => "leave",
             ClientMessage::Ping(_) => "ping",
         }
@@ -125,6 +130,7 @@ impl ClientMessage {
                 }
                 Ok(())
             }
+            ClientMessage::TrackSettings(t) => t.validate(),
             ClientMessage::Mute(_)
             | ClientMessage::Unmute(_)
             | ClientMessage::Leave(_)
@@ -177,11 +183,74 @@ pub struct Join {
     pub identity: Option<String>,
 }
 
+/// Simulcast layers of a published track, lowest first when sorted by size.
+pub const MAX_LAYERS: usize = 3;
+
+/// One simulcast encoding a publisher sends, as it declares it (the `rid`
+/// of its `a=rid` line and the picture size it encodes at).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerDecl {
+    pub rid: String,
+    pub width: u32,
+    pub height: u32,
+    /// The encoder's bitrate ceiling for this layer, bits/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bitrate: Option<u32>,
+}
+
+/// A subscriber's wanted quality for a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quality {
+    Low,
+    Medium,
+    High,
+}
+
+/// `track_settings`: what a subscriber wants of one track. Absent fields
+/// leave the current setting; a track starts at `high`, any size, enabled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackSettings {
+    pub track_id: String,
+    /// At most this quality.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quality: Option<Quality>,
+    /// At most the smallest layer at least this wide/high (the tile's size
+    /// in device pixels); 0 = no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
+    /// false: send nothing of this track (a hidden or off-screen tile); the
+    /// subscription stays and resumes at once with `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+}
+
+impl TrackSettings {
+    fn validate(&self) -> Result<(), String> {
+        for (f, v) in [
+            ("max_width", self.max_width),
+            ("max_height", self.max_height),
+        ] {
+            if v.is_some_and(|v| v > 16_384) {
+                return Err(format!("`{f}` is at most 16384"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Declares what a publish-leg m-section carries, by its `mid`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrackDecl {
     pub mid: String,
     pub source: TrackSource,
+    /// Simulcast: the encodings the section sends (its `a=rid`s), at most
+    /// [`MAX_LAYERS`]. Without it the server orders layers by their
+    /// measured bitrate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerDecl>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -279,10 +348,39 @@ pub enum ServerMessage {
     Answer(ServerAnswer),
     Candidate(Candidate),
     Left(Left),
+    /// The server stopped sending a subscribed track: its lowest layer does
+    /// not fit the subscriber's bandwidth. Resumed with `track_resumed`.
+    TrackPaused(TrackPaused),
+    TrackResumed(TrackRef),
+    /// Dynacast, to a publisher: the layers of its track some subscriber
+    /// takes; the others may be switched off (`active = false`).
+    LayersWanted(LayersWanted),
     /// The server is shutting down: finish up and reconnect elsewhere.
     Draining(Draining),
     Pong(Empty),
     Error(ErrorBody),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackPaused {
+    pub track_id: String,
+    /// Why: `bandwidth` (the allocator could not fit its lowest layer).
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayersWanted {
+    pub track_id: String,
+    /// The rids to keep sending; every other layer of the track is unused.
+    pub rids: Vec<String>,
+}
+
+/// A layer as subscribers see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    pub quality: Quality,
+    pub width: u32,
+    pub height: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -308,6 +406,9 @@ pub struct TrackInfo {
     pub muted: bool,
     /// Codec MIME type as negotiated with the publisher, e.g. `video/VP8`.
     pub codec: String,
+    /// Simulcast layers, lowest first (empty: one stream).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -93,6 +93,30 @@ struct Member {
     status: Option<super::viewer::StatusTx>,
     /// WHEP: since when no publisher feeds the viewer.
     inactive_since: Option<Instant>,
+    /// What it wants of each subscribed video track (`track_settings`).
+    wishes: HashMap<prism_core::TrackId, Wish>,
+}
+
+/// A subscriber's wish for one track: at most this quality and size, or
+/// nothing at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Wish {
+    quality: prism_signal::Quality,
+    /// 0: no limit.
+    max_width: u32,
+    max_height: u32,
+    enabled: bool,
+}
+
+impl Default for Wish {
+    fn default() -> Self {
+        Wish {
+            quality: prism_signal::Quality::High,
+            max_width: 0,
+            max_height: 0,
+            enabled: true,
+        }
+    }
 }
 
 impl Member {

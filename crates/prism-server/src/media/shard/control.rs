@@ -322,6 +322,7 @@ impl Shard {
                 media_connected: false,
                 status: None,
                 inactive_since: None,
+                wishes: HashMap::new(),
             },
         );
         self.stats.participants_joined += 1;
@@ -395,6 +396,7 @@ impl Shard {
             }
             ClientMessage::Mute(t) => self.set_muted(now, rk, pid, &t.track_id, true)?,
             ClientMessage::Unmute(t) => self.set_muted(now, rk, pid, &t.track_id, false)?,
+            ClientMessage::TrackSettings(t) => self.set_track_settings(rk, pid, t)?,
             ClientMessage::Leave(_) => {
                 // The cause is decided before anything goes to the socket: a
                 // client that closes it right after `leave` makes the send
@@ -435,6 +437,37 @@ impl Shard {
         };
         res.map_err(room_error)?;
         self.process_room_events(now, rk);
+        Ok(())
+    }
+
+    /// A subscriber's wish for one of its tracks, kept for the allocator
+    /// (merged into the previous one: absent fields keep their value).
+    fn set_track_settings(
+        &mut self,
+        rk: usize,
+        pid: ParticipantId,
+        t: sig::TrackSettings,
+    ) -> Result<(), SignalError> {
+        let tid = parse_track(&t.track_id)?;
+        if self.rooms[rk].core.track(tid).is_none() {
+            return Err(room_error(prism_core::RoomError::UnknownTrack(tid)));
+        }
+        let Some(m) = self.rooms[rk].members.get_mut(&pid) else {
+            return Ok(());
+        };
+        let w = m.wishes.entry(tid).or_default();
+        if let Some(q) = t.quality {
+            w.quality = q;
+        }
+        if let Some(v) = t.max_width {
+            w.max_width = v;
+        }
+        if let Some(v) = t.max_height {
+            w.max_height = v;
+        }
+        if let Some(v) = t.enabled {
+            w.enabled = v;
+        }
         Ok(())
     }
 
@@ -706,6 +739,7 @@ pub(super) fn track_info(t: &prism_core::Track) -> sig::TrackInfo {
         source: source_to_wire(t.spec.source),
         muted: t.muted,
         codec: t.spec.codec.clone(),
+        layers: Vec::new(),
     }
 }
 
