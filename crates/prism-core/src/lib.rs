@@ -17,6 +17,7 @@ pub mod pacer;
 pub mod room;
 pub mod seq;
 pub mod timestamp;
+pub mod vp8;
 
 pub use extmap::ExtensionMap;
 pub use forwarder::{
@@ -33,3 +34,4 @@ pub use room::{
 };
 pub use seq::{SeqOutcome, SeqRewriter};
 pub use timestamp::TsRewriter;
+pub use vp8::{PictureId, Vp8Descriptor, Vp8Error, Vp8Munger, Vp8Rewrite};
