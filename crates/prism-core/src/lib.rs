@@ -13,6 +13,7 @@ pub mod gop;
 pub mod history;
 pub mod keyframe;
 pub mod labels;
+pub mod layer;
 pub mod pacer;
 pub mod room;
 pub mod seq;
@@ -27,6 +28,10 @@ pub use forwarder::{
 pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
+pub use layer::{
+    LayerSelector, LayerTarget, SpatialLayer, Target, TemporalLayer, DEFAULT_LAYER_TIMEOUT,
+    MAX_SPATIAL_LAYERS,
+};
 pub use pacer::BurstPacer;
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomCounters, RoomError, RoomEvent,
