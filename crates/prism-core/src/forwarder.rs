@@ -587,3 +587,6 @@ mod tests {
         assert_eq!(k2.seq, d.seq.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod simulcast_tests;
