@@ -118,7 +118,7 @@ fn run(r: &Row) {
         );
     }
     assert_eq!(out, r.out, "{}: layers sent", r.name);
-    assert_eq!(&wants, &r.wants[..], "{}: keyframe wanted", r.name);
+    assert_eq!(wants, r.wants, "{}: keyframe wanted", r.name);
     assert_eq!(
         (paused, waits),
         (r.paused, r.waits),
