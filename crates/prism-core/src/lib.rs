@@ -7,6 +7,7 @@
 //!
 //! Bad input is an error value or a counted [`DropReason`]; a panic is a bug.
 
+pub mod allocator;
 pub mod extmap;
 pub mod forwarder;
 pub mod gop;
@@ -20,6 +21,10 @@ pub mod seq;
 pub mod timestamp;
 pub mod vp8;
 
+pub use allocator::{
+    highest_layers, AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation,
+    TrackDemand, Transition, Wish,
+};
 pub use extmap::ExtensionMap;
 pub use forwarder::{
     payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,
