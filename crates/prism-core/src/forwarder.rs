@@ -4,13 +4,22 @@
 //! [`Forward`] value: send with these rewritten fields, or drop for this
 //! reason. It never touches the packet or the network; the server applies the
 //! decision. No allocation happens here.
+//!
+//! A simulcast leg ([`Forwarder::decide_layer`]) sees the packets of every
+//! layer of its track and forwards one layer at a time (see
+//! [`crate::layer`]): a switch restarts the leg's sequence numbers and
+//! timestamps so they continue with no gap and no jump, and VP8 descriptors
+//! are renumbered ([`crate::vp8`]) for the same reason. A track without
+//! simulcast is layer 0 only ([`Forwarder::decide`]).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::extmap::ExtensionMap;
 use crate::history::{NackLookup, SentMap};
+use crate::layer::{LayerSelector, SpatialLayer, Step, Target};
 use crate::seq::{SeqOutcome, SeqRewriter};
 use crate::timestamp::TsRewriter;
+use crate::vp8::{Vp8Descriptor, Vp8Munger, Vp8Rewrite};
 
 /// The header fields of an incoming RTP packet the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +96,9 @@ pub struct SendParams {
     pub payload_type: u8,
     pub seq: u16,
     pub timestamp: u32,
+    /// New VP8 descriptor values to write into this subscriber's copy of the
+    /// payload (simulcast legs given the packet's descriptor only).
+    pub vp8: Option<Vp8Rewrite>,
 }
 
 /// What to do with a packet for one subscriber.
@@ -94,6 +106,11 @@ pub struct SendParams {
 pub enum Forward {
     Send(SendParams),
     Drop(DropReason),
+    /// Not for this subscriber: a simulcast layer it does not take, or a
+    /// temporal layer above its cap. Not a drop (every subscriber skips most
+    /// of a simulcast track's packets), so not a [`DropReason`]: rooms count
+    /// skips apart.
+    Skip,
 }
 
 /// One payload-type pair: the publisher's number and the subscriber's.
@@ -157,9 +174,11 @@ pub struct Forwarder {
     /// SSRC of the publisher stream currently feeding this leg.
     source_ssrc: Option<u32>,
     muted: bool,
-    /// Video of a codec whose keyframes are recognised: start at one.
-    gate_on_keyframe: bool,
-    waiting_keyframe: bool,
+    /// Which layer flows, which is wanted, and whether a keyframe is awaited
+    /// (a track without simulcast is layer 0 only).
+    layers: LayerSelector,
+    /// VP8 descriptor continuity across switches and temporal drops.
+    vp8: Vp8Munger,
     /// This leg's sequence numbers → the publisher's, to answer NACKs.
     sent: Option<SentMap>,
     /// Packets and payload octets sent on this leg (for sender reports; RFC
@@ -178,8 +197,8 @@ impl Forwarder {
             ts: TsRewriter::new(clock_rate),
             source_ssrc: None,
             muted: false,
-            gate_on_keyframe,
-            waiting_keyframe: gate_on_keyframe,
+            layers: LayerSelector::new(gate_on_keyframe),
+            vp8: Vp8Munger::new(),
             sent: None,
             packets_sent: 0,
             octets_sent: 0,
@@ -217,9 +236,51 @@ impl Forwarder {
         }
     }
 
-    /// The subscriber still waits for its first keyframe (from this source).
+    /// The subscriber still waits for its first keyframe (from this source,
+    /// or after a pause): nothing flows. A leg switching layers while the
+    /// current one flows is not waiting; see [`Forwarder::wants_keyframe`].
     pub fn waiting_for_keyframe(&self) -> bool {
-        self.waiting_keyframe
+        self.layers.waiting()
+    }
+
+    /// The leg's layer state: target, current layer, availability.
+    pub fn layers(&self) -> &LayerSelector {
+        &self.layers
+    }
+
+    /// What the leg should forward (from the allocator). A new spatial layer
+    /// is taken at its next keyframe while the current one keeps flowing;
+    /// [`Target::Paused`] drops everything at once, with no hole in the
+    /// leg's numbering, and resuming waits for a keyframe.
+    pub fn set_target(&mut self, target: Target) {
+        self.layers.set_target(target);
+    }
+
+    /// The server learned that a layer stopped: the leg aims at the best
+    /// layer still available at once, not after the layer timeout.
+    pub fn set_layer_gone(&mut self, layer: SpatialLayer) {
+        self.layers.set_layer_gone(layer);
+    }
+
+    /// The layer a keyframe is needed on (the one the leg aims at, while it
+    /// is not the one flowing), if the leg is negotiated. For a PLI on that
+    /// layer's SSRC; see [`Forwarder::poll_keyframe_request`] to throttle.
+    pub fn wants_keyframe(&self, now: Instant) -> Option<SpatialLayer> {
+        self.params.as_ref()?;
+        self.layers.wants_keyframe(now)
+    }
+
+    /// [`Forwarder::wants_keyframe`], at most once per `min_interval` for
+    /// this leg: the layer to request a keyframe on now. A keyframe that
+    /// never comes is asked for again every `min_interval`, while the
+    /// current layer keeps flowing.
+    pub fn poll_keyframe_request(
+        &mut self,
+        now: Instant,
+        min_interval: Duration,
+    ) -> Option<SpatialLayer> {
+        self.params.as_ref()?;
+        self.layers.poll_keyframe_request(now, min_interval)
     }
 
     /// Set (or replace) what the subscriber leg negotiated. Until this is
@@ -236,49 +297,89 @@ impl Forwarder {
         self.muted = muted;
     }
 
-    /// Decide what to do with one packet. `keyframe`: the packet starts a keyframe.
+    /// Decide what to do with one packet of a track without simulcast
+    /// (layer 0). `keyframe`: the packet starts a keyframe.
     pub fn decide(&mut self, now: Instant, p: &PacketMeta, keyframe: bool) -> Forward {
-        // A new publisher stream behind the same track (the publisher restarted
-        // its encoder or renegotiated): keep the subscriber's numbering continuous.
-        if self.source_ssrc != Some(p.ssrc) {
-            if self.source_ssrc.is_some() {
-                self.seq.restart();
-                self.ts.restart();
-                // A new encoder's deltas reference frames this subscriber
-                // never got: wait for its keyframe.
-                self.waiting_keyframe = self.gate_on_keyframe;
-            }
-            self.source_ssrc = Some(p.ssrc);
+        self.decide_layer(now, p, SpatialLayer::LOW, None, keyframe)
+    }
+
+    /// Decide what to do with one packet of simulcast layer `layer`.
+    /// `vp8`: the packet's VP8 descriptor, if the track is VP8 (then the
+    /// temporal cap applies and [`SendParams::vp8`] carries the renumbered
+    /// descriptor). `keyframe`: the packet starts a keyframe.
+    pub fn decide_layer(
+        &mut self,
+        now: Instant,
+        p: &PacketMeta,
+        layer: SpatialLayer,
+        vp8: Option<&Vp8Descriptor>,
+        keyframe: bool,
+    ) -> Forward {
+        // A new publisher stream behind the layer being forwarded (the
+        // publisher restarted its encoder or renegotiated): its deltas
+        // reference frames this subscriber never got, so the leg starts it
+        // like a switch: at its keyframe, numbering continuous.
+        if self.layers.current() == Some(layer) && self.source_ssrc != Some(p.ssrc) {
+            self.layers.lose_current();
         }
+        let step = self.layers.step(now, layer, keyframe);
+        match step {
+            // Another layer's packets are in another SSRC's sequence space:
+            // they must not touch this leg's numbering.
+            Step::Skip => return Forward::Skip,
+            // Paused by the allocator: the resume restarts the numbering, so
+            // nothing needs closing up.
+            Step::Paused => return Forward::Drop(DropReason::Paused),
+            Step::Flow | Step::Switch | Step::Wait => {}
+        }
+        // Only packets of the stream being numbered close up their holes
+        // when dropped; a stream not started yet has no holes to close.
+        let flowing = step == Step::Flow;
         let Some(params) = &self.params else {
-            self.seq.drop_packet(p.seq);
-            return Forward::Drop(DropReason::Paused);
+            return self.drop(flowing, p, DropReason::Paused);
         };
         // Muted: the subscriber gets nothing and no hole to NACK; numbering
         // continues seamlessly on unmute.
         if self.muted {
-            self.seq.drop_packet(p.seq);
-            return Forward::Drop(DropReason::Muted);
+            return self.drop(flowing, p, DropReason::Muted);
         }
         // Padding-only packets probe the publisher's uplink; they carry nothing
         // for a subscriber, and the subscriber leg does its own probing.
         if p.payload_len == 0 {
-            self.seq.drop_packet(p.seq);
-            return Forward::Drop(DropReason::Padding);
+            return self.drop(flowing, p, DropReason::Padding);
         }
         let Some(pt) = params.map_pt(p.payload_type) else {
-            self.seq.drop_packet(p.seq);
-            return Forward::Drop(DropReason::UnknownPayloadType);
+            return self.drop(flowing, p, DropReason::UnknownPayloadType);
         };
-        // A subscriber that has not had a keyframe could not decode this.
-        if self.waiting_keyframe {
-            if !keyframe {
-                self.seq.drop_packet(p.seq);
-                return Forward::Drop(DropReason::WaitingForKeyframe);
-            }
-            self.waiting_keyframe = false;
-        }
         let ssrc = params.ssrc;
+        match step {
+            // A subscriber that has not had a keyframe could not decode this.
+            Step::Wait => return Forward::Drop(DropReason::WaitingForKeyframe),
+            // The keyframe of the layer the leg aims at, and it is being
+            // sent: from here the leg carries this stream, its numbers
+            // continuing the old ones.
+            Step::Switch => {
+                self.layers.commit(layer);
+                self.seq.restart();
+                self.ts.restart();
+                self.vp8.restart();
+                self.source_ssrc = Some(p.ssrc);
+            }
+            Step::Flow => {
+                // A frame above the temporal cap: skipped, and its sequence
+                // numbers and picture id taken out so the subscriber sees no
+                // loss.
+                if let Some(d) = vp8 {
+                    let cap = self.layers.temporal_cap_at(d.frame_start());
+                    if d.temporal() > cap.value() {
+                        self.seq.drop_packet(p.seq);
+                        self.vp8.drop_picture(d);
+                        return Forward::Skip;
+                    }
+                }
+            }
+            Step::Skip | Step::Paused => {}
+        }
         match self.seq.forward(p.seq) {
             SeqOutcome::Send(seq) => {
                 let timestamp = self.ts.rewrite(now, p.timestamp);
@@ -292,10 +393,18 @@ impl Forwarder {
                     payload_type: pt,
                     seq,
                     timestamp,
+                    vp8: vp8.map(|d| self.vp8.forward(d)),
                 })
             }
             SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
         }
+    }
+
+    fn drop(&mut self, flowing: bool, p: &PacketMeta, reason: DropReason) -> Forward {
+        if flowing {
+            self.seq.drop_packet(p.seq);
+        }
+        Forward::Drop(reason)
     }
 }
 
@@ -379,6 +488,7 @@ mod tests {
         match f {
             Forward::Send(s) => s,
             Forward::Drop(r) => panic!("dropped: {r:?}"),
+            Forward::Skip => panic!("skipped"),
         }
     }
 
@@ -477,3 +587,6 @@ mod tests {
         assert_eq!(k2.seq, d.seq.wrapping_add(1));
     }
 }
+
+#[cfg(test)]
+mod simulcast_tests;

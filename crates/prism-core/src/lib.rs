@@ -7,17 +7,24 @@
 //!
 //! Bad input is an error value or a counted [`DropReason`]; a panic is a bug.
 
+pub mod allocator;
 pub mod extmap;
 pub mod forwarder;
 pub mod gop;
 pub mod history;
 pub mod keyframe;
 pub mod labels;
+pub mod layer;
 pub mod pacer;
 pub mod room;
 pub mod seq;
 pub mod timestamp;
+pub mod vp8;
 
+pub use allocator::{
+    highest_layers, AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation,
+    TrackDemand, Transition, Wish,
+};
 pub use extmap::ExtensionMap;
 pub use forwarder::{
     payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,
@@ -26,6 +33,10 @@ pub use forwarder::{
 pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};
 pub use keyframe::{is_keyframe_start, VideoCodec};
+pub use layer::{
+    LayerSelector, LayerTarget, SpatialLayer, Target, TemporalLayer, DEFAULT_LAYER_TIMEOUT,
+    MAX_SPATIAL_LAYERS,
+};
 pub use pacer::BurstPacer;
 pub use room::{
     LeaveCause, MediaKind, ParticipantId, Room, RoomConfig, RoomCounters, RoomError, RoomEvent,
@@ -33,3 +44,4 @@ pub use room::{
 };
 pub use seq::{SeqOutcome, SeqRewriter};
 pub use timestamp::TsRewriter;
+pub use vp8::{PictureId, Vp8Descriptor, Vp8Error, Vp8Munger, Vp8Rewrite};

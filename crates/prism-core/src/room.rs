@@ -280,6 +280,10 @@ pub enum RoomEvent {
 pub struct RoomCounters {
     pub packets_forwarded: u64,
     pub drops: DropCounts,
+    /// Packets a subscriber's forwarder skipped because they are of a
+    /// simulcast layer (or a temporal layer) it does not take: the normal
+    /// state of a simulcast track, not a drop, so not in `drops`.
+    pub layer_skips: u64,
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
@@ -306,6 +310,7 @@ impl RoomCounters {
     pub fn absorb(&mut self, o: &RoomCounters) {
         self.packets_forwarded += o.packets_forwarded;
         self.drops.add(&o.drops);
+        self.layer_skips += o.layer_skips;
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_out += o.keyframe_requests_out;
         self.cache_starts += o.cache_starts;
@@ -752,6 +757,7 @@ impl Room {
                     self.counters.packets_forwarded += 1;
                 }
                 Forward::Drop(r) => self.counters.drops.inc(r),
+                Forward::Skip => self.counters.layer_skips += 1,
             }
             // A sink with no params yet only ever gets Drop(Paused), and the
             // driver needs no params for a drop; skip the call.
@@ -890,6 +896,7 @@ impl Room {
                 // Padding or a payload type this subscriber lacks: its
                 // forwarder closed the hole, as it does live.
                 (Forward::Drop(r), _) => self.counters.drops.inc(r),
+                (Forward::Skip, _) => self.counters.layer_skips += 1,
                 (Forward::Send(_), None) => {}
             }
         }
@@ -943,6 +950,7 @@ impl Room {
                         payload_type: pt,
                         seq: out_seq,
                         timestamp: out_ts,
+                        vp8: None,
                     };
                     resend(d.sink, params, sp, p);
                 }
