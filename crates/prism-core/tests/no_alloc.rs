@@ -1,19 +1,44 @@
 //! The forwarding path allocates nothing per packet once warm: a counting
 //! global allocator watches `Room::forward` for 100 subscribers, with mutes,
-//! drops, reordering and a source change in the mix.
+//! drops, reordering and a source change in the mix; and a simulcast leg
+//! (three layers, switches, a pause, a temporal cap, VP8 renumbering) with
+//! its allocator in the steady state.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prism_core::{
-    ExtensionMap, Forward, MediaKind, PacketMeta, PtMap, Room, RoomConfig, SinkId, SinkParams,
-    Source, TrackSpec,
+    AllocTrack, Allocator, AllocatorConfig, Bitrate, ExtensionMap, Forward, Forwarder, LayerInfo,
+    LayerTarget, MediaKind, PacketMeta, PtMap, Room, RoomConfig, SinkId, SinkParams, Source,
+    SpatialLayer, Target, TemporalLayer, TrackId, TrackSpec, Vp8Descriptor, Wish,
 };
 
+/// The counter is global: tests that count run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
 struct Counting;
-static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Counting is on for this thread: the test harness's own threads
+    /// (printing another test's result) are not the code under test.
+    static COUNTING_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Turns counting on or off for the calling thread.
+struct CountingSwitch;
+impl CountingSwitch {
+    fn store(&self, on: bool, _: Ordering) {
+        COUNTING_HERE.with(|c| c.set(on));
+    }
+    fn load(&self, _: Ordering) -> bool {
+        // A thread being torn down has no thread-locals left: not counted.
+        COUNTING_HERE.try_with(|c| c.get()).unwrap_or(false)
+    }
+}
+static COUNTING: CountingSwitch = CountingSwitch;
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
@@ -38,6 +63,7 @@ static GLOBAL: Counting = Counting;
 
 #[test]
 fn forward_allocates_nothing_per_packet() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let mut room = Room::new("r", RoomConfig::default(), t0);
     let (publisher, _) = room.join(t0, "pub", "pub");
@@ -141,4 +167,90 @@ fn forward_allocates_nothing_per_packet() {
     let allocs = ALLOCS.load(Ordering::SeqCst);
     assert!(allocs <= 3, "{allocs} allocations while forwarding");
     assert!(sent > 240_000, "packets were forwarded: {sent}");
+}
+
+#[test]
+fn a_simulcast_leg_and_its_allocator_allocate_nothing_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut fwd = Forwarder::new(90_000, true);
+    fwd.enable_nack(t0);
+    fwd.set_params(Some(SinkParams {
+        ssrc: 0xAAAA,
+        payload_types: prism_core::payload_type_table([PtMap { from: 96, to: 100 }]).0,
+        extensions: ExtensionMap::default(),
+    }));
+    let info = |kbps: u64| {
+        Some(LayerInfo {
+            bitrate: Bitrate(kbps * 1000),
+            width: 0,
+            height: 0,
+        })
+    };
+    let tracks = [AllocTrack {
+        id: TrackId(1),
+        kind: MediaKind::Video,
+        source: Source::Camera,
+        priority: 0,
+        wish: Wish::MaxLayer(SpatialLayer::HIGH),
+        layers: [info(150), info(500), info(1500)],
+    }];
+    let mut alloc = Allocator::new(AllocatorConfig::default());
+    let mut sent = 0u64;
+    let mut run = |fwd: &mut Forwarder, alloc: &mut Allocator, from: u32, to: u32| {
+        for i in from..to {
+            let now = t0 + Duration::from_millis(u64::from(i) * 33);
+            if i % 30 == 0 {
+                // Once a second: the allocator, its target to the leg (an
+                // estimate that swings between layers and a pause).
+                let kbps = [3000, 3000, 3000, 3000, 3000, 3000, 800, 800, 100, 100]
+                    [(i / 30 % 10) as usize];
+                let a = alloc.allocate(now, Bitrate(kbps * 1000), &tracks);
+                fwd.set_target(a[0].target);
+                fwd.poll_keyframe_request(now, Duration::from_millis(500));
+            }
+            if i % 60 == 45 {
+                fwd.set_target(Target::Layer(LayerTarget {
+                    spatial: SpatialLayer::MID,
+                    temporal: TemporalLayer::BASE,
+                }));
+            }
+            for l in SpatialLayer::ALL {
+                let pid = (i as u16).wrapping_add(l.index() as u16 * 1000) & 0x7FFF;
+                let tid = [0u8, 2, 1, 2][i as usize % 4];
+                let mut payload = [
+                    0x90,
+                    0xE0,
+                    0x80 | (pid >> 8) as u8,
+                    pid as u8,
+                    i as u8,
+                    tid << 6,
+                    0,
+                ];
+                let d = Vp8Descriptor::parse(&payload).unwrap();
+                let meta = PacketMeta {
+                    ssrc: 100 + l.index() as u32,
+                    seq: (i as u16).wrapping_add(l.index() as u16 * 20_000),
+                    timestamp: i * 2970,
+                    payload_type: 96,
+                    marker: true,
+                    payload_len: 1000,
+                };
+                if let Forward::Send(s) = fwd.decide_layer(now, &meta, l, Some(&d), i % 15 == 0) {
+                    if let Some(w) = s.vp8 {
+                        w.apply(&mut payload).unwrap();
+                    }
+                    sent += 1;
+                }
+            }
+        }
+    };
+    run(&mut fwd, &mut alloc, 0, 300); // warm up: buffers reach their size
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    run(&mut fwd, &mut alloc, 300, 3300);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocs = ALLOCS.swap(0, Ordering::SeqCst);
+    assert_eq!(allocs, 0, "{allocs} allocations on a simulcast leg");
+    assert!(sent > 1000, "packets were forwarded: {sent}");
 }
