@@ -384,7 +384,7 @@ impl Forwarder {
             SeqOutcome::Send(seq) => {
                 let timestamp = self.ts.rewrite(now, p.timestamp);
                 if let Some(m) = &mut self.sent {
-                    m.record(seq, p.seq, timestamp);
+                    m.record(seq, p.seq, timestamp, layer);
                 }
                 self.packets_sent = self.packets_sent.wrapping_add(1);
                 self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);

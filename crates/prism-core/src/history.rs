@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use rtc::rtp;
+use crate::layer::SpatialLayer;
 
 #[derive(Debug)]
 struct Stored {
@@ -125,6 +126,8 @@ struct Sent {
     out_seq: u16,
     src_seq: u16,
     out_ts: u32,
+    /// The simulcast layer `src_seq` belongs to (each has its own numbers).
+    layer: SpatialLayer,
     /// Milliseconds (wrapping) since the map's epoch of the last
     /// retransmission, 0 = never.
     resent_ms: u32,
@@ -144,11 +147,13 @@ pub struct SentMap {
 /// What a subscriber's NACK of one sequence number resolves to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NackLookup {
-    /// Retransmit the publisher's packet `src_seq` as `out_seq` with `out_ts`.
+    /// Retransmit the publisher's packet `src_seq` of `layer` as `out_seq`
+    /// with `out_ts`.
     Resend {
         src_seq: u16,
         out_seq: u16,
         out_ts: u32,
+        layer: SpatialLayer,
     },
     /// Never sent, or sent too long ago to know.
     Unknown,
@@ -163,6 +168,7 @@ impl SentMap {
                 out_seq: 0,
                 src_seq: 0,
                 out_ts: 0,
+                layer: SpatialLayer::LOW,
                 resent_ms: 0,
             }; SENT_MAP_LEN],
         );
@@ -174,11 +180,12 @@ impl SentMap {
     }
 
     #[inline]
-    pub fn record(&mut self, out_seq: u16, src_seq: u16, out_ts: u32) {
+    pub fn record(&mut self, out_seq: u16, src_seq: u16, out_ts: u32, layer: SpatialLayer) {
         self.entries[out_seq as usize % SENT_MAP_LEN] = Sent {
             out_seq,
             src_seq,
             out_ts,
+            layer,
             resent_ms: 0,
         };
     }
@@ -198,6 +205,7 @@ impl SentMap {
             src_seq: e.src_seq,
             out_seq,
             out_ts: e.out_ts,
+            layer: e.layer,
         }
     }
 }
@@ -281,14 +289,15 @@ mod tests {
             "fresh map"
         );
         assert_eq!(m.lookup(t0, 7, Duration::ZERO), NackLookup::Unknown);
-        m.record(7, 1007, 90_000);
+        m.record(7, 1007, 90_000, SpatialLayer::MID);
         let r = m.lookup(t0, 7, Duration::from_millis(100));
         assert_eq!(
             r,
             NackLookup::Resend {
                 src_seq: 1007,
                 out_seq: 7,
-                out_ts: 90_000
+                out_ts: 90_000,
+                layer: SpatialLayer::MID,
             }
         );
         let t1 = t0 + Duration::from_millis(50);
@@ -302,7 +311,7 @@ mod tests {
             NackLookup::Resend { .. }
         ));
         // Overwritten by a sequence number SENT_MAP_LEN later.
-        m.record(7 + SENT_MAP_LEN as u16, 2000, 0);
+        m.record(7 + SENT_MAP_LEN as u16, 2000, 0, SpatialLayer::LOW);
         assert_eq!(m.lookup(t2, 7, Duration::ZERO), NackLookup::Unknown);
     }
 }

@@ -30,10 +30,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use crate::forwarder::{DropCounts, Forward, Forwarder, PacketMeta, SendParams, SinkParams};
-use crate::gop::{GopCache, RefusalCounts};
-use crate::history::{NackLookup, PacketHistory};
-use crate::keyframe::{is_keyframe_start, VideoCodec};
+use crate::forwarder::{DropCounts, Forwarder, SinkParams};
+use crate::gop::RefusalCounts;
+use crate::keyframe::VideoCodec;
+use crate::layer::SpatialLayer;
+
+mod media;
 
 /// A participant's id within its room. On the wire: `PA_<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -189,18 +191,11 @@ pub struct Track {
     /// The video codec, for keyframe detection (`Other` for audio).
     pub codec: VideoCodec,
     downstream: Vec<Downstream>,
-    /// When the last keyframe request went upstream.
-    kf_sent_at: Option<Instant>,
-    /// A request arrived inside the throttle window: send it when it ends.
-    kf_pending: bool,
-    /// The publisher's recent packets, shared by all subscribers' NACKs.
-    history: PacketHistory,
-    /// The keyframe cache: where the latest GOP lies in `history` (video
-    /// whose keyframes are recognised; unused otherwise).
-    gop: GopCache,
-    /// The publisher's latest sender report: (NTP time, RTP time, SSRC, when
-    /// it arrived).
-    sender_report: Option<(u64, u32, u32, Instant)>,
+    /// Its layers (one without simulcast), lowest first.
+    streams: Vec<media::LayerStream>,
+    /// The publisher's latest sender report per stream (a simulcast layer
+    /// each): (NTP time, RTP time, SSRC, when it arrived).
+    sender_reports: [Option<(u64, u32, u32, Instant)>; crate::layer::MAX_SPATIAL_LAYERS],
 }
 
 /// The fields of a sender report for one subscriber leg.
@@ -333,8 +328,10 @@ pub struct Room {
     tracks: BTreeMap<TrackId, Track>,
     events: VecDeque<RoomEvent>,
     empty_since: Option<Instant>,
-    /// Tracks whose publisher should be sent a keyframe request now.
-    kf_requests: VecDeque<TrackId>,
+    /// Track layers whose publisher should be sent a keyframe request now.
+    kf_requests: VecDeque<(TrackId, SpatialLayer)>,
+    /// When [`Room::measure`] last ran.
+    measured_at: Instant,
     /// Earliest deferred keyframe request.
     kf_due: Option<Instant>,
     /// When the room opened: the time base of the forwarders' sent maps.
@@ -355,6 +352,7 @@ impl Room {
             events: VecDeque::new(),
             empty_since: Some(now),
             kf_requests: VecDeque::new(),
+            measured_at: now,
             kf_due: None,
             epoch: now,
             orphans: Vec::new(),
@@ -515,11 +513,12 @@ impl Room {
                 counters: TrackCounters::default(),
                 codec,
                 downstream: Vec::new(),
-                kf_sent_at: None,
-                kf_pending: false,
-                history: PacketHistory::new(packets, age),
-                gop: GopCache::new(self.cfg.keyframe_cache_packets.min(packets), age),
-                sender_report: None,
+                streams: vec![media::LayerStream::new(
+                    packets,
+                    age,
+                    self.cfg.keyframe_cache_packets,
+                )],
+                sender_reports: [None; crate::layer::MAX_SPATIAL_LAYERS],
             },
         );
         self.events.push_back(RoomEvent::TrackPublished(id));
@@ -723,294 +722,6 @@ impl Room {
         if let Some(t) = self.tracks.get_mut(&track) {
             t.downstream.retain(|d| d.subscriber != subscriber);
         }
-    }
-
-    /// Decides, for every subscriber attached to `track`, what to do with one
-    /// packet, and calls `apply` with each decision. No allocation.
-    pub fn forward(
-        &mut self,
-        now: Instant,
-        track: TrackId,
-        meta: &PacketMeta,
-        payload: &[u8],
-        mut apply: impl FnMut(SinkId, &SinkParams, Forward),
-    ) -> bool {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return false;
-        };
-        t.counters.packets_in += 1;
-        t.counters.bytes_in += meta.payload_len as u64;
-        let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
-        if t.codec.detects_keyframes() {
-            t.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
-        }
-        let mut someone_waits = false;
-        for d in &mut t.downstream {
-            let decision = d.fwd.decide(now, meta, keyframe);
-            // Only a negotiated subscriber's wait is worth a request: before
-            // that, the keyframe could not be delivered anyway.
-            someone_waits |= d.fwd.waiting_for_keyframe() && d.fwd.params().is_some();
-            match decision {
-                Forward::Send(_) => {
-                    t.counters.packets_out += 1;
-                    t.counters.bytes_out += meta.payload_len as u64;
-                    self.counters.packets_forwarded += 1;
-                }
-                Forward::Drop(r) => self.counters.drops.inc(r),
-                Forward::Skip => self.counters.layer_skips += 1,
-            }
-            // A sink with no params yet only ever gets Drop(Paused), and the
-            // driver needs no params for a drop; skip the call.
-            if let Some(params) = d.fwd.params() {
-                apply(d.sink, params, decision);
-            }
-        }
-        if someone_waits {
-            self.request_keyframe(now, track);
-        }
-        true
-    }
-
-    /// Keeps a forwarded packet in the track's retransmission history (moved,
-    /// not copied). Call after [`Room::forward`] with the same packet.
-    pub fn store(&mut self, now: Instant, track: TrackId, packet: rtc::rtp::Packet) {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return;
-        };
-        t.history.insert(now, packet);
-    }
-
-    /// The publisher sent a sender report for `track`'s stream `ssrc`: its NTP
-    /// wall clock ↔ RTP clock mapping, which lets receivers line up audio and
-    /// video. Kept to derive each subscriber leg's reports.
-    pub fn on_sender_report(
-        &mut self,
-        now: Instant,
-        track: TrackId,
-        ssrc: u32,
-        ntp: u64,
-        rtp: u32,
-    ) {
-        if let Some(t) = self.tracks.get_mut(&track) {
-            t.sender_report = Some((ntp, rtp, ssrc, now));
-        }
-    }
-
-    /// Sender reports for every subscriber of `track`, derived from the
-    /// publisher's latest one: the same NTP ↔ RTP mapping, advanced to `now`
-    /// at the track's clock rate and moved into each subscriber's timestamp
-    /// space (its forwarder's offset). A subscriber that has not been sent a
-    /// packet of the reported stream yet gets none.
-    pub fn sender_reports(
-        &self,
-        now: Instant,
-        track: TrackId,
-        mut f: impl FnMut(SinkId, SenderReportValues),
-    ) {
-        let Some(t) = self.tracks.get(&track) else {
-            return;
-        };
-        let Some((ntp, rtp, ssrc, at)) = t.sender_report else {
-            return;
-        };
-        let elapsed = now.saturating_duration_since(at);
-        let ntp_now = ntp.wrapping_add(ntp_duration(elapsed));
-        let ticks = (elapsed.as_nanos() * t.spec.clock_rate as u128 / 1_000_000_000) as u32;
-        let rtp_now = rtp.wrapping_add(ticks);
-        for d in &t.downstream {
-            let (Some(params), Some(offset)) = (d.fwd.params(), d.fwd.ts_offset()) else {
-                continue;
-            };
-            if d.fwd.source_ssrc() != Some(ssrc) {
-                continue;
-            }
-            f(
-                d.sink,
-                SenderReportValues {
-                    ssrc: params.ssrc,
-                    ntp_time: ntp_now,
-                    rtp_time: rtp_now.wrapping_sub(offset),
-                    packet_count: d.fwd.packets_sent,
-                    octet_count: d.fwd.octets_sent,
-                },
-            );
-        }
-    }
-
-    /// Starts a subscriber that waits for a keyframe from the keyframe cache,
-    /// if the cache can start it without a lie: the latest keyframe and every
-    /// packet of the track since (the whole GOP, up to the live edge) go to
-    /// `apply` at once, numbered contiguously by the subscriber's forwarder,
-    /// so live packets continue right after them. The cache is refused
-    /// (counted by reason in `counters.cache_refusals`) when the keyframe is
-    /// older than the video history's age, the GOP is longer than
-    /// `keyframe_cache_packets`, or a packet of it is missing (lost and not
-    /// repaired): then nothing is sent, a fresh keyframe is requested at once
-    /// (throttled), and the subscriber starts with it. Returns the packets
-    /// sent.
-    ///
-    /// Call right after [`Room::attach`] gave the subscriber its parameters.
-    pub fn start_from_cache(
-        &mut self,
-        now: Instant,
-        track: TrackId,
-        subscriber: ParticipantId,
-        mut apply: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet),
-    ) -> usize {
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return 0;
-        };
-        let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) else {
-            return 0;
-        };
-        // Only a negotiated subscriber that still needs a keyframe starts
-        // (audio and codecs without keyframe detection never wait).
-        if !d.fwd.waiting_for_keyframe() || d.fwd.params().is_none() {
-            return 0;
-        }
-        let (first, len) = match t.gop.check(now, &t.history) {
-            Ok(run) => run,
-            Err(reason) => {
-                self.counters.cache_refusals.inc(reason);
-                self.request_keyframe(now, track);
-                return 0;
-            }
-        };
-        let mut sent = 0;
-        for i in 0..len {
-            // `check` found every packet of the run in the history just now.
-            let Some(p) = t.history.get(now, first.wrapping_add(i as u16)) else {
-                break;
-            };
-            let meta = PacketMeta::of(p);
-            let decision = d.fwd.decide(now, &meta, i == 0);
-            match (decision, d.fwd.params()) {
-                (Forward::Send(sp), Some(params)) => {
-                    apply(d.sink, params, sp, p);
-                    sent += 1;
-                }
-                // The keyframe itself did not go (muted, or a payload type
-                // this subscriber lacks): it keeps waiting, as it would for
-                // a live keyframe.
-                _ if i == 0 => return 0,
-                // Padding or a payload type this subscriber lacks: its
-                // forwarder closed the hole, as it does live.
-                (Forward::Drop(r), _) => self.counters.drops.inc(r),
-                (Forward::Skip, _) => self.counters.layer_skips += 1,
-                (Forward::Send(_), None) => {}
-            }
-        }
-        self.counters.cache_starts += 1;
-        self.counters.cache_packets += sent as u64;
-        sent
-    }
-
-    /// Answers a subscriber's NACK for its sequence numbers `seqs` on `track`
-    /// from the shared history: `resend` is called with the rewritten fields
-    /// and the publisher's packet for each one still held. Duplicates (asked
-    /// again within `nack_min_interval`) and misses are counted, not sent.
-    pub fn nack(
-        &mut self,
-        now: Instant,
-        track: TrackId,
-        subscriber: ParticipantId,
-        seqs: impl IntoIterator<Item = u16>,
-        mut resend: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet),
-    ) {
-        let min_interval = self.cfg.nack_min_interval;
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return;
-        };
-        let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) else {
-            return;
-        };
-        for seq in seqs {
-            self.counters.nacks_in += 1;
-            match d.fwd.nack(now, seq, min_interval) {
-                NackLookup::Duplicate => self.counters.nack_duplicates += 1,
-                NackLookup::Unknown => self.counters.nack_misses += 1,
-                NackLookup::Resend {
-                    src_seq,
-                    out_seq,
-                    out_ts,
-                } => {
-                    let (Some(p), Some(params)) = (t.history.get(now, src_seq), d.fwd.params())
-                    else {
-                        tracing::trace!(track = %track, src_seq, out_seq, slot = ?t.history.slot(now, src_seq), "NACKed packet not in history");
-                        self.counters.nack_expired += 1;
-                        continue;
-                    };
-                    let Some(pt) = params.map_pt(p.header.payload_type) else {
-                        self.counters.nack_misses += 1;
-                        continue;
-                    };
-                    self.counters.retransmits += 1;
-                    let sp = SendParams {
-                        ssrc: params.ssrc,
-                        payload_type: pt,
-                        seq: out_seq,
-                        timestamp: out_ts,
-                        vp8: None,
-                    };
-                    resend(d.sink, params, sp, p);
-                }
-            }
-        }
-    }
-
-    /// Someone needs a keyframe of `track` (a subscriber's PLI/FIR, or a new
-    /// subscriber). Merged per track: sent at once if none went out within the
-    /// throttle window, else once when the window ends.
-    pub fn request_keyframe(&mut self, now: Instant, track: TrackId) {
-        let throttle = self.cfg.keyframe_throttle;
-        let Some(t) = self.tracks.get_mut(&track) else {
-            return;
-        };
-        if !t.codec.detects_keyframes() && t.spec.kind == MediaKind::Audio {
-            return;
-        }
-        self.counters.keyframe_requests_in += 1;
-        match t.kf_sent_at {
-            Some(at) if now < at + throttle => {
-                if !t.kf_pending {
-                    t.kf_pending = true;
-                    let due = at + throttle;
-                    self.kf_due = Some(self.kf_due.map_or(due, |d| d.min(due)));
-                }
-            }
-            _ => {
-                t.kf_sent_at = Some(now);
-                t.kf_pending = false;
-                self.counters.keyframe_requests_out += 1;
-                self.kf_requests.push_back(track);
-            }
-        }
-    }
-
-    /// The next track whose publisher should be asked for a keyframe.
-    pub fn poll_keyframe_request(&mut self) -> Option<TrackId> {
-        self.kf_requests.pop_front()
-    }
-
-    /// Sends deferred keyframe requests whose window has ended.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.kf_due.is_none_or(|d| now < d) {
-            return;
-        }
-        let throttle = self.cfg.keyframe_throttle;
-        let mut next: Option<Instant> = None;
-        for t in self.tracks.values_mut().filter(|t| t.kf_pending) {
-            let due = t.kf_sent_at.map_or(now, |at| at + throttle);
-            if now >= due {
-                t.kf_pending = false;
-                t.kf_sent_at = Some(now);
-                self.counters.keyframe_requests_out += 1;
-                self.kf_requests.push_back(t.id);
-            } else {
-                next = Some(next.map_or(due, |n| n.min(due)));
-            }
-        }
-        self.kf_due = next;
     }
 
     // ----- outputs -----

@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::extmap::ExtensionMap;
-use crate::forwarder::{DropReason, PtMap, SendParams};
+use crate::forwarder::{DropReason, Forward, PacketMeta, PtMap, SendParams};
+use crate::keyframe::is_keyframe_start;
 use std::collections::HashMap;
 
 /// A small seeded generator (xorshift64*), so runs repeat exactly.
@@ -273,7 +274,7 @@ fn pli_storm_is_merged_per_throttle_window() {
             room.handle_timeout(now);
         }
         while let Some(t) = room.poll_keyframe_request() {
-            assert_eq!(t, track);
+            assert_eq!(t, (track, SpatialLayer::LOW));
             sent_at.push(now);
         }
         now += Duration::from_millis(10);
@@ -324,7 +325,11 @@ fn new_subscriber_waits_for_keyframe_and_asks_for_one() {
     let key: &[u8] = &[0x10, 0x00];
     room.forward(t0, track, &meta(1), delta, |_, _, f| got.push(f));
     assert_eq!(got, vec![Forward::Drop(DropReason::WaitingForKeyframe)]);
-    assert_eq!(room.poll_keyframe_request(), Some(track), "asked at once");
+    assert_eq!(
+        room.poll_keyframe_request(),
+        Some((track, SpatialLayer::LOW)),
+        "asked at once"
+    );
     room.forward(t0, track, &meta(2), delta, |_, _, f| got.push(f));
     assert_eq!(
         room.poll_keyframe_request(),
@@ -764,7 +769,7 @@ fn cache_scenario(
     });
     assert_eq!(n, got.len());
     let cached: Vec<u16> = got.iter().map(|g| g.0).collect();
-    let requested = room.poll_keyframe_request() == Some(track);
+    let requested = room.poll_keyframe_request() == Some((track, SpatialLayer::LOW));
     let refused = crate::gop::CacheRefusal::ALL
         .iter()
         .copied()
