@@ -13,8 +13,8 @@
 
 use std::time::{Duration, Instant};
 
-use rtc::rtp;
 use crate::layer::SpatialLayer;
+use rtc::rtp;
 
 #[derive(Debug)]
 struct Stored {

@@ -149,6 +149,13 @@ pub struct ShardStats {
     pub dead_publishers: u64,
     /// RTCP BYE packets sent to subscribers (a stream of theirs ended).
     pub byes_sent: u64,
+    /// Simulcast tracks paused for a subscriber because their lowest layer
+    /// did not fit its bandwidth.
+    pub tracks_paused: u64,
+    /// Gauges of the last allocation, summed over subscribe legs: their
+    /// estimates, and the bitrate the allocator gave out.
+    pub estimated_bps: u64,
+    pub allocated_bps: u64,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
     pub rtt: Hist,
@@ -191,6 +198,9 @@ impl Default for ShardStats {
             broadcasts_ended: 0,
             dead_publishers: 0,
             byes_sent: 0,
+            tracks_paused: 0,
+            estimated_bps: 0,
+            allocated_bps: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
             rtt: Hist::new(NETWORK_BOUNDS),
@@ -230,7 +240,10 @@ impl ShardStats {
             participants_joined,
             broadcasts_ended,
             dead_publishers,
-            byes_sent
+            byes_sent,
+            tracks_paused,
+            estimated_bps,
+            allocated_bps
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
             *a += b;
@@ -434,6 +447,9 @@ impl Collector for ShardCollector {
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
+            family("prism_tracks_paused_total", "Simulcast tracks paused for a subscriber because their lowest layer did not fit its bandwidth estimate (the subscriber is sent track_paused).", COUNTER, vec![counter(t.tracks_paused, &[])]),
+            family("prism_allocator_estimate_bps", "Subscribe legs' bandwidth estimates at the last allocation, summed (bits/s).", GAUGE, vec![gauge(t.estimated_bps, &[])]),
+            family("prism_allocator_allocated_bps", "Bitrate the allocator gave out at the last allocation, summed over subscribe legs (bits/s).", GAUGE, vec![gauge(t.allocated_bps, &[])]),
             family("prism_rtcp_byes_sent_total", "RTCP BYE packets sent to subscribers: one of their streams ended (track gone, or broadcast ended).", COUNTER, vec![counter(t.byes_sent, &[])]),
             family("prism_dead_publishers_total", "Publishers removed because their publish leg received nothing for publish_timeout.", COUNTER, vec![counter(t.dead_publishers, &[])]),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),

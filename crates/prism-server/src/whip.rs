@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::media::viewer::{self, EventSet, Phase, Status};
 use crate::media::{
     Directory, HttpAnswer, HttpFailure, HttpKind, HttpSessionEntry, PatchOutcome, ShardCommand,
+    ViewWant,
 };
 
 /// Largest SDP or sdpfrag body accepted.
@@ -445,20 +446,54 @@ pub async fn whep_post(
         check_offer(&s, &offer)?;
         Ok::<_, HttpFailure>(offer)
     })();
-    let offer = match prep {
-        Ok(o) => o,
+    let (offer, want) = match prep.and_then(|o| Ok((o, view_want(&q)?))) {
+        Ok(v) => v,
         Err(f) => return problem(&f),
     };
     let id = Alphanumeric.sample_string(&mut rand::rng(), 32);
     let res = ask(&s.directory, &room, |reply| ShardCommand::HttpView {
         room: room.clone(),
         source: q.get("participant").cloned(),
+        want,
         session_id: id.clone(),
         offer,
         reply,
     })
     .await;
     created(&s, HttpKind::Whep, room, id, res.and_then(|r| r))
+}
+
+/// A WHEP viewer's simulcast wish from its query (`docs/simulcast.md`).
+fn view_want(q: &HashMap<String, String>) -> Result<ViewWant, HttpFailure> {
+    let bad = |what: &str| {
+        HttpFailure::new(
+            400,
+            "Invalid query",
+            format!("{what}: quality is low, medium or high; max_width and max_height are 0–16384"),
+        )
+    };
+    let quality = match q.get("quality").map(String::as_str) {
+        None => None,
+        Some("low") => Some(prism_signal::Quality::Low),
+        Some("medium") => Some(prism_signal::Quality::Medium),
+        Some("high") => Some(prism_signal::Quality::High),
+        Some(other) => return Err(bad(&format!("quality={other}"))),
+    };
+    let size = |k: &str| -> Result<u32, HttpFailure> {
+        match q.get(k) {
+            None => Ok(0),
+            Some(v) => v
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n <= 16_384)
+                .ok_or_else(|| bad(&format!("{k}={v}"))),
+        }
+    };
+    Ok(ViewWant {
+        quality,
+        max_width: size("max_width")?,
+        max_height: size("max_height")?,
+    })
 }
 
 /// The session a URL names, if it is of this kind and room.

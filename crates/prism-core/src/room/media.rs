@@ -53,6 +53,14 @@ impl LayerStream {
     }
 }
 
+impl super::Track {
+    /// Its layers' declared picture sizes, lowest first (one layer, size
+    /// unknown (0, 0), without simulcast).
+    pub fn layer_sizes(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.streams.iter().map(|s| (s.width, s.height))
+    }
+}
+
 /// How often [`Room::measure`] is expected to run (its window).
 const MEASURE_MIN: Duration = Duration::from_millis(200);
 
@@ -126,6 +134,16 @@ impl Room {
             .and_then(|t| t.downstream.iter_mut().find(|d| d.subscriber == subscriber))
         {
             d.fwd.set_target(target);
+        }
+    }
+
+    /// For each subscriber leg of `track`: its target and the layer it
+    /// receives now (dynacast keeps both publishing).
+    pub fn each_leg_layers(&self, track: TrackId, mut f: impl FnMut(Target, Option<SpatialLayer>)) {
+        if let Some(t) = self.tracks.get(&track) {
+            for d in &t.downstream {
+                f(d.fwd.layers().target(), d.fwd.layers().current());
+            }
         }
     }
 
@@ -462,7 +480,12 @@ impl Room {
 
     /// `subscriber` lost its picture (its PLI/FIR): a keyframe of the layer
     /// it receives (or aims at).
-    pub fn request_keyframe_for(&mut self, now: Instant, track: TrackId, subscriber: ParticipantId) {
+    pub fn request_keyframe_for(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        subscriber: ParticipantId,
+    ) {
         let layer = self
             .tracks
             .get(&track)

@@ -17,6 +17,7 @@ pub mod engine_log;
 pub mod peer;
 pub mod sdp;
 pub mod shard;
+pub mod simulcast;
 pub mod stun;
 pub mod viewer;
 
@@ -83,6 +84,8 @@ pub enum ShardCommand {
     HttpView {
         room: String,
         source: Option<String>,
+        /// What the viewer wants of the video (query parameters).
+        want: ViewWant,
         session_id: String,
         offer: String,
         reply: oneshot::Sender<Result<HttpAnswer, HttpFailure>>,
@@ -108,6 +111,15 @@ pub enum ShardCommand {
         participant: ParticipantId,
         reply: oneshot::Sender<bool>,
     },
+}
+
+/// A WHEP viewer's wish from its query: `?quality=low|medium|high`,
+/// `?max_width=`, `?max_height=` (0: no limit).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ViewWant {
+    pub quality: Option<prism_signal::Quality>,
+    pub max_width: u32,
+    pub max_height: u32,
 }
 
 /// A WHIP/WHEP session created: the SDP answer and the ICE session's ETag.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use prism_core::{ParticipantId, TrackId};
+use prism_core::{ParticipantId, SpatialLayer, TrackId};
 use prism_signal::Leg;
 use rand::distr::{Alphanumeric, SampleString};
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
@@ -23,12 +23,48 @@ pub struct PubTrack {
     pub track: TrackId,
     pub mid: String,
     pub receiver: RTCRtpReceiverId,
-    /// SSRCs seen for this track (learned from the engine's track events or the first packet).
-    pub ssrcs: Vec<u32>,
+    /// SSRCs seen for this track (learned from the engine's track events or
+    /// the first packet), each with the simulcast layer it carries (layer 0
+    /// without simulcast).
+    pub ssrcs: Vec<(u32, SpatialLayer)>,
+    /// Simulcast: its encodings' rids, lowest layer first (empty: one
+    /// stream).
+    pub rids: Vec<String>,
+    /// Dynacast: the layers (a bit each) last said to be wanted.
+    pub wanted_sent: Option<u8>,
     /// Codecs negotiated on this m-section, publisher payload types.
     pub codecs: Vec<RTCRtpCodecParameters>,
     /// Header extensions negotiated on this m-section: (uri, publisher id).
     pub extensions: Vec<(String, u16)>,
+}
+
+impl PubTrack {
+    pub fn has_ssrc(&self, ssrc: u32) -> bool {
+        self.ssrcs.iter().any(|(s, _)| *s == ssrc)
+    }
+
+    /// The layer a rid names (layer 0 for none or an unknown one).
+    pub fn layer_of(&self, rid: Option<&str>) -> SpatialLayer {
+        rid.and_then(|r| self.rids.iter().position(|x| x == r))
+            .and_then(|i| SpatialLayer::new(i as u8))
+            .unwrap_or(SpatialLayer::LOW)
+    }
+
+    /// Records that `ssrc` carries `layer` (a layer whose encoder restarted
+    /// gets a new SSRC; the newest is the layer's).
+    pub fn learn(&mut self, ssrc: u32, layer: SpatialLayer) {
+        self.ssrcs.retain(|(s, _)| *s != ssrc);
+        self.ssrcs.push((ssrc, layer));
+    }
+
+    /// The newest SSRC of `layer`.
+    pub fn ssrc_of(&self, layer: SpatialLayer) -> Option<u32> {
+        self.ssrcs
+            .iter()
+            .rev()
+            .find(|(_, l)| *l == layer)
+            .map(|(s, _)| *s)
+    }
 }
 
 /// One sender on a subscribe leg: carries one track of another participant.
@@ -70,6 +106,8 @@ pub struct RtxInfo {
 
 pub struct Peer {
     pub pc: RTCPeerConnection,
+    /// Subscribe leg: shares its bandwidth estimate over its tracks' layers.
+    pub allocator: prism_core::Allocator,
     pub room: usize,
     pub participant: ParticipantId,
     pub leg: Leg,
@@ -364,6 +402,7 @@ impl Peer {
                 engine_seen: Default::default(),
                 pacer: prism_core::BurstPacer::new(PACE_PACKETS, PACE_WINDOW),
                 pace_at: None,
+                allocator: prism_core::Allocator::new(prism_core::AllocatorConfig::default()),
             },
             candidates,
         ))
@@ -415,10 +454,16 @@ impl Peer {
         }
     }
 
-    /// The published track a packet with this SSRC belongs to.
+    /// The published track an SSRC belongs to, and its layer: a scan of a
+    /// few entries (tracks × layers), no map.
     #[inline]
-    pub fn track_for_ssrc(&self, ssrc: u32) -> Option<&PubTrack> {
-        self.pub_tracks.iter().find(|t| t.ssrcs.contains(&ssrc))
+    pub fn track_for_ssrc(&self, ssrc: u32) -> Option<(&PubTrack, SpatialLayer)> {
+        self.pub_tracks.iter().find_map(|t| {
+            t.ssrcs
+                .iter()
+                .find(|(s, _)| *s == ssrc)
+                .map(|(_, l)| (t, *l))
+        })
     }
 }
 

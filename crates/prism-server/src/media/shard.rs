@@ -29,6 +29,7 @@ use super::{Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::Config;
 use crate::metrics::ShardStats;
 
+mod allocate;
 mod control;
 mod demux;
 pub mod egress;
@@ -95,6 +96,9 @@ struct Member {
     inactive_since: Option<Instant>,
     /// What it wants of each subscribed video track (`track_settings`).
     wishes: HashMap<prism_core::TrackId, Wish>,
+    /// What it wants of a track it sent no `track_settings` for (a WHEP
+    /// viewer's `?quality=` / `?max_width=` / `?max_height=`).
+    default_wish: Wish,
 }
 
 /// A subscriber's wish for one track: at most this quality and size, or
@@ -406,6 +410,7 @@ impl Shard {
             );
         }
         self.viewer_housekeeping(now);
+        self.allocate(now);
         self.send_rembs(now);
         self.send_sender_reports(now);
         self.sample_engine_stats(now);
@@ -595,20 +600,15 @@ impl Shard {
                 self.mark(key);
             }
             RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
+                // A stream of a published track (a simulcast layer each, by
+                // its rid) started: its SSRC is that layer's.
                 let Some(p) = self.peers.get_mut(key) else {
                     return;
                 };
                 let rid = init.receiver_id;
-                let ssrcs: Vec<u32> =
-                    p.pc.rtp_receiver(rid)
-                        .map(|r| r.track().ssrcs().collect())
-                        .unwrap_or_default();
                 if let Some(t) = p.pub_tracks.iter_mut().find(|t| t.receiver == rid) {
-                    for s in ssrcs {
-                        if !t.ssrcs.contains(&s) {
-                            t.ssrcs.push(s);
-                        }
-                    }
+                    let layer = t.layer_of(init.rid.as_deref());
+                    t.learn(init.ssrc, layer);
                 }
             }
             _ => {}

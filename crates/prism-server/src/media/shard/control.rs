@@ -16,7 +16,7 @@ use prism_signal::{
 use rtc::peer_connection::transport::RTCIceCandidateInit;
 
 use super::super::{Outbound, SessionTx, ShardCommand};
-use super::{Member, MemberKind, RoomState, Shard};
+use super::{Member, MemberKind, RoomState, Shard, Wish};
 use crate::media::HttpFailure;
 
 impl Shard {
@@ -161,6 +161,7 @@ impl Shard {
             ShardCommand::HttpView {
                 room,
                 source,
+                want,
                 session_id,
                 offer,
                 reply,
@@ -171,8 +172,14 @@ impl Shard {
                         return;
                     }
                 }
-                let _ =
-                    reply.send(self.http_view(now, &room, source.as_deref(), session_id, &offer));
+                let _ = reply.send(self.http_view(
+                    now,
+                    &room,
+                    source.as_deref(),
+                    want,
+                    session_id,
+                    &offer,
+                ));
             }
             ShardCommand::HttpPatch {
                 room,
@@ -323,6 +330,7 @@ impl Shard {
                 status: None,
                 inactive_since: None,
                 wishes: HashMap::new(),
+                default_wish: Wish::default(),
             },
         );
         self.stats.participants_joined += 1;
@@ -739,8 +747,29 @@ pub(super) fn track_info(t: &prism_core::Track) -> sig::TrackInfo {
         source: source_to_wire(t.spec.source),
         muted: t.muted,
         codec: t.spec.codec.clone(),
-        layers: Vec::new(),
+        layers: layer_infos(t),
     }
+}
+
+/// A simulcast track's layers as subscribers see them (none without).
+fn layer_infos(t: &prism_core::Track) -> Vec<sig::LayerInfo> {
+    let sizes: Vec<(u32, u32)> = t.layer_sizes().collect();
+    if sizes.len() < 2 {
+        return Vec::new();
+    }
+    let names: &[sig::Quality] = match sizes.len() {
+        2 => &[sig::Quality::Low, sig::Quality::High],
+        _ => &[sig::Quality::Low, sig::Quality::Medium, sig::Quality::High],
+    };
+    sizes
+        .iter()
+        .zip(names)
+        .map(|(&(width, height), &quality)| sig::LayerInfo {
+            quality,
+            width,
+            height,
+        })
+        .collect()
 }
 
 pub(super) fn participant_info(room: &Room, id: ParticipantId) -> sig::ParticipantInfo {

@@ -78,7 +78,7 @@ pub fn read_publisher_reports(
         .filter_map(|sr| {
             tracks
                 .iter()
-                .find(|t| t.ssrcs.contains(&sr.ssrc))
+                .find(|t| t.has_ssrc(sr.ssrc))
                 .map(|t| (t.track, sr.ssrc, sr.ntp_time, sr.rtp_time))
         })
         .collect()

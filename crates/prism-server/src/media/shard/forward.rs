@@ -27,11 +27,12 @@ impl Shard {
             return;
         };
         let ssrc = packet.header.ssrc;
-        let track = match peer.track_for_ssrc(ssrc) {
-            Some(t) => t.track,
+        let (track, layer) = match peer.track_for_ssrc(ssrc) {
+            Some((t, layer)) => (t.track, layer),
             None => {
                 // First packet of a stream the engine did not announce yet:
-                // find its m-section through the receiver's track id, once.
+                // find its m-section through the receiver's track id, and
+                // its layer through the rid the engine bound it to, once.
                 let found = peer.pub_tracks.iter().position(|t| {
                     peer.pc
                         .rtp_receiver(t.receiver)
@@ -39,8 +40,14 @@ impl Shard {
                 });
                 match found {
                     Some(i) => {
-                        peer.pub_tracks[i].ssrcs.push(ssrc);
-                        peer.pub_tracks[i].track
+                        let rid = peer
+                            .pc
+                            .rtp_receiver(peer.pub_tracks[i].receiver)
+                            .and_then(|r| r.track().rid(ssrc).cloned());
+                        let t = &mut peer.pub_tracks[i];
+                        let layer = t.layer_of(rid.as_deref());
+                        t.learn(ssrc, layer);
+                        (t.track, layer)
                     }
                     None => {
                         self.drops.inc(DropReason::UnknownSsrc);
@@ -60,9 +67,10 @@ impl Shard {
         };
         let sends = &mut self.sends;
         let drops = &mut self.drops;
-        room.core.forward(
+        room.core.forward_layer(
             now,
             track,
+            layer,
             &meta,
             &packet.payload,
             |sink, params, decision| {
@@ -72,7 +80,7 @@ impl Shard {
             },
         );
         // The packet itself moves into the track's shared retransmission history.
-        room.core.store(now, track, packet);
+        room.core.store_layer(now, track, layer, packet);
         self.flush_sends(now, SendKind::Live);
         // New subscribers waiting for a keyframe may have asked for one.
         self.flush_keyframe_requests(now, room_key);
@@ -240,8 +248,12 @@ impl Shard {
         if let (Some(bps), Some(p)) = (f.remb, self.peers.get_mut(key)) {
             p.remb_in = Some(bps);
         }
+        // A subscriber's lost picture: a keyframe of the layer it receives.
         for t in f.keyframes {
-            self.request_keyframe(now, room, t);
+            if let Some(r) = self.rooms.get_mut(room) {
+                r.core.request_keyframe_for(now, t, pid);
+            }
+            self.flush_keyframe_requests(now, room);
         }
         for (track, seqs) in f.nacks {
             let Some(r) = self.rooms.get_mut(room) else {

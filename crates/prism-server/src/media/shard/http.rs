@@ -83,6 +83,7 @@ impl Shard {
         now: Instant,
         room: &str,
         source: Option<&str>,
+        want: super::super::ViewWant,
         session_id: String,
         offer: &str,
     ) -> Result<HttpAnswer, HttpFailure> {
@@ -127,6 +128,14 @@ impl Shard {
             None,
             Some(session_id),
         );
+        if let Some(m) = self.rooms[rk].members.get_mut(&pid) {
+            m.default_wish = super::Wish {
+                quality: want.quality.unwrap_or(prism_signal::Quality::High),
+                max_width: want.max_width,
+                max_height: want.max_height,
+                enabled: true,
+            };
+        }
         match self.answer_viewer(now, rk, pid, offer, &sections, &mut available) {
             Ok(answer) => Ok(answer),
             Err(e) => {

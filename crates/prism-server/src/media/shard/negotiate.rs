@@ -20,7 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpTransceiverDirection, RTCRtpTransceiverId};
 
 use super::super::peer::{PubTrack, SenderSlot};
-use super::super::sdp;
+use super::super::{sdp, simulcast};
 use super::control::{room_error, source_from_wire};
 use super::{pack_sink, MemberKind, Shard};
 use crate::media::peer::RtxInfo;
@@ -133,13 +133,40 @@ impl Shard {
                 codec: primary.rtp_codec.mime_type.clone(),
                 clock_rate: primary.rtp_codec.clock_rate,
             };
+            // Simulcast: the encodings the engine accepted (`a=rid`), which
+            // become the track's layers, lowest first.
+            let offered_rids: Vec<String> = receiver
+                .track()
+                .codings()
+                .iter()
+                .map(|c| c.rtp_coding_parameters.rid.clone())
+                .filter(|r| !r.is_empty())
+                .collect();
+            let declared = decls
+                .iter()
+                .find(|d| d.mid == s.mid)
+                .map_or(&[][..], |d| &d.layers[..]);
+            let layers = if offered_rids.len() > 1 && kind == MediaKind::Video {
+                simulcast::order_layers(&offered_rids, declared, prism_core::MAX_SPATIAL_LAYERS)
+            } else {
+                Vec::new()
+            };
             let track = self.rooms[rk].core.publish(pid, spec).map_err(room_error)?;
+            if !layers.is_empty() {
+                let sizes: Vec<(u32, u32)> = layers.iter().map(|l| (l.width, l.height)).collect();
+                self.rooms[rk].core.set_layers(track, &sizes);
+                tracing::info!(participant = %pid, track = %track,
+                    rids = ?layers.iter().map(|l| l.rid.as_str()).collect::<Vec<_>>(),
+                    "simulcast: layers lowest first");
+            }
             let peer = &mut self.peers[key];
             peer.pub_tracks.push(PubTrack {
                 track,
                 mid: s.mid.clone(),
                 receiver: rid,
                 ssrcs: Vec::new(),
+                rids: layers.into_iter().map(|l| l.rid).collect(),
+                wanted_sent: None,
                 codecs: params.codecs.clone(),
                 extensions: params
                     .header_extensions

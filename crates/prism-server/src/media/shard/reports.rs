@@ -80,7 +80,9 @@ impl Shard {
     /// Tells each publisher what its subscribers can take: one REMB per publish
     /// leg (sent from the once-a-second housekeeping, so at a bounded rate).
     /// Per video track, the weakest subscribe leg's estimate (without
-    /// simulcast, the publisher's one stream must reach everyone), at least
+    /// simulcast, the publisher's one stream must reach everyone; a
+    /// simulcast track gets the cap: the allocator gives each subscriber
+    /// the layer that fits it), at least
     /// `PublishBitrate::MIN`, at most `max_publish_bitrate`; with no estimate
     /// yet, the cap.
     pub(super) fn send_rembs(&mut self, now: Instant) {
@@ -105,6 +107,13 @@ impl Shard {
                 if t.spec.kind != MediaKind::Video || pt.ssrcs.is_empty() {
                     continue;
                 }
+                // Simulcast: each subscriber takes the layer that fits it;
+                // the publisher may send everything up to the cap.
+                if r.core.layer_count(pt.track) > 1 {
+                    total += cap;
+                    ssrcs.extend(pt.ssrcs.iter().map(|(s, _)| *s));
+                    continue;
+                }
                 let weakest = t
                     .subscribers()
                     .filter_map(|sub| r.members.get(&sub).and_then(|m| m.subscribe))
@@ -114,7 +123,7 @@ impl Shard {
                     .min();
                 // PublishBitrate guarantees MIN <= cap: clamp cannot panic.
                 total += weakest.unwrap_or(cap).clamp(PublishBitrate::MIN.bps(), cap);
-                ssrcs.extend(pt.ssrcs.iter().copied());
+                ssrcs.extend(pt.ssrcs.iter().map(|(s, _)| *s));
             }
             if ssrcs.is_empty() {
                 continue;
@@ -154,7 +163,7 @@ impl Shard {
             let Some(r) = self.rooms.get_mut(room) else {
                 return;
             };
-            let Some(track) = r.core.poll_keyframe_request() else {
+            let Some((track, layer)) = r.core.poll_keyframe_request() else {
                 break;
             };
             let Some(owner) = r.core.track(track).map(|t| t.owner) else {
@@ -169,11 +178,12 @@ impl Shard {
             let Some(pt) = peer.pub_tracks.iter().find(|p| p.track == track) else {
                 continue;
             };
-            let Some(&media_ssrc) = pt.ssrcs.first() else {
-                tracing::debug!(track = %track, "keyframe wanted, but no SSRC is known yet");
+            // The layer's SSRC (a keyframe of another layer would not help).
+            let Some(media_ssrc) = pt.ssrc_of(layer) else {
+                tracing::debug!(track = %track, layer = layer.index(), "keyframe wanted, but no SSRC is known yet");
                 continue;
             };
-            tracing::debug!(track = %track, media_ssrc, "PLI upstream");
+            tracing::debug!(track = %track, media_ssrc, layer = layer.index(), "PLI upstream");
             let rid = pt.receiver;
             if let Some(mut receiver) = peer.pc.rtp_receiver(rid) {
                 let pli = PictureLossIndication {
