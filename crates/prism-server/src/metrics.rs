@@ -20,6 +20,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::media::engine_log::EngineError;
+use crate::media::sdp::SimulcastForm;
 use crate::media::stun::DatagramDrop;
 
 /// A histogram with fixed upper bounds, kept in plain integers.
@@ -147,6 +148,9 @@ pub struct ShardStats {
     /// Publishers removed because their publish leg went silent past
     /// `publish_timeout`.
     pub dead_publishers: u64,
+    /// Publish-offer m-sections whose simulcast was cut to one encoding, by
+    /// how the offer announced it.
+    pub simulcast_narrowed: Counts<SimulcastForm>,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
     pub rtt: Hist,
@@ -188,6 +192,7 @@ impl Default for ShardStats {
             participants_joined: 0,
             broadcasts_ended: 0,
             dead_publishers: 0,
+            simulcast_narrowed: Counts::default(),
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
             rtt: Hist::new(NETWORK_BOUNDS),
@@ -241,6 +246,7 @@ impl ShardStats {
         self.keyframe_cache_refusals.add(&o.keyframe_cache_refusals);
         self.datagram_drops.add(&o.datagram_drops);
         self.engine_errors.add(&o.engine_errors);
+        self.simulcast_narrowed.add(&o.simulcast_narrowed);
         self.forwarding_latency.add(&o.forwarding_latency);
         self.jitter.add(&o.jitter);
         self.rtt.add(&o.rtt);
@@ -431,6 +437,12 @@ impl Collector for ShardCollector {
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
             family("prism_dead_publishers_total", "Publishers removed because their publish leg received nothing for publish_timeout.", COUNTER, vec![counter(t.dead_publishers, &[])]),
+            family(
+                "prism_simulcast_narrowed_total",
+                "Publish-offer m-sections whose simulcast Prism cut to one encoding (layers are not forwarded yet), by how the offer announced it.",
+                COUNTER,
+                t.simulcast_narrowed.iter().map(|(f, n)| counter(n, &[("form", f.as_str())])).collect(),
+            ),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),
             family("prism_jitter_seconds", "Interarrival jitter of publishers' streams, sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.jitter)]),
             family("prism_rtt_seconds", "Round-trip time to subscribers (from their receiver reports), sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.rtt)]),
