@@ -121,6 +121,9 @@ pub struct ShardStats {
     pub datagram_drops: Counts<DatagramDrop>,
     /// Engine warnings kept out of the log, by [`EngineError::index`].
     pub engine_errors: Counts<EngineError>,
+    /// Publish-offer m-sections whose simulcast was cut to one encoding, by
+    /// how the offer announced it.
+    pub simulcast_narrowed: Counts<SimulcastForm>,
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -148,9 +151,6 @@ pub struct ShardStats {
     /// Publishers removed because their publish leg went silent past
     /// `publish_timeout`.
     pub dead_publishers: u64,
-    /// Publish-offer m-sections whose simulcast was cut to one encoding, by
-    /// how the offer announced it.
-    pub simulcast_narrowed: Counts<SimulcastForm>,
     pub forwarding_latency: Hist,
     pub jitter: Hist,
     pub rtt: Hist,
@@ -172,6 +172,7 @@ impl Default for ShardStats {
             drops: DropCounts::default(),
             datagram_drops: Counts::default(),
             engine_errors: Counts::default(),
+            simulcast_narrowed: Counts::default(),
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -192,7 +193,6 @@ impl Default for ShardStats {
             participants_joined: 0,
             broadcasts_ended: 0,
             dead_publishers: 0,
-            simulcast_narrowed: Counts::default(),
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
             jitter: Hist::new(NETWORK_BOUNDS),
             rtt: Hist::new(NETWORK_BOUNDS),
@@ -396,6 +396,12 @@ impl Collector for ShardCollector {
                 t.engine_errors.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),
             family(
+                "prism_simulcast_narrowed_total",
+                "Publish-offer m-sections whose simulcast Prism cut to one encoding (layers are not forwarded yet), by how the offer announced it.",
+                COUNTER,
+                t.simulcast_narrowed.iter().map(|(f, n)| counter(n, &[("form", f.as_str())])).collect(),
+            ),
+            family(
                 "prism_nacks_total",
                 "Sequence numbers NACKed by subscribers (in) and by Prism to publishers (out).",
                 COUNTER,
@@ -437,12 +443,6 @@ impl Collector for ShardCollector {
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
             family("prism_dead_publishers_total", "Publishers removed because their publish leg received nothing for publish_timeout.", COUNTER, vec![counter(t.dead_publishers, &[])]),
-            family(
-                "prism_simulcast_narrowed_total",
-                "Publish-offer m-sections whose simulcast Prism cut to one encoding (layers are not forwarded yet), by how the offer announced it.",
-                COUNTER,
-                t.simulcast_narrowed.iter().map(|(f, n)| counter(n, &[("form", f.as_str())])).collect(),
-            ),
             family("prism_forwarding_latency_seconds", "From a datagram's arrival batch to its forwarded copies' hand-off to the engine.", HISTOGRAM, vec![histogram(&t.forwarding_latency)]),
             family("prism_jitter_seconds", "Interarrival jitter of publishers' streams, sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.jitter)]),
             family("prism_rtt_seconds", "Round-trip time to subscribers (from their receiver reports), sampled once a second per stream.", HISTOGRAM, vec![histogram(&t.rtt)]),
