@@ -55,6 +55,17 @@ pub fn sdp_offer(data: &[u8]) {
     let _ = sdp::candidates_in(text);
     let _ = sdp::parse_fragment(text);
     let _ = sdp::with_ice_credentials(text, "ufrag", "password");
+    // The engine sees what a publish offer becomes in the shard; narrowing
+    // again changes nothing.
+    let narrowed = sdp::narrow_simulcast(text);
+    if let Some(n) = &narrowed {
+        assert!(
+            sdp::narrow_simulcast(&n.sdp).is_none(),
+            "narrowing is idempotent"
+        );
+        assert_eq!(sdp::media_sections(&n.sdp), sections);
+    }
+    let text = narrowed.as_ref().map_or(text, |n| n.sdp.as_str());
     let max = crate::config::Config::default().max_tracks_per_participant;
     if sections.is_empty() || sections.len() > max {
         return; // refused before the engine sees it

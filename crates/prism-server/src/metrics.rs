@@ -20,6 +20,7 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::media::engine_log::EngineError;
+use crate::media::sdp::SimulcastForm;
 use crate::media::stun::DatagramDrop;
 
 /// A histogram with fixed upper bounds, kept in plain integers.
@@ -120,6 +121,9 @@ pub struct ShardStats {
     pub datagram_drops: Counts<DatagramDrop>,
     /// Engine warnings kept out of the log, by [`EngineError::index`].
     pub engine_errors: Counts<EngineError>,
+    /// Publish-offer m-sections whose simulcast was cut to one encoding, by
+    /// how the offer announced it.
+    pub simulcast_narrowed: Counts<SimulcastForm>,
     pub nacks_in: u64,
     pub nacks_out: u64,
     pub retransmits: u64,
@@ -177,6 +181,7 @@ impl Default for ShardStats {
             drops: DropCounts::default(),
             datagram_drops: Counts::default(),
             engine_errors: Counts::default(),
+            simulcast_narrowed: Counts::default(),
             nacks_in: 0,
             nacks_out: 0,
             retransmits: 0,
@@ -258,6 +263,7 @@ impl ShardStats {
         self.keyframe_cache_refusals.add(&o.keyframe_cache_refusals);
         self.datagram_drops.add(&o.datagram_drops);
         self.engine_errors.add(&o.engine_errors);
+        self.simulcast_narrowed.add(&o.simulcast_narrowed);
         self.forwarding_latency.add(&o.forwarding_latency);
         self.jitter.add(&o.jitter);
         self.rtt.add(&o.rtt);
@@ -405,6 +411,12 @@ impl Collector for ShardCollector {
                 "Datagrams (and writes) the WebRTC engine refused, by the part that refused them; the engine's warning for each is kept out of the log.",
                 COUNTER,
                 t.engine_errors.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
+            ),
+            family(
+                "prism_simulcast_narrowed_total",
+                "Publish-offer m-sections whose simulcast Prism cut to one encoding (layers are not forwarded yet), by how the offer announced it.",
+                COUNTER,
+                t.simulcast_narrowed.iter().map(|(f, n)| counter(n, &[("form", f.as_str())])).collect(),
             ),
             family(
                 "prism_nacks_total",

@@ -210,6 +210,9 @@ async fn documented_and_dashboard_metrics_exist() {
     for l in prism_server::metrics::LIMITS {
         known.push(("prism_limit_hits_total", "limit", (*l).into()));
     }
+    for f in prism_server::media::sdp::SimulcastForm::ALL {
+        known.push(("prism_simulcast_narrowed_total", "form", f.as_str().into()));
+    }
     for t in ClientMessage::TYPES {
         known.push(("prism_signaling_messages_total", "type", (*t).into()));
     }

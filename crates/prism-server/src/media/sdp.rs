@@ -186,6 +186,384 @@ pub fn candidates_in(sdp: &str) -> Vec<String> {
         .collect()
 }
 
+prism_core::labelled_enum! {
+    /// How an offer's m-section asked to send simulcast: the `form` label of
+    /// `prism_simulcast_narrowed_total`.
+    pub enum SimulcastForm {
+        /// RFC 8853: `a=rid:<id> send` lines and `a=simulcast:send` (Chromium
+        /// and Firefox `sendEncodings`).
+        Rid => "rid",
+        /// `a=ssrc-group:SIM` (munged Chromium, Plan B era clients).
+        SsrcGroup => "ssrc_group",
+    }
+}
+
+/// One m-section [`narrow_simulcast`] cut down to one encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Narrowed {
+    pub mid: String,
+    pub form: SimulcastForm,
+    /// The rid, or the SSRC (decimal), that is kept.
+    pub kept: String,
+    /// The rids, or the SSRCs, that were dropped (an SSRC group's RTX SSRCs
+    /// included).
+    pub dropped: Vec<String>,
+}
+
+impl std::fmt::Display for Narrowed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "mid {} ({}): kept {}, dropped {}",
+            self.mid,
+            self.form.as_str(),
+            self.kept,
+            self.dropped.join(",")
+        )
+    }
+}
+
+/// A publish offer as the engine is given it (see [`narrow_simulcast`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NarrowedOffer {
+    pub sdp: String,
+    /// The sections whose simulcast was cut to one encoding; empty when the
+    /// offer asked for none (the SDP may still have changed: RTX removed from
+    /// a one-rid section).
+    pub sections: Vec<Narrowed>,
+}
+
+/// Rid ladders clients commonly use, lowest quality first: when every offered
+/// rid is on one of them, its highest is the best layer.
+const RID_LADDERS: &[&[&str]] = &[
+    &["q", "h", "f"],
+    &["l", "m", "h"],
+    &["low", "mid", "high"],
+    &["low", "medium", "high"],
+];
+
+/// Cuts every simulcast m-section of a publish offer down to one encoding,
+/// so that the answer accepts one layer and the publisher sends only that.
+///
+/// Prism forwards one stream per track until it selects simulcast layers:
+/// the engine (rtc 0.21.1) would answer every offered rid and bind all their
+/// SSRCs to one track, whose forwarders then see a new source on almost
+/// every packet (viewers decode one frame, then nothing).
+///
+/// - **rid simulcast** (`a=simulcast:send` with more than one rid): the
+///   other rids' `a=rid` lines go and the send list names the kept rid
+///   alone. The engine then answers `a=rid:<kept> recv` and
+///   `a=simulcast:recv <kept>`, and the browser drops its other encodings
+///   (RFC 8853 §5.3: the offerer sends only the accepted ones). The rid is
+///   kept rather than removed because the engine binds a rid section's
+///   stream by its rid, and drops packets without one.
+///
+///   Which rid: the one the `a=rid` restrictions allow the most pixels
+///   (`max-width`×`max-height`, else `max-fs`; a rid without such a
+///   restriction is unlimited) if they tell the rids apart; else, when all
+///   offered rids are on a known ladder (`q`/`h`/`f`, `l`/`m`/`h`,
+///   `low`/`mid`/`high`), its highest; else the first of the send list
+///   (RFC 8853 §5.2: the list is in decreasing order of preference).
+///   Paused rids (`~`) are chosen only if all are paused.
+/// - **Every rid section, narrowed or not, loses its RTX payload types**:
+///   the engine does not bind RTX that names its stream by
+///   `repaired-rtp-stream-id` and drops it, so a publisher that negotiated
+///   RTX would answer NACKs with retransmissions that never arrive. Without
+///   RTX, browsers retransmit on the media SSRC.
+/// - **`a=ssrc-group:SIM`** (more than one SSRC): the group's first SSRC and
+///   its RTX (`FID`) partner are kept; the other SSRCs' `a=ssrc` lines and
+///   every group naming one of them go. The engine, which has no SIM
+///   semantics, would otherwise bind only the last-listed SSRC. The
+///   publisher still sends the other layers (SIM is the client's own
+///   choice); the engine drops them. A section with both forms is narrowed
+///   by rid only (the engine ignores `a=ssrc` lines where rids are present).
+///
+/// Returns `None` when the offer is used as it is. Pure text: applying it
+/// twice changes nothing the second time.
+pub fn narrow_simulcast(offer: &str) -> Option<NarrowedOffer> {
+    let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
+    // Section bounds: [start, end) line ranges of each m-section.
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    let mut out: Vec<String> = lines[..starts.first().copied().unwrap_or(lines.len())]
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect();
+    let mut narrowed = Vec::new();
+    let mut changed = false;
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
+        let section = &lines[start..end];
+        let edit = narrow_rid_section(section).or_else(|| narrow_sim_section(section));
+        match edit {
+            Some((text, what)) => {
+                changed = true;
+                out.extend(text);
+                narrowed.extend(what);
+            }
+            None => out.extend(section.iter().map(|l| (*l).to_owned())),
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut sdp = out.join("\r\n");
+    sdp.push_str("\r\n");
+    Some(NarrowedOffer {
+        sdp,
+        sections: narrowed,
+    })
+}
+
+fn mid_of(section: &[&str]) -> String {
+    section
+        .iter()
+        .find_map(|l| l.strip_prefix("a=mid:"))
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// An offered `a=rid:<id> send <restrictions>`.
+struct SendRid<'a> {
+    id: &'a str,
+    /// The most pixels a frame of this rid may have, if restricted.
+    pixels: Option<u64>,
+}
+
+fn parse_send_rid(value: &str) -> Option<SendRid<'_>> {
+    let mut parts = value.split_whitespace();
+    let id = parts.next()?;
+    if parts.next()? != "send" {
+        return None;
+    }
+    let (mut w, mut h, mut fs) = (None, None, None);
+    for kv in parts.next().unwrap_or("").split(';') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let v = v.trim().parse::<u64>().ok();
+        match k.trim() {
+            "max-width" => w = v,
+            "max-height" => h = v,
+            // In macroblocks of 16×16 pixels (RFC 6236).
+            "max-fs" => fs = v.map(|v| v.saturating_mul(256)),
+            _ => {}
+        }
+    }
+    let pixels = match (w, h) {
+        (Some(w), Some(h)) => Some(w.saturating_mul(h)),
+        // One side only: its square is of the same order, and orders rids
+        // restricted the same way correctly.
+        (Some(x), None) | (None, Some(x)) => fs.or(Some(x.saturating_mul(x))),
+        (None, None) => fs,
+    };
+    Some(SendRid { id, pixels })
+}
+
+/// The rid list of a simulcast attribute's `send` direction, in order, with
+/// whether each is paused (`~`). Alternatives (`a,b`) count as separate rids.
+fn simulcast_send_list(value: &str) -> Vec<(&str, bool)> {
+    let mut tokens = value.split_whitespace();
+    let mut out = Vec::new();
+    while let (Some(dir), Some(list)) = (tokens.next(), tokens.next()) {
+        if dir == "send" {
+            for id in list.split([';', ',']).filter(|s| !s.is_empty()) {
+                match id.strip_prefix('~') {
+                    Some(id) => out.push((id, true)),
+                    None => out.push((id, false)),
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The rid to keep, from the send list (in its order). See
+/// [`narrow_simulcast`] for the rule.
+fn choose_rid<'a>(list: &[(&'a str, bool)], rids: &[SendRid<'_>]) -> &'a str {
+    let active: Vec<&str> = list.iter().filter(|(_, p)| !p).map(|(id, _)| *id).collect();
+    let candidates: Vec<&str> = if active.is_empty() {
+        list.iter().map(|(id, _)| *id).collect()
+    } else {
+        active
+    };
+    let pixels = |id: &str| rids.iter().find(|r| r.id == id).and_then(|r| r.pixels);
+    // Restrictions: the first rid allowing the most pixels, if they differ.
+    let limits: Vec<u64> = candidates
+        .iter()
+        .map(|id| pixels(id).unwrap_or(u64::MAX))
+        .collect();
+    if limits.iter().any(|l| *l != limits[0]) {
+        let best = *limits.iter().max().expect("candidates are not empty");
+        let at = limits
+            .iter()
+            .position(|l| *l == best)
+            .expect("the max is in it");
+        return candidates[at];
+    }
+    // A known ladder holding every candidate: its highest.
+    for ladder in RID_LADDERS {
+        let rank = |id: &str| ladder.iter().position(|r| r.eq_ignore_ascii_case(id));
+        if candidates.iter().all(|id| rank(id).is_some()) {
+            return candidates
+                .iter()
+                .copied()
+                .max_by_key(|id| rank(id))
+                .expect("candidates are not empty");
+        }
+    }
+    candidates[0]
+}
+
+/// The payload types of a section's `rtx` codec.
+fn rtx_payload_types<'a>(section: &[&'a str]) -> Vec<&'a str> {
+    section
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=rtpmap:"))
+        .filter_map(|v| v.split_once(' '))
+        .filter(|(_, codec)| {
+            codec
+                .split('/')
+                .next()
+                .is_some_and(|c| c.eq_ignore_ascii_case("rtx"))
+        })
+        .map(|(pt, _)| pt)
+        .collect()
+}
+
+/// A rid section with its other rids and its RTX removed; `None` when the
+/// section has no send rid and no simulcast send list.
+fn narrow_rid_section(section: &[&str]) -> Option<(Vec<String>, Option<Narrowed>)> {
+    let rids: Vec<SendRid> = section
+        .iter()
+        .filter_map(|l| l.strip_prefix("a=rid:"))
+        .filter_map(parse_send_rid)
+        .collect();
+    let simulcast = section.iter().find_map(|l| l.strip_prefix("a=simulcast:"));
+    let mut list = simulcast.map(simulcast_send_list).unwrap_or_default();
+    if list.is_empty() {
+        // `a=rid` lines without `a=simulcast`: their order is the list.
+        list = rids.iter().map(|r| (r.id, false)).collect();
+    }
+    if list.is_empty() {
+        return None;
+    }
+    let keep = choose_rid(&list, &rids);
+    let dropped: Vec<String> = list
+        .iter()
+        .map(|(id, _)| *id)
+        .chain(rids.iter().map(|r| r.id))
+        .filter(|id| *id != keep)
+        .fold(Vec::new(), |mut v, id| {
+            if !v.iter().any(|d: &String| d == id) {
+                v.push(id.to_owned());
+            }
+            v
+        });
+    let rtx = rtx_payload_types(section);
+    if dropped.is_empty() && rtx.is_empty() {
+        return None;
+    }
+    let names_rtx = |rest: &str| {
+        let pt = rest.split([' ', ':']).next().unwrap_or("");
+        rtx.contains(&pt)
+    };
+    let mut out = Vec::with_capacity(section.len());
+    for line in section {
+        if let Some(m) = line.strip_prefix("m=") {
+            // m=<media> <port> <proto> <fmt>...: the formats without RTX.
+            let kept: Vec<&str> = m
+                .split_whitespace()
+                .enumerate()
+                .filter(|(i, f)| *i < 3 || !rtx.contains(f))
+                .map(|(_, f)| f)
+                .collect();
+            out.push(format!("m={}", kept.join(" ")));
+        } else if let Some(v) = line.strip_prefix("a=rid:") {
+            let is_dropped = parse_send_rid(v).is_some_and(|r| r.id != keep);
+            if !is_dropped {
+                out.push((*line).to_owned());
+            }
+        } else if let Some(v) = line.strip_prefix("a=simulcast:") {
+            // The send list names the kept rid alone; a recv list stays.
+            let mut tokens = v.split_whitespace();
+            let mut parts = Vec::new();
+            while let (Some(dir), Some(l)) = (tokens.next(), tokens.next()) {
+                parts.push(format!("{dir} {}", if dir == "send" { keep } else { l }));
+            }
+            out.push(format!("a=simulcast:{}", parts.join(" ")));
+        } else if [
+            line.strip_prefix("a=rtpmap:"),
+            line.strip_prefix("a=fmtp:"),
+            line.strip_prefix("a=rtcp-fb:"),
+        ]
+        .into_iter()
+        .flatten()
+        .any(names_rtx)
+        {
+            // An RTX payload type's attributes go with it.
+        } else {
+            out.push((*line).to_owned());
+        }
+    }
+    let what = (!dropped.is_empty()).then(|| Narrowed {
+        mid: mid_of(section),
+        form: SimulcastForm::Rid,
+        kept: keep.to_owned(),
+        dropped,
+    });
+    Some((out, what))
+}
+
+/// A section with an `a=ssrc-group:SIM` of several SSRCs cut to its first
+/// SSRC (and that SSRC's FID partner).
+fn narrow_sim_section(section: &[&str]) -> Option<(Vec<String>, Option<Narrowed>)> {
+    let group = |l: &&str| -> Option<(String, Vec<u32>)> {
+        let v = l.strip_prefix("a=ssrc-group:")?;
+        let mut parts = v.split_whitespace();
+        let semantics = parts.next()?.to_owned();
+        Some((semantics, parts.filter_map(|s| s.parse().ok()).collect()))
+    };
+    let groups: Vec<(String, Vec<u32>)> = section.iter().filter_map(group).collect();
+    let sim = groups
+        .iter()
+        .find(|(sem, ssrcs)| sem == "SIM" && ssrcs.len() > 1)?
+        .1
+        .clone();
+    let keep = sim[0];
+    let mut drop: Vec<u32> = sim[1..].to_vec();
+    // The dropped layers' repair flows (FID, FEC-FR: primary first) go too.
+    for (sem, ssrcs) in &groups {
+        if sem != "SIM" && ssrcs.first().is_some_and(|s| drop.contains(s)) {
+            drop.extend(ssrcs[1..].iter().copied().filter(|s| *s != keep));
+        }
+    }
+    let mut out = Vec::with_capacity(section.len());
+    for line in section {
+        if let Some((sem, ssrcs)) = group(line) {
+            if sem == "SIM" || ssrcs.iter().any(|s| drop.contains(s)) {
+                continue;
+            }
+        } else if let Some(v) = line.strip_prefix("a=ssrc:") {
+            let ssrc = v.split_whitespace().next().and_then(|s| s.parse().ok());
+            if ssrc.is_some_and(|s| drop.contains(&s)) {
+                continue;
+            }
+        }
+        out.push((*line).to_owned());
+    }
+    let what = Narrowed {
+        mid: mid_of(section),
+        form: SimulcastForm::SsrcGroup,
+        kept: keep.to_string(),
+        dropped: drop.iter().map(u32::to_string).collect(),
+    };
+    Some((out, Some(what)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +640,294 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
                 .count(),
             1
         );
+    }
+    const CHROME_RID: &str = include_str!("../../../../fuzz/corpus/sdp_offer/chrome-simulcast.sdp");
+    const FIREFOX_RID: &str =
+        include_str!("../../../../fuzz/corpus/sdp_offer/firefox-simulcast.sdp");
+    const CHROME_SIM: &str =
+        include_str!("../../../../fuzz/corpus/sdp_offer/chrome-ssrc-group-sim.sdp");
+
+    /// The lines of one m-section (by mid) that start with `prefix`.
+    fn section_lines<'a>(sdp: &'a str, mid: &str, prefix: &str) -> Vec<&'a str> {
+        let mut cur_mid = None;
+        let mut out = Vec::new();
+        let mut sect = Vec::new();
+        for l in sdp.lines().map(|l| l.trim_end_matches('\r')) {
+            if l.starts_with("m=") {
+                if cur_mid.as_deref() == Some(mid) {
+                    out.append(&mut sect);
+                }
+                sect.clear();
+                cur_mid = None;
+            }
+            if let Some(m) = l.strip_prefix("a=mid:") {
+                cur_mid = Some(m.to_owned());
+            }
+            sect.push(l);
+        }
+        if cur_mid.as_deref() == Some(mid) {
+            out.append(&mut sect);
+        }
+        out.into_iter().filter(|l| l.starts_with(prefix)).collect()
+    }
+
+    /// A video section with these `a=rid` values and `a=simulcast` value.
+    fn rid_offer(rids: &[&str], simulcast: &str) -> String {
+        let mut s = String::from(
+            "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\na=mid:0\r\na=sendonly\r\n\
+             a=rtpmap:96 VP8/90000\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n",
+        );
+        for r in rids {
+            s.push_str(&format!("a=rid:{r}\r\n"));
+        }
+        if !simulcast.is_empty() {
+            s.push_str(&format!("a=simulcast:{simulcast}\r\n"));
+        }
+        s
+    }
+
+    #[test]
+    fn which_rid_is_kept() {
+        // (a=rid values, a=simulcast value, the rid kept, why)
+        let rows: &[(&[&str], &str, &str, &str)] = &[
+            (
+                &["q send", "h send", "f send"],
+                "send q;h;f",
+                "f",
+                "q/h/f ladder",
+            ),
+            (
+                &["f send", "h send", "q send"],
+                "send f;h;q",
+                "f",
+                "ladder, any order",
+            ),
+            (
+                &["h send", "m send", "l send"],
+                "send h;m;l",
+                "h",
+                "l/m/h ladder",
+            ),
+            (
+                &["l send", "m send", "h send"],
+                "send l;m;h",
+                "h",
+                "l/m/h ladder",
+            ),
+            (&["q send", "h send"], "send q;h", "h", "part of a ladder"),
+            (
+                &["low send", "high send"],
+                "send low;high",
+                "high",
+                "word ladder",
+            ),
+            (
+                &["a send", "b send", "c send"],
+                "send a;b;c",
+                "a",
+                "unknown: first",
+            ),
+            (
+                &["2 send", "1 send", "0 send"],
+                "send 0;1;2",
+                "0",
+                "unknown: first of the list",
+            ),
+            (
+                &[
+                    "a send max-width=320;max-height=180",
+                    "b send max-width=1280;max-height=720",
+                    "c send max-width=640;max-height=360",
+                ],
+                "send a;b;c",
+                "b",
+                "the most pixels",
+            ),
+            (
+                &["q send max-width=320", "h send max-width=640", "f send"],
+                "send q;h;f",
+                "f",
+                "no restriction is unlimited",
+            ),
+            (
+                &["x send max-fs=3600", "y send max-fs=900"],
+                "send y;x",
+                "x",
+                "max-fs",
+            ),
+            (
+                &["h send pt=96", "q send pt=96"],
+                "send h;q",
+                "h",
+                "pt alone is no restriction",
+            ),
+            (
+                &["q send", "h send", "f send"],
+                "send q;h;~f",
+                "h",
+                "paused skipped",
+            ),
+            (
+                &["q send", "f send"],
+                "send ~q;~f",
+                "f",
+                "all paused: all count",
+            ),
+            (
+                &["q send", "h send", "f send"],
+                "send q,h;f",
+                "f",
+                "alternatives",
+            ),
+            (&["q send", "h send", "f send"], "", "f", "no a=simulcast"),
+            (
+                &["q send", "h send", "f send", "r recv"],
+                "send q;h;f recv r",
+                "f",
+                "a recv list stays",
+            ),
+        ];
+        for (rids, simulcast, kept, why) in rows {
+            let offer = rid_offer(rids, simulcast);
+            let n = narrow_simulcast(&offer).unwrap_or_else(|| panic!("{why}: not narrowed"));
+            assert_eq!(n.sections.len(), 1, "{why}");
+            assert_eq!(n.sections[0].kept, *kept, "{why}");
+            assert_eq!(n.sections[0].form, SimulcastForm::Rid, "{why}");
+            let send_rids: Vec<&str> = section_lines(&n.sdp, "0", "a=rid:")
+                .into_iter()
+                .filter(|l| l.contains(" send"))
+                .collect();
+            assert_eq!(send_rids.len(), 1, "{why}: {send_rids:?}");
+            assert!(
+                send_rids[0].starts_with(&format!("a=rid:{kept} send")),
+                "{why}"
+            );
+            if !simulcast.is_empty() {
+                let sc = section_lines(&n.sdp, "0", "a=simulcast:");
+                assert_eq!(sc.len(), 1, "{why}");
+                assert!(
+                    sc[0].starts_with(&format!("a=simulcast:send {kept}")),
+                    "{why}: {sc:?}"
+                );
+                assert_eq!(
+                    sc[0].contains("recv r"),
+                    simulcast.contains("recv r"),
+                    "{why}"
+                );
+            }
+            // RTX is gone from the section, and narrowing is done.
+            assert!(!n.sdp.contains("rtx/"), "{why}");
+            assert!(
+                n.sdp.contains("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n"),
+                "{why}"
+            );
+            assert!(!n.sdp.contains("apt=96"), "{why}");
+            assert_eq!(narrow_simulcast(&n.sdp), None, "{why}: idempotent");
+        }
+    }
+
+    #[test]
+    fn chromium_rid_offer() {
+        let n = narrow_simulcast(CHROME_RID).expect("narrowed");
+        assert_eq!(
+            n.sections,
+            vec![Narrowed {
+                mid: "1".into(),
+                form: SimulcastForm::Rid,
+                kept: "f".into(),
+                dropped: vec!["q".into(), "h".into()],
+            }]
+        );
+        assert_eq!(section_lines(&n.sdp, "1", "a=rid:"), vec!["a=rid:f send"]);
+        assert_eq!(
+            section_lines(&n.sdp, "1", "a=simulcast:"),
+            vec!["a=simulcast:send f"]
+        );
+        // Every RTX payload type (97, 103, 46) and its attributes are gone;
+        // the codecs stay.
+        assert_eq!(
+            section_lines(&n.sdp, "1", "m="),
+            vec!["m=video 9 UDP/TLS/RTP/SAVPF 96 102 45"]
+        );
+        for pt in ["97", "103", "46"] {
+            assert!(!n.sdp.contains(&format!("a=rtpmap:{pt} ")), "{pt}");
+            assert!(!n.sdp.contains(&format!("a=fmtp:{pt} ")), "{pt}");
+        }
+        assert_eq!(section_lines(&n.sdp, "1", "a=rtcp-fb:96").len(), 5);
+        // The audio section and the session are untouched, line for line.
+        let audio = |s: &str| s[..s.find("m=video").unwrap()].to_owned();
+        assert_eq!(audio(&n.sdp), audio(CHROME_RID));
+        assert_eq!(media_sections(&n.sdp), media_sections(CHROME_RID));
+        assert_eq!(narrow_simulcast(&n.sdp), None);
+    }
+
+    #[test]
+    fn firefox_rid_offer() {
+        let n = narrow_simulcast(FIREFOX_RID).expect("narrowed");
+        assert_eq!(n.sections.len(), 1);
+        assert_eq!(n.sections[0].kept, "h");
+        assert_eq!(n.sections[0].dropped, vec!["m", "l"]);
+        assert_eq!(section_lines(&n.sdp, "1", "a=rid:"), vec!["a=rid:h send"]);
+        assert_eq!(
+            section_lines(&n.sdp, "1", "a=simulcast:"),
+            vec!["a=simulcast:send h"]
+        );
+        assert_eq!(
+            section_lines(&n.sdp, "1", "m="),
+            vec!["m=video 9 UDP/TLS/RTP/SAVPF 120 121 126 97 123 122"]
+        );
+        // Firefox's a=ssrc lines stay: the engine ignores them where rids are.
+        assert_eq!(section_lines(&n.sdp, "1", "a=ssrc:").len(), 6);
+        assert_eq!(narrow_simulcast(&n.sdp), None);
+    }
+
+    #[test]
+    fn ssrc_group_sim_offer() {
+        let n = narrow_simulcast(CHROME_SIM).expect("narrowed");
+        assert_eq!(
+            n.sections,
+            vec![Narrowed {
+                mid: "1".into(),
+                form: SimulcastForm::SsrcGroup,
+                kept: "1111111101".into(),
+                dropped: ["1111111103", "1111111105", "1111111104", "1111111106"]
+                    .map(String::from)
+                    .to_vec(),
+            }]
+        );
+        assert_eq!(
+            section_lines(&n.sdp, "1", "a=ssrc-group:"),
+            vec!["a=ssrc-group:FID 1111111101 1111111102"]
+        );
+        let ssrcs: Vec<&str> = section_lines(&n.sdp, "1", "a=ssrc:")
+            .into_iter()
+            .map(|l| &l["a=ssrc:".len()..][..10])
+            .collect();
+        assert_eq!(
+            ssrcs,
+            vec!["1111111101", "1111111101", "1111111102", "1111111102"]
+        );
+        // Its RTX is kept: the engine pairs declared SSRCs through FID.
+        assert!(n.sdp.contains("a=rtpmap:97 rtx/90000"));
+        assert_eq!(narrow_simulcast(&n.sdp), None);
+    }
+
+    #[test]
+    fn offers_left_alone() {
+        // No simulcast at all, or a single SIM SSRC: the same text.
+        assert_eq!(narrow_simulcast(OFFER), None);
+        let one_sim =
+            "v=0\r\nm=video 9 X 96\r\na=mid:0\r\na=ssrc-group:SIM 5\r\na=ssrc:5 cname:x\r\n";
+        assert_eq!(narrow_simulcast(one_sim), None);
+        // One rid with RTX: RTX goes, but nothing was narrowed.
+        let one_rid = rid_offer(&["f send"], "send f");
+        let n = narrow_simulcast(&one_rid).expect("rtx removed");
+        assert!(n.sections.is_empty());
+        assert!(!n.sdp.contains("rtx"));
+        assert!(n.sdp.contains("a=rid:f send\r\na=simulcast:send f\r\n"));
+        // One rid without RTX: nothing to do.
+        assert_eq!(narrow_simulcast(&n.sdp), None);
+        assert_eq!(narrow_simulcast(""), None);
     }
 }

@@ -51,13 +51,17 @@ impl Shard {
             None,
             Some(session_id),
         );
-        match self.publish_offer(now, rk, pid, offer, &[]) {
+        // Narrowed here so that the session keeps the offer the engine was
+        // given: an ICE restart applies it again (publish_offer finds
+        // nothing more to narrow).
+        let offer = self.narrow_offer(pid, offer).into_owned();
+        match self.publish_offer(now, rk, pid, &offer, &[]) {
             Ok(answer) => {
                 let key = self.rooms[rk].members[&pid]
                     .publish
                     .expect("publish_offer created it");
                 self.peers[key].http = Some(HttpState {
-                    offer: offer.to_owned(),
+                    offer,
                     generation: 0,
                 });
                 self.process_room_events(now, rk);
@@ -324,7 +328,13 @@ impl Shard {
         ufrag: &str,
         pwd: &str,
     ) -> Result<PatchOutcome, HttpFailure> {
-        let new_offer = sdp::with_ice_credentials(offer, ufrag, pwd);
+        let mut new_offer = sdp::with_ice_credentials(offer, ufrag, pwd);
+        if self.peers[key].leg == Leg::Publish {
+            // A publish offer is always applied narrowed. The stored one was
+            // narrowed at POST, so this finds nothing to do and counts nothing.
+            let pid = self.peers[key].participant;
+            new_offer = self.narrow_offer(pid, &new_offer).into_owned();
+        }
         let desc = RTCSessionDescription::offer(new_offer.clone())
             .map_err(|e| HttpFailure::new(400, "Invalid fragment", format!("restart: {e}")))?;
         let pc = &mut self.peers[key].pc;

@@ -4,6 +4,7 @@
 //! receive change, one offer in flight at a time; senders are attached to
 //! the room's forwarders once the answer settles what was negotiated).
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -26,6 +27,33 @@ use super::{pack_sink, MemberKind, Shard};
 use crate::media::peer::RtxInfo;
 
 impl Shard {
+    /// The publish offer the engine is given: simulcast cut to one encoding
+    /// ([`sdp::narrow_simulcast`]) until Prism forwards layers. Logged once
+    /// per negotiation and counted per m-section; an offer narrowed before
+    /// (a WHIP session's, applied again on an ICE restart) is unchanged and
+    /// not counted again.
+    pub(super) fn narrow_offer<'a>(
+        &mut self,
+        pid: ParticipantId,
+        offer_sdp: &'a str,
+    ) -> Cow<'a, str> {
+        let Some(n) = sdp::narrow_simulcast(offer_sdp) else {
+            return Cow::Borrowed(offer_sdp);
+        };
+        if !n.sections.is_empty() {
+            for s in &n.sections {
+                self.stats.simulcast_narrowed.inc(s.form);
+            }
+            let what: Vec<String> = n.sections.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                participant = %pid,
+                sections = %what.join("; "),
+                "simulcast offer narrowed to one encoding (layers are not forwarded yet)"
+            );
+        }
+        Cow::Owned(n.sdp)
+    }
+
     /// Applies a client's publish-leg offer and returns the answer.
     pub(super) fn publish_offer(
         &mut self,
@@ -35,6 +63,8 @@ impl Shard {
         offer_sdp: &str,
         decls: &[sig::TrackDecl],
     ) -> Result<sig::ServerAnswer, SignalError> {
+        let offer_sdp = self.narrow_offer(pid, offer_sdp);
+        let offer_sdp = offer_sdp.as_ref();
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| SignalError::new(ErrorCode::InvalidSdp, format!("offer: {e}")))?;
         let sections = sdp::media_sections(offer_sdp);
