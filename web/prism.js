@@ -497,11 +497,13 @@ export async function publishWhip(room, stream, { token, base = "" } = {}) {
 /**
  * Watches a room's broadcast over WHEP. Resolves with {pc, stream, stop()};
  * rejects with a PrismError whose code is 404 when there is no broadcast yet.
+ * `quality` ("low" | "medium" | "high"), `maxWidth`, `maxHeight`: the most
+ * this viewer wants of a simulcast broadcast.
  * `onstatus({phase, viewers})`, if given, follows the broadcast over the
  * server's events (see whepEvents): the session stays up while the
  * publisher restarts ("inactive", then "active" again) until "ended".
  */
-export async function watchWhep(room, { token, base = "", participant, onstatus } = {}) {
+export async function watchWhep(room, { token, base = "", participant, quality, maxWidth, maxHeight, onstatus } = {}) {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("audio", { direction: "recvonly" });
   pc.addTransceiver("video", { direction: "recvonly" });
@@ -509,7 +511,14 @@ export async function watchWhep(room, { token, base = "", participant, onstatus 
   pc.ontrack = (e) => stream.addTrack(e.track);
   await pc.setLocalDescription(await pc.createOffer());
   await waitForCandidates(pc);
-  const q = participant ? `?participant=${encodeURIComponent(participant)}` : "";
+  // Simulcast: what this viewer wants (docs/simulcast.md); the server
+  // sends the best layer that fits it and the viewer's bandwidth.
+  const params = new URLSearchParams();
+  if (participant) params.set("participant", participant);
+  if (quality) params.set("quality", quality);
+  if (maxWidth) params.set("max_width", String(maxWidth));
+  if (maxHeight) params.set("max_height", String(maxHeight));
+  const q = params.size ? `?${params}` : "";
   let res;
   try {
     res = await postSdp(`${base}/whep/${encodeURIComponent(room)}${q}`, pc.localDescription.sdp, token);

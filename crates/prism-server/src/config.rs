@@ -102,6 +102,9 @@ pub struct Config {
     /// than `peer_timeout` (the shorter of the two applies).
     #[serde(with = "humantime_serde")]
     pub publish_timeout: Duration,
+    /// Forward rid simulcast layers (per-subscriber allocation). Off: every
+    /// simulcast offer is narrowed to one encoding.
+    pub simulcast: bool,
     /// A WHEP viewer whose broadcast has had no publisher this long is told
     /// the broadcast ended and its session is closed.
     #[serde(with = "humantime_serde")]
@@ -170,6 +173,7 @@ impl Default for Config {
             room_empty_timeout: Duration::from_secs(20),
             publish_timeout: Duration::from_secs(8),
             broadcast_grace: Duration::from_secs(60),
+            simulcast: true,
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
             video_history_packets: 1024,
@@ -276,6 +280,9 @@ pub struct Overrides {
     /// End a broadcast (for its WHEP viewers) after this long without a publisher [default: 60s].
     #[arg(long, env = "PRISM_BROADCAST_GRACE", value_parser = humantime::parse_duration)]
     pub broadcast_grace: Option<Duration>,
+    /// Forward simulcast layers per subscriber; false narrows simulcast offers to one encoding [default: true].
+    #[arg(long, env = "PRISM_SIMULCAST")]
+    pub simulcast: Option<bool>,
     /// Log format [default: text].
     #[arg(long, env = "PRISM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -400,6 +407,9 @@ impl Config {
         }
         if let Some(v) = o.broadcast_grace {
             c.broadcast_grace = v;
+        }
+        if let Some(v) = o.simulcast {
+            c.simulcast = v;
         }
         if let Some(v) = o.log_format {
             c.log_format = v;

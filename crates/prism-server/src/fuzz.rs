@@ -57,10 +57,10 @@ pub fn sdp_offer(data: &[u8]) {
     let _ = sdp::with_ice_credentials(text, "ufrag", "password");
     // The engine sees what a publish offer becomes in the shard; narrowing
     // again changes nothing.
-    let narrowed = sdp::narrow_simulcast(text);
+    let narrowed = sdp::narrow_simulcast(text, true);
     if let Some(n) = &narrowed {
         assert!(
-            sdp::narrow_simulcast(&n.sdp).is_none(),
+            sdp::narrow_simulcast(&n.sdp, true).is_none(),
             "narrowing is idempotent"
         );
         assert_eq!(sdp::media_sections(&n.sdp), sections);

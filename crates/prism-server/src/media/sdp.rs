@@ -242,13 +242,13 @@ const RID_LADDERS: &[&[&str]] = &[
     &["low", "medium", "high"],
 ];
 
-/// Cuts every simulcast m-section of a publish offer down to one encoding,
-/// so that the answer accepts one layer and the publisher sends only that.
+/// Prepares a publish offer's simulcast for the engine (rtc 0.21.1).
 ///
-/// Prism forwards one stream per track until it selects simulcast layers:
-/// the engine (rtc 0.21.1) would answer every offered rid and bind all their
-/// SSRCs to one track, whose forwarders then see a new source on almost
-/// every packet (viewers decode one frame, then nothing).
+/// With `keep_rid_layers` (the `simulcast` option, default on) rid
+/// simulcast stays: the server forwards each subscriber the layer that fits
+/// it (`docs/simulcast.md`); only RTX goes from rid sections (below). Without
+/// it, every simulcast m-section is cut down to one encoding, so that the
+/// answer accepts one layer and the publisher sends only that.
 ///
 /// - **rid simulcast** (`a=simulcast:send` with more than one rid): the
 ///   other rids' `a=rid` lines go and the send list names the kept rid
@@ -280,7 +280,7 @@ const RID_LADDERS: &[&[&str]] = &[
 ///
 /// Returns `None` when the offer is used as it is. Pure text: applying it
 /// twice changes nothing the second time.
-pub fn narrow_simulcast(offer: &str) -> Option<NarrowedOffer> {
+pub fn narrow_simulcast(offer: &str, keep_rid_layers: bool) -> Option<NarrowedOffer> {
     let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
     // Section bounds: [start, end) line ranges of each m-section.
     let starts: Vec<usize> = lines
@@ -298,7 +298,8 @@ pub fn narrow_simulcast(offer: &str) -> Option<NarrowedOffer> {
     for (n, &start) in starts.iter().enumerate() {
         let end = starts.get(n + 1).copied().unwrap_or(lines.len());
         let section = &lines[start..end];
-        let edit = narrow_rid_section(section).or_else(|| narrow_sim_section(section));
+        let edit =
+            narrow_rid_section(section, keep_rid_layers).or_else(|| narrow_sim_section(section));
         match edit {
             Some((text, what)) => {
                 changed = true;
@@ -436,7 +437,10 @@ fn rtx_payload_types<'a>(section: &[&'a str]) -> Vec<&'a str> {
 
 /// A rid section with its other rids and its RTX removed; `None` when the
 /// section has no send rid and no simulcast send list.
-fn narrow_rid_section(section: &[&str]) -> Option<(Vec<String>, Option<Narrowed>)> {
+fn narrow_rid_section(
+    section: &[&str],
+    keep_layers: bool,
+) -> Option<(Vec<String>, Option<Narrowed>)> {
     let rids: Vec<SendRid> = section
         .iter()
         .filter_map(|l| l.strip_prefix("a=rid:"))
@@ -463,6 +467,8 @@ fn narrow_rid_section(section: &[&str]) -> Option<(Vec<String>, Option<Narrowed>
             }
             v
         });
+    // With simulcast on, every rid stays (the server forwards layers).
+    let dropped = if keep_layers { Vec::new() } else { dropped };
     let rtx = rtx_payload_types(section);
     if dropped.is_empty() && rtx.is_empty() {
         return None;
@@ -482,6 +488,8 @@ fn narrow_rid_section(section: &[&str]) -> Option<(Vec<String>, Option<Narrowed>
                 .map(|(_, f)| f)
                 .collect();
             out.push(format!("m={}", kept.join(" ")));
+        } else if keep_layers && (line.starts_with("a=rid:") || line.starts_with("a=simulcast:")) {
+            out.push((*line).to_owned());
         } else if let Some(v) = line.strip_prefix("a=rid:") {
             let is_dropped = parse_send_rid(v).is_some_and(|r| r.id != keep);
             if !is_dropped {
@@ -790,7 +798,8 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
         ];
         for (rids, simulcast, kept, why) in rows {
             let offer = rid_offer(rids, simulcast);
-            let n = narrow_simulcast(&offer).unwrap_or_else(|| panic!("{why}: not narrowed"));
+            let n =
+                narrow_simulcast(&offer, false).unwrap_or_else(|| panic!("{why}: not narrowed"));
             assert_eq!(n.sections.len(), 1, "{why}");
             assert_eq!(n.sections[0].kept, *kept, "{why}");
             assert_eq!(n.sections[0].form, SimulcastForm::Rid, "{why}");
@@ -823,13 +832,13 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
                 "{why}"
             );
             assert!(!n.sdp.contains("apt=96"), "{why}");
-            assert_eq!(narrow_simulcast(&n.sdp), None, "{why}: idempotent");
+            assert_eq!(narrow_simulcast(&n.sdp, false), None, "{why}: idempotent");
         }
     }
 
     #[test]
     fn chromium_rid_offer() {
-        let n = narrow_simulcast(CHROME_RID).expect("narrowed");
+        let n = narrow_simulcast(CHROME_RID, false).expect("narrowed");
         assert_eq!(
             n.sections,
             vec![Narrowed {
@@ -859,12 +868,12 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
         let audio = |s: &str| s[..s.find("m=video").unwrap()].to_owned();
         assert_eq!(audio(&n.sdp), audio(CHROME_RID));
         assert_eq!(media_sections(&n.sdp), media_sections(CHROME_RID));
-        assert_eq!(narrow_simulcast(&n.sdp), None);
+        assert_eq!(narrow_simulcast(&n.sdp, false), None);
     }
 
     #[test]
     fn firefox_rid_offer() {
-        let n = narrow_simulcast(FIREFOX_RID).expect("narrowed");
+        let n = narrow_simulcast(FIREFOX_RID, false).expect("narrowed");
         assert_eq!(n.sections.len(), 1);
         assert_eq!(n.sections[0].kept, "h");
         assert_eq!(n.sections[0].dropped, vec!["m", "l"]);
@@ -879,12 +888,12 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
         );
         // Firefox's a=ssrc lines stay: the engine ignores them where rids are.
         assert_eq!(section_lines(&n.sdp, "1", "a=ssrc:").len(), 6);
-        assert_eq!(narrow_simulcast(&n.sdp), None);
+        assert_eq!(narrow_simulcast(&n.sdp, false), None);
     }
 
     #[test]
     fn ssrc_group_sim_offer() {
-        let n = narrow_simulcast(CHROME_SIM).expect("narrowed");
+        let n = narrow_simulcast(CHROME_SIM, false).expect("narrowed");
         assert_eq!(
             n.sections,
             vec![Narrowed {
@@ -910,24 +919,42 @@ m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=sendrecv\r\n";
         );
         // Its RTX is kept: the engine pairs declared SSRCs through FID.
         assert!(n.sdp.contains("a=rtpmap:97 rtx/90000"));
-        assert_eq!(narrow_simulcast(&n.sdp), None);
+        assert_eq!(narrow_simulcast(&n.sdp, false), None);
     }
 
     #[test]
     fn offers_left_alone() {
         // No simulcast at all, or a single SIM SSRC: the same text.
-        assert_eq!(narrow_simulcast(OFFER), None);
+        assert_eq!(narrow_simulcast(OFFER, false), None);
         let one_sim =
             "v=0\r\nm=video 9 X 96\r\na=mid:0\r\na=ssrc-group:SIM 5\r\na=ssrc:5 cname:x\r\n";
-        assert_eq!(narrow_simulcast(one_sim), None);
+        assert_eq!(narrow_simulcast(one_sim, false), None);
         // One rid with RTX: RTX goes, but nothing was narrowed.
         let one_rid = rid_offer(&["f send"], "send f");
-        let n = narrow_simulcast(&one_rid).expect("rtx removed");
+        let n = narrow_simulcast(&one_rid, false).expect("rtx removed");
         assert!(n.sections.is_empty());
         assert!(!n.sdp.contains("rtx"));
         assert!(n.sdp.contains("a=rid:f send\r\na=simulcast:send f\r\n"));
         // One rid without RTX: nothing to do.
-        assert_eq!(narrow_simulcast(&n.sdp), None);
-        assert_eq!(narrow_simulcast(""), None);
+        assert_eq!(narrow_simulcast(&n.sdp, false), None);
+        assert_eq!(narrow_simulcast("", false), None);
+    }
+
+    #[test]
+    fn with_simulcast_on_every_rid_stays_and_only_rtx_goes() {
+        let n = narrow_simulcast(CHROME_RID, true).expect("RTX removed");
+        assert!(n.sections.is_empty(), "nothing narrowed");
+        let rids = n.sdp.lines().filter(|l| l.starts_with("a=rid:")).count();
+        let before = CHROME_RID
+            .lines()
+            .filter(|l| l.starts_with("a=rid:"))
+            .count();
+        assert_eq!(rids, before);
+        assert!(n.sdp.contains("a=simulcast:send q;h;f"), "{}", n.sdp);
+        assert!(!n.sdp.contains("rtx/"), "RTX gone");
+        assert_eq!(narrow_simulcast(&n.sdp, true), None, "idempotent");
+        // SIM groups are still cut: the engine cannot bind them.
+        let n = narrow_simulcast(CHROME_SIM, true).expect("narrowed");
+        assert_eq!(n.sections.len(), 1);
     }
 }

@@ -37,7 +37,7 @@ impl Shard {
         pid: ParticipantId,
         offer_sdp: &'a str,
     ) -> Cow<'a, str> {
-        let Some(n) = sdp::narrow_simulcast(offer_sdp) else {
+        let Some(n) = sdp::narrow_simulcast(offer_sdp, self.cfg.simulcast) else {
             return Cow::Borrowed(offer_sdp);
         };
         if !n.sections.is_empty() {
@@ -48,7 +48,7 @@ impl Shard {
             tracing::info!(
                 participant = %pid,
                 sections = %what.join("; "),
-                "simulcast offer narrowed to one encoding (layers are not forwarded yet)"
+                "simulcast offer narrowed to one encoding"
             );
         }
         Cow::Owned(n.sdp)
