@@ -1,6 +1,8 @@
-//! Simulcast offers are answered with one encoding until Prism forwards
-//! layers (issue 13): through WHIP, its ICE restart and the WebSocket publish
-//! leg, against the real server, with the browsers' real offers.
+//! Simulcast offers against the real server, with the browsers' real
+//! offers: by default every rid is answered (layers are forwarded per
+//! subscriber) and only RTX leaves rid sections; with `--simulcast false`
+//! they are answered with one encoding, through WHIP, its ICE restart and
+//! the WebSocket publish leg. `a=ssrc-group:SIM` is narrowed either way.
 
 mod common;
 
@@ -77,9 +79,9 @@ async fn whip(srv: &TestServer, room: &str, body: String) -> reqwest::Response {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn simulcast_offers_answered_with_one_encoding() {
+async fn simulcast_offers_answered_with_one_encoding_when_off() {
     // Nobody connects ICE here: keep the sessions past the tests' defaults.
-    let srv = TestServer::start(&["--peer-timeout", "60s"]);
+    let srv = TestServer::start(&["--peer-timeout", "60s", "--simulcast", "false"]);
     assert_eq!(narrowed(&srv, "rid").await, 0.0);
     assert_eq!(narrowed(&srv, "ssrc_group").await, 0.0);
 
@@ -159,4 +161,38 @@ async fn simulcast_offers_answered_with_one_encoding() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(narrowed(&srv, "rid").await, 2.0);
     assert_eq!(narrowed(&srv, "ssrc_group").await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulcast_offers_keep_every_layer_by_default() {
+    let srv = TestServer::start(&["--peer-timeout", "60s"]);
+    let r = whip(&srv, "sc", offer("chrome-simulcast.sdp")).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", srv.log());
+    let answer = r.text().await.unwrap();
+    let video = video_lines(&answer);
+    let rids: Vec<&&str> = video.iter().filter(|l| l.starts_with("a=rid:")).collect();
+    assert_eq!(
+        rids,
+        vec![&"a=rid:q recv", &"a=rid:h recv", &"a=rid:f recv"],
+        "{answer}"
+    );
+    assert!(
+        video.iter().any(|l| *l == "a=simulcast:recv q;h;f"),
+        "{answer}"
+    );
+    assert!(
+        !answer.contains("rtx/90000"),
+        "no RTX on a rid section: {answer}"
+    );
+    assert!(
+        srv.log().contains("simulcast: layers lowest first"),
+        "{}",
+        srv.log()
+    );
+    // SIM groups are still narrowed: the engine cannot bind them.
+    let r = whip(&srv, "sc2", offer("chrome-ssrc-group-sim.sdp")).await;
+    assert_eq!(r.status().as_u16(), 201, "{}", srv.log());
+    assert!(!r.text().await.unwrap().contains("a=simulcast"));
+    wait_narrowed(&srv, "ssrc_group", 1.0).await;
+    assert_eq!(narrowed(&srv, "rid").await, 0.0);
 }
