@@ -279,6 +279,10 @@ pub struct RoomCounters {
     /// simulcast layer (or a temporal layer) it does not take: the normal
     /// state of a simulcast track, not a drop, so not in `drops`.
     pub layer_skips: u64,
+    /// Simulcast layer switches of subscriber legs, to a higher layer and
+    /// to a lower one.
+    pub layer_switches_up: u64,
+    pub layer_switches_down: u64,
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
@@ -306,6 +310,8 @@ impl RoomCounters {
         self.packets_forwarded += o.packets_forwarded;
         self.drops.add(&o.drops);
         self.layer_skips += o.layer_skips;
+        self.layer_switches_up += o.layer_switches_up;
+        self.layer_switches_down += o.layer_switches_down;
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_out += o.keyframe_requests_out;
         self.cache_starts += o.cache_starts;

@@ -156,6 +156,10 @@ pub struct ShardStats {
     /// Simulcast tracks paused for a subscriber because their lowest layer
     /// did not fit its bandwidth.
     pub tracks_paused: u64,
+    /// Packets of simulcast layers a subscriber leg did not take.
+    pub layer_skips: u64,
+    /// Subscriber legs' layer switches: up, down.
+    pub layer_switches: [u64; 2],
     /// Gauges of the last allocation, summed over subscribe legs: their
     /// estimates, and the bitrate the allocator gave out.
     pub estimated_bps: u64,
@@ -204,6 +208,8 @@ impl Default for ShardStats {
             dead_publishers: 0,
             byes_sent: 0,
             tracks_paused: 0,
+            layer_skips: 0,
+            layer_switches: [0; 2],
             estimated_bps: 0,
             allocated_bps: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
@@ -247,10 +253,14 @@ impl ShardStats {
             dead_publishers,
             byes_sent,
             tracks_paused,
+            layer_skips,
             estimated_bps,
             allocated_bps
         );
         for (a, b) in self.participants.iter_mut().zip(o.participants) {
+            *a += b;
+        }
+        for (a, b) in self.layer_switches.iter_mut().zip(o.layer_switches) {
             *a += b;
         }
         for (a, b) in self.tracks.iter_mut().zip(o.tracks) {
@@ -459,6 +469,8 @@ impl Collector for ShardCollector {
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
+            family("prism_layer_switches_total", "Simulcast layer switches of subscriber legs (at the target layer's keyframe), by direction.", COUNTER, vec![counter(t.layer_switches[0], &[("direction", "up")]), counter(t.layer_switches[1], &[("direction", "down")])]),
+            family("prism_layer_skipped_packets_total", "Packets of simulcast layers a subscriber leg does not take (the normal cost of simulcast, not drops).", COUNTER, vec![counter(t.layer_skips, &[])]),
             family("prism_tracks_paused_total", "Simulcast tracks paused for a subscriber because their lowest layer did not fit its bandwidth estimate (the subscriber is sent track_paused).", COUNTER, vec![counter(t.tracks_paused, &[])]),
             family("prism_allocator_estimate_bps", "Subscribe legs' bandwidth estimates at the last allocation, summed (bits/s).", GAUGE, vec![gauge(t.estimated_bps, &[])]),
             family("prism_allocator_allocated_bps", "Bitrate the allocator gave out at the last allocation, summed over subscribe legs (bits/s).", GAUGE, vec![gauge(t.allocated_bps, &[])]),

@@ -202,7 +202,17 @@ impl Room {
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
+            let before = d.fwd.layers().current();
             let decision = d.fwd.decide_layer(now, meta, layer, None, keyframe);
+            if let (Some(b), Forward::Send(_)) = (before, decision) {
+                if b != layer {
+                    if layer > b {
+                        self.counters.layer_switches_up += 1;
+                    } else {
+                        self.counters.layer_switches_down += 1;
+                    }
+                }
+            }
             if let Some(l) = d.fwd.wants_keyframe(now) {
                 wanted |= 1 << l.index();
             }

@@ -155,6 +155,8 @@ impl Shard {
         s.nack_misses = rc.nack_misses + rc.nack_expired;
         s.keyframe_requests_out = rc.keyframe_requests_out;
         s.keyframe_cache_starts = rc.cache_starts;
+        s.layer_skips = rc.layer_skips;
+        s.layer_switches = [rc.layer_switches_up, rc.layer_switches_down];
         s.keyframe_cache_refusals = rc.cache_refusals;
         s.publish(&self.published);
     }
