@@ -177,7 +177,7 @@ async fn simulcast_offers_keep_every_layer_by_default() {
         "{answer}"
     );
     assert!(
-        video.iter().any(|l| *l == "a=simulcast:recv q;h;f"),
+        video.contains(&"a=simulcast:recv q;h;f"),
         "{answer}"
     );
     assert!(

@@ -129,6 +129,7 @@ fn server_messages_round_trip() {
                         source: TrackSource::Camera,
                         muted: false,
                         codec: "video/VP8".into(),
+                        layers: Vec::new(),
                     }],
                 }],
             }),
