@@ -1,28 +1,21 @@
 //! A whole participant, driven by one task.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use prism_signal::{
-    Answer, Candidate, ClientMessage, ErrorBody, Join, Leg, MidTrack, Offer, ServerMessage,
-    TrackDecl, TrackRef, TrackSource,
+    Answer, Candidate, ClientMessage, Join, Leg, MidTrack, Offer, ServerMessage, TrackDecl,
+    TrackRef, TrackSource,
 };
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -34,14 +27,14 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::histogram::Histogram;
+use crate::leg::{pick_payload_type, redirect_candidates, LegConn};
 use crate::payload::{now_us, video_continuation_prefix, video_prefix, Probe};
 use crate::signaling::Signaling;
+use crate::state::{record, ClientState};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -106,186 +99,6 @@ impl ClientOptions {
             video_bitrate: None,
             record_packets: true,
         }
-    }
-}
-
-/// What one subscribed track delivered.
-#[derive(Debug, Clone, Default)]
-pub struct ReceivedTrack {
-    pub track_id: String,
-    pub packets: u64,
-    /// Payloads whose bytes did not verify.
-    pub corrupt: u64,
-    /// RTP sequence numbers as received on the subscribe leg.
-    pub rtp_seqs: Vec<u16>,
-    /// RTP SSRCs seen on the subscribe leg.
-    pub ssrcs: Vec<u32>,
-    /// (sender, probe sequence) of each verified payload.
-    pub probes: Vec<(u32, u32)>,
-    pub video: bool,
-    /// One-way delay per packet, µs (same clock on loopback).
-    pub latencies_us: Vec<u64>,
-    /// The first bytes of the first payload received (its codec descriptor).
-    pub first_payload: Vec<u8>,
-    /// Probe sequence numbers of the keyframes received.
-    pub keyframes: Vec<u32>,
-    /// The latest packet's RTP timestamp and its probe's send time (µs since
-    /// the UNIX epoch), to check sender reports against.
-    pub last_rtp: Option<(u32, u64)>,
-    /// Probe sequences seen lately, to tell a retransmitted copy from a new
-    /// packet.
-    pub seen: SeqWindow,
-}
-
-/// The highest probe sequence seen and which of the 127 before it arrived
-/// (bit k: `highest - k`).
-#[derive(Debug, Clone, Default)]
-pub struct SeqWindow {
-    highest: Option<u32>,
-    bits: u128,
-}
-
-impl SeqWindow {
-    /// Records `seq`; false if it was seen already.
-    pub fn insert(&mut self, seq: u32) -> bool {
-        let Some(h) = self.highest else {
-            self.highest = Some(seq);
-            self.bits = 1;
-            return true;
-        };
-        if seq > h {
-            self.bits = self.bits.checked_shl(seq - h).unwrap_or(0) | 1;
-            self.highest = Some(seq);
-            return true;
-        }
-        let Some(bit) = 1u128.checked_shl(h - seq) else {
-            return true; // too old to tell: count it
-        };
-        let new = self.bits & bit == 0;
-        self.bits |= bit;
-        new
-    }
-}
-
-impl ReceivedTrack {
-    /// Fraction of the sender's packets that arrived, over the span this
-    /// receiver saw. Video counts from the second keyframe it saw, so the
-    /// ratio measures steady forwarding only (how a subscriber starts, from
-    /// the server's keyframe cache or a requested keyframe, has its own
-    /// tests).
-    pub fn delivered_ratio(&self) -> f64 {
-        match self.steady_span() {
-            Some((span, got)) => got as f64 / span as f64,
-            None => 0.0,
-        }
-    }
-
-    /// Probes missing inside the same span as [`Self::delivered_ratio`];
-    /// `u64::MAX` when nothing arrived.
-    pub fn missing(&self) -> u64 {
-        match self.steady_span() {
-            Some((span, got)) => span - got,
-            None => u64::MAX,
-        }
-    }
-
-    /// (probes the sender sent over the span this receiver saw, probes that
-    /// arrived), video from the second keyframe.
-    fn steady_span(&self) -> Option<(u64, u64)> {
-        let from = if self.video {
-            self.keyframes.get(1).copied().unwrap_or(0)
-        } else {
-            0
-        };
-        let seqs: std::collections::BTreeSet<u32> = self
-            .probes
-            .iter()
-            .map(|(_, s)| *s)
-            .filter(|s| *s >= from)
-            .collect();
-        let (first, last) = (seqs.first()?, seqs.last()?);
-        Some((u64::from(last - first) + 1, seqs.len() as u64))
-    }
-}
-
-/// Everything the client saw, for tests to assert on.
-#[derive(Debug, Clone, Default)]
-pub struct ClientState {
-    pub participant_id: Option<String>,
-    /// Every server message, in order.
-    pub messages: Vec<ServerMessage>,
-    pub errors: Vec<ErrorBody>,
-    pub received: HashMap<String, ReceivedTrack>,
-    /// Track ids the server gave our published m-sections.
-    pub published: Vec<MidTrack>,
-    pub sent_audio: u32,
-    pub sent_video: u32,
-    pub publish_connected: bool,
-    pub subscribe_connected: bool,
-    /// Every `a=candidate` line the server sent, on either leg.
-    pub server_candidates: Vec<String>,
-    /// The server's ICE credentials (ufrag, pwd) of each leg, from its SDP:
-    /// for tests that play an attacker who saw it.
-    pub server_ice: Vec<(String, String)>,
-    /// Times a leg left the connected state (ICE or DTLS trouble, or close).
-    pub disconnects: u32,
-    /// Subscribe-leg offers received.
-    pub offers: u32,
-    /// Keyframe requests (PLI/FIR) received on the publish leg.
-    pub keyframe_requests: u32,
-    /// Keyframes sent.
-    pub keyframes_sent: u32,
-    /// REMB bitrates (bits/s) the server sent to this publisher.
-    pub rembs: Vec<u64>,
-    /// WHIP/WHEP: when the offer was POSTed, and the session URL.
-    pub posted_at: Option<Instant>,
-    pub session_url: Option<String>,
-    /// WHIP/WHEP: the `Link` header values of the POST answer (ICE
-    /// servers, the WHEP events extension).
-    pub links: Vec<String>,
-    /// WHIP/WHEP: the status of the DELETE sent by `Leave`.
-    pub delete_status: Option<u16>,
-    /// When the first media packet arrived on the subscribe leg.
-    pub first_packet_at: Option<Instant>,
-    /// Sender reports received on the subscribe leg: (SSRC, NTP time, RTP
-    /// time, packet count, when received as µs since the UNIX epoch).
-    pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
-    /// SSRCs the server ended with RTCP BYE on the subscribe leg.
-    pub byes: Vec<u32>,
-    /// The signaling socket closed.
-    pub closed: bool,
-    /// Media packets received on the subscribe leg, all tracks, each probe
-    /// once (a retransmitted copy counts in `duplicates_in`).
-    pub packets_in: u64,
-    pub duplicates_in: u64,
-    /// Their payload bytes.
-    pub bytes_in: u64,
-    /// One-way delay (publisher's send time to receipt) of verified payloads.
-    pub latency: Histogram,
-    /// Janus: this publisher's feed id in its VideoRoom.
-    pub janus_feed: Option<u64>,
-}
-
-impl ClientState {
-    /// Track ids of other participants currently published, from events.
-    pub fn remote_tracks(&self) -> Vec<String> {
-        let mut live: Vec<String> = Vec::new();
-        for m in &self.messages {
-            match m {
-                ServerMessage::Joined(j) => {
-                    for p in &j.participants {
-                        live.extend(p.tracks.iter().map(|t| t.id.clone()));
-                    }
-                }
-                ServerMessage::ParticipantJoined(p) => {
-                    live.extend(p.participant.tracks.iter().map(|t| t.id.clone()))
-                }
-                ServerMessage::TrackPublished(t) => live.push(t.track.id.clone()),
-                ServerMessage::TrackUnpublished(t) => live.retain(|x| *x != t.track_id),
-                _ => {}
-            }
-        }
-        live
     }
 }
 
@@ -411,97 +224,6 @@ impl MediaClient {
                 bail!("client task ended while waiting for: {what}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// One peer connection on its own socket.
-struct LegConn {
-    pc: RTCPeerConnection,
-    socket: UdpSocket,
-    local: SocketAddr,
-    connected: bool,
-}
-
-impl LegConn {
-    async fn new(ip: IpAddr) -> anyhow::Result<LegConn> {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let local = socket.local_addr()?;
-        let se = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            // The engine paces connectivity checks 200 ms apart by default, so
-            // nomination (and DTLS after it) waits a tick; browsers check far
-            // faster. 20 ms keeps setup times comparable to theirs.
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
-            .build();
-        let mut me = MediaEngine::default();
-        me.register_default_codecs()?;
-        // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
-        let registry = prism_rtc::interceptors(&mut me)?;
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(se)
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .build(Instant::now())?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
-        Ok(LegConn {
-            pc,
-            socket,
-            local,
-            connected: false,
-        })
-    }
-
-    /// Creates and applies an offer; returns its SDP.
-    fn offer(&mut self) -> anyhow::Result<String> {
-        let offer = self.pc.create_offer(None)?;
-        self.pc.set_local_description(Instant::now(), offer)?;
-        Ok(self
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local offer"))?
-            .sdp)
-    }
-
-    /// Applies a remote offer and returns our answer.
-    fn answer(&mut self, offer: String) -> anyhow::Result<String> {
-        let now = Instant::now();
-        self.pc
-            .set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
-        let answer = self.pc.create_answer(None)?;
-        self.pc.set_local_description(now, answer)?;
-        Ok(self
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local answer"))?
-            .sdp)
-    }
-
-    fn read(&mut self, data: &[u8], from: SocketAddr) {
-        let msg = TaggedBytesMut {
-            now: Instant::now(),
-            transport: TransportContext {
-                local_addr: self.local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
-        };
-        if let Err(e) = self.pc.handle_read(msg) {
-            tracing::trace!("client handle_read: {e}");
         }
     }
 }
@@ -666,7 +388,7 @@ impl Driver {
             });
         }
         let sdp = leg.offer()?;
-        let tracks = crate::client::mids(&sdp)
+        let tracks = crate::leg::mids(&sdp)
             .into_iter()
             .map(|(mid, video)| TrackDecl {
                 mid,
@@ -1170,152 +892,10 @@ impl Driver {
     }
 }
 
-fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, full: bool) {
-    let probe = Probe::decode(&pkt.payload);
-    let ClientState {
-        received,
-        packets_in,
-        duplicates_in,
-        bytes_in,
-        latency,
-        ..
-    } = st;
-    let t = received
-        .entry(track_id)
-        .or_insert_with_key(|id| ReceivedTrack {
-            track_id: id.clone(),
-            ..Default::default()
-        });
-    if probe.as_ref().map_or(true, |p| t.seen.insert(p.seq)) {
-        *packets_in += 1;
-        *bytes_in += pkt.payload.len() as u64;
-        if let Ok(p) = &probe {
-            latency.record(now_us().saturating_sub(p.sent_at_us));
-        }
-    } else {
-        *duplicates_in += 1;
-    }
-    t.packets += 1;
-    if t.first_payload.is_empty() {
-        t.first_payload = pkt.payload.iter().take(4).copied().collect();
-    }
-    if full {
-        t.rtp_seqs.push(pkt.header.sequence_number);
-    }
-    if !t.ssrcs.contains(&pkt.header.ssrc) {
-        t.ssrcs.push(pkt.header.ssrc);
-    }
-    match probe {
-        Ok(p) => {
-            t.video = p.video;
-            t.last_rtp = Some((pkt.header.timestamp, p.sent_at_us));
-            if crate::payload::is_key_payload(&pkt.payload) {
-                t.keyframes.push(p.seq);
-            }
-            if full {
-                t.probes.push((p.sender, p.seq));
-                t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
-            }
-        }
-        Err(_) => t.corrupt += 1,
-    }
-}
-
-/// An SDP offer like a WHIP publisher's (`tracks` sendonly tracks, Opus then
-/// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
-/// video). For conformance tests: nobody answers it.
-pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
-    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    if viewer {
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            leg.pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
-    } else {
-        for i in 0..tracks {
-            let video = i % 2 == 1;
-            let (kind, mime, clock_rate, channels) = if video {
-                (RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)
-            } else {
-                (RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)
-            };
-            let track = MediaStreamTrack::new(
-                "s".into(),
-                format!("t{i}"),
-                "sample".into(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(rand::random()),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: mime.into(),
-                        clock_rate,
-                        channels,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }],
-            );
-            // Sendonly, as WHIP clients offer.
-            leg.pc.add_transceiver_from_track(
-                track,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
-    }
-    leg.offer()
-}
-
-/// Points every `a=candidate` line at `via` (address and port).
+/// The numeric Janus VideoRoom id of `room`.
 fn janus_room(room: &str) -> anyhow::Result<u64> {
     room.parse()
         .map_err(|_| anyhow!("a Janus VideoRoom room id is a number, not {room:?}"))
-}
-
-fn redirect_candidates(sdp: &str, via: SocketAddr) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("a=candidate:") {
-            let mut f: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            if f.len() > 5 {
-                f[4] = via.ip().to_string();
-                f[5] = via.port().to_string();
-            }
-            out.push_str(&f.join(" "));
-        } else {
-            out.push_str(line);
-        }
-        out.push_str("\r\n");
-    }
-    out
-}
-
-/// The payload type for a codec: same MIME type and fmtp, else same MIME type.
-fn pick_payload_type(
-    codecs: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters],
-    mime: &str,
-    fmtp: &str,
-) -> Option<u8> {
-    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
-        c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
-    };
-    codecs
-        .iter()
-        .filter(same_mime)
-        .find(|c| fmtp.is_empty() || c.rtp_codec.sdp_fmtp_line == fmtp)
-        .or_else(|| codecs.iter().find(same_mime))
-        .map(|c| c.payload_type)
 }
 
 async fn recv_sig(
@@ -1331,49 +911,5 @@ async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, Socke
     match s {
         Some(s) => s.recv_from(buf).await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// (mid, is_video) of each audio/video m-section.
-pub(crate) fn mids(sdp: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut video = None;
-    for l in sdp.lines().map(str::trim_end) {
-        if let Some(m) = l.strip_prefix("m=") {
-            video = if m.starts_with("video") {
-                Some(true)
-            } else if m.starts_with("audio") {
-                Some(false)
-            } else {
-                None
-            };
-        } else if let (Some(mid), Some(v)) = (l.strip_prefix("a=mid:"), video) {
-            out.push((mid.to_owned(), v));
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SeqWindow;
-
-    #[test]
-    fn seq_window_tells_copies_from_new_packets() {
-        let mut w = SeqWindow::default();
-        assert!(w.insert(10));
-        assert!(!w.insert(10));
-        assert!(w.insert(12));
-        assert!(w.insert(11)); // late, not a copy
-        assert!(!w.insert(11));
-        assert!(w.insert(300)); // a jump past the window
-        assert!(!w.insert(300));
-        assert!(w.insert(299));
-        assert!(w.insert(12)); // too old to tell: counted
-        for s in 301..1000 {
-            assert!(w.insert(s));
-        }
-        assert!(!w.insert(999 - 127));
-        assert!(w.insert(999 - 128)); // just past the window: counted
     }
 }

@@ -16,12 +16,14 @@ pub mod client;
 pub mod events;
 pub mod histogram;
 pub mod janus;
+mod leg;
 pub mod payload;
 pub mod signaling;
+pub mod state;
 
-pub use client::{
-    sample_offer, ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack,
-};
+pub use client::{ClientCommand, ClientOptions, MediaClient};
 pub use histogram::Histogram;
+pub use leg::sample_offer;
 pub use payload::{Probe, ProbeError};
 pub use signaling::Signaling;
+pub use state::{ClientState, ReceivedTrack, SeqWindow};
