@@ -5,13 +5,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::Bytes;
 use prism_signal::{
     Answer, Candidate, ClientMessage, Join, Leg, MidTrack, Offer, ServerMessage, TrackDecl,
-    TrackRef, TrackSource,
+    TrackRef, TrackSettings,
 };
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
@@ -21,18 +19,20 @@ use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::leg::{pick_payload_type, redirect_candidates, LegConn};
-use crate::payload::{now_us, video_continuation_prefix, video_prefix, Probe};
+mod publish;
+
+use publish::OutTrack;
+pub use publish::{LayerSpec, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+
+use crate::leg::{redirect_candidates, LegConn, LegSetup};
+use crate::payload::now_us;
 use crate::signaling::Signaling;
 use crate::state::{record, ClientState};
 
@@ -74,6 +74,20 @@ pub struct ClientOptions {
     /// Keep every received packet's sequence, probe and latency (tests
     /// assert on them). Off for load: counters and a latency histogram only.
     pub record_packets: bool,
+    /// Publish the video as rid simulcast with these layers, lowest first
+    /// (e.g. [`LayerSpec::three`]), as browsers do: one m-section, one SSRC
+    /// per layer, mid and rid on every packet, no RTX. Each layer's frames
+    /// follow its own bitrate (`video_bitrate` is for single-stream video).
+    /// None (or fewer than two layers): one stream.
+    pub simulcast: Option<Vec<LayerSpec>>,
+    /// Follow the server's `layers_wanted` (dynacast): stop sending the
+    /// layers it does not list, resume them when it lists them again.
+    pub dynacast: bool,
+    /// A weak subscriber: the subscribe leg does not negotiate transport-cc
+    /// and reports this estimate (bits/s) in a REMB every second, so the
+    /// server's allocator sees a link of this size. Nothing is throttled:
+    /// the server is trusted to stay within it.
+    pub max_receive_bitrate: Option<u64>,
 }
 
 impl ClientOptions {
@@ -98,6 +112,9 @@ impl ClientOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_bitrate: None,
             record_packets: true,
+            simulcast: None,
+            dynacast: true,
+            max_receive_bitrate: None,
         }
     }
 }
@@ -117,6 +134,12 @@ pub enum ClientCommand {
     Stall(Duration),
     /// Send any message.
     Send(ClientMessage),
+    /// Send `track_settings`: what this subscriber wants of a track
+    /// (quality, size, on/off).
+    TrackSettings(TrackSettings),
+    /// Change the estimate a weak subscriber reports in its REMB (bits/s);
+    /// only for a client started with `max_receive_bitrate`.
+    SetReceiveBitrate(u64),
 }
 
 pub struct MediaClient {
@@ -228,22 +251,6 @@ impl MediaClient {
     }
 }
 
-struct OutTrack {
-    sender: RTCRtpSenderId,
-    ssrc: u32,
-    video: bool,
-    pt: Option<u8>,
-    rtp_seq: u16,
-    probe_seq: u32,
-    ts: u32,
-    next_at: Instant,
-    interval: Duration,
-    bytes: usize,
-    /// The next video frame is a keyframe.
-    key_due: bool,
-    last_key_at: Option<Instant>,
-}
-
 /// How the client negotiates.
 #[derive(Debug, Clone)]
 enum Mode {
@@ -274,6 +281,9 @@ struct Driver {
     subscribe: Option<LegConn>,
     out: Vec<OutTrack>,
     frozen: bool,
+    /// A weak subscriber's next REMB, and the estimate it reports.
+    next_remb_at: Option<Instant>,
+    receive_bitrate: Option<u64>,
 }
 
 impl Driver {
@@ -293,23 +303,8 @@ impl Driver {
             Mode::Janus { feed } => feed,
             _ => None,
         };
-        let mut d = Driver {
-            opts,
-            mode,
-            sig,
-            session_url: None,
-            // No request may hang a test or a load run forever.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()?,
-            janus,
-            state,
-            cmds,
-            publish: None,
-            subscribe: None,
-            out: Vec::new(),
-            frozen: false,
-        };
+        let mut d = Driver::idle(opts, mode, sig, state, cmds)?;
+        d.janus = janus;
         if let Some(feed) = janus_feed {
             d.start_janus_viewing(feed).await?;
         } else if viewing {
@@ -320,87 +315,54 @@ impl Driver {
         Ok(d)
     }
 
-    async fn start_publishing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
-        let now = Instant::now();
-        let mut specs: Vec<(bool, String, u32, u16, String)> = Vec::new();
-        if self.opts.publish_audio {
-            let fmtp = "minptime=10;useinbandfec=1".to_owned();
-            specs.push((false, MIME_TYPE_OPUS.to_owned(), 48_000, 2, fmtp));
-        }
-        if self.opts.publish_video {
-            let (mime, fmtp) = self.opts.video_codec.clone();
-            specs.push((true, mime, 90_000, 0, fmtp));
-        }
-        for (video, mime, clock_rate, channels, fmtp) in specs {
-            let ssrc = rand::random::<u32>();
-            let kind = if video {
-                RtpCodecKind::Video
-            } else {
-                RtpCodecKind::Audio
-            };
-            let track = MediaStreamTrack::new(
-                format!("stream-{}", self.opts.sender_id),
-                format!(
-                    "{}-{}",
-                    if video { "video" } else { "audio" },
-                    self.opts.sender_id
-                ),
-                "synthetic".to_owned(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: mime,
-                        clock_rate,
-                        channels,
-                        sdp_fmtp_line: fmtp,
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            );
-            let sender = leg.pc.add_track(track)?;
-            self.out.push(OutTrack {
-                sender,
-                ssrc,
-                video,
-                pt: None,
-                rtp_seq: rand::random(),
-                probe_seq: 0,
-                ts: rand::random(),
-                next_at: now,
-                interval: if video {
-                    self.opts.video_interval
-                } else {
-                    self.opts.audio_interval
-                },
-                key_due: true,
-                last_key_at: None,
-                bytes: if video {
-                    self.opts.video_bytes
-                } else {
-                    self.opts.audio_bytes
-                },
-            });
-        }
+    /// A driver with no leg yet.
+    fn idle(
+        opts: ClientOptions,
+        mode: Mode,
+        sig: Option<Signaling>,
+        state: Arc<Mutex<ClientState>>,
+        cmds: mpsc::Receiver<ClientCommand>,
+    ) -> anyhow::Result<Driver> {
+        Ok(Driver {
+            receive_bitrate: opts.max_receive_bitrate,
+            opts,
+            mode,
+            sig,
+            session_url: None,
+            // No request may hang a test or a load run forever.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            janus: None,
+            state,
+            cmds,
+            publish: None,
+            subscribe: None,
+            out: Vec::new(),
+            frozen: false,
+            next_remb_at: None,
+        })
+    }
+
+    /// Creates the publish leg with its tracks; returns its offer and the
+    /// tracks' declaration.
+    async fn publish_offer(&mut self) -> anyhow::Result<(String, Vec<TrackDecl>)> {
+        let setup = LegSetup {
+            // Simulcast: no RTX for the video (see `publish`).
+            only_video_codec: publish::simulcast_layers(&self.opts)
+                .map(|_| self.opts.video_codec.clone()),
+            no_twcc: false,
+        };
+        let mut leg = LegConn::new(self.opts.bind_ip, &setup).await?;
+        self.add_published_tracks(&mut leg)?;
         let sdp = leg.offer()?;
-        let tracks = crate::leg::mids(&sdp)
-            .into_iter()
-            .map(|(mid, video)| TrackDecl {
-                mid,
-                source: if video {
-                    TrackSource::Camera
-                } else {
-                    TrackSource::Microphone
-                },
-                layers: Vec::new(),
-            })
-            .collect();
+        let tracks = self.track_decls(&sdp);
         self.publish = Some(leg);
+        Ok((sdp, tracks))
+    }
+
+    async fn start_publishing(&mut self) -> anyhow::Result<()> {
+        let (sdp, tracks) = self.publish_offer().await?;
         match self.mode {
             Mode::Socket => {
                 self.signaling()?
@@ -433,7 +395,7 @@ impl Driver {
         let room = janus_room(&self.opts.room)?;
         let offer = janus.subscribe(room, feed).await?;
         self.note_candidates(&offer);
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
+        let mut leg = LegConn::new(self.opts.bind_ip, &self.receive_setup()).await?;
         let sdp = leg.answer(offer).context("janus offer")?;
         self.subscribe = Some(leg);
         janus.start(room, sdp).await
@@ -442,7 +404,7 @@ impl Driver {
     /// WHEP: one recvonly audio and one recvonly video section, offered by
     /// POST; the answer carries the server's tracks.
     async fn start_viewing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
+        let mut leg = LegConn::new(self.opts.bind_ip, &self.receive_setup()).await?;
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
             leg.pc.add_transceiver_from_kind(
                 kind,
@@ -535,21 +497,53 @@ impl Driver {
         leg.pc
             .set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp)?)
             .context("publish answer")?;
-        for o in &mut self.out {
-            if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                let (mime, fmtp) = if o.video {
-                    (
-                        self.opts.video_codec.0.as_str(),
-                        self.opts.video_codec.1.as_str(),
-                    )
-                } else {
-                    (MIME_TYPE_OPUS, "")
-                };
-                o.pt = pick_payload_type(&s.get_parameters().rtp_parameters.codecs, mime, fmtp);
-            }
-        }
+        self.learn_send_parameters();
         self.state.lock().expect("state lock").published = tracks;
         Ok(())
+    }
+
+    /// How a receiving leg is set up: a weak subscriber reports its cap in
+    /// REMB, which the server only reads when no TWCC feedback arrives.
+    fn receive_setup(&self) -> LegSetup {
+        LegSetup {
+            only_video_codec: None,
+            no_twcc: self.opts.max_receive_bitrate.is_some(),
+        }
+    }
+
+    /// A weak subscriber's REMB, once a second while its subscribe leg is
+    /// up, naming the SSRCs it receives.
+    fn send_remb(&mut self, now: Instant) {
+        let (Some(bps), Some(due)) = (self.receive_bitrate, self.next_remb_at) else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        self.next_remb_at = Some(now + Duration::from_secs(1));
+        let Some(leg) = self.subscribe.as_mut().filter(|l| l.connected) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = {
+            let st = self.state.lock().expect("state lock");
+            st.received
+                .values()
+                .flat_map(|t| t.ssrcs.iter().copied())
+                .collect()
+        };
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps as f32,
+            ssrcs,
+        };
+        let Some(id) = leg.pc.get_receivers().next() else {
+            return;
+        };
+        if let Some(mut r) = leg.pc.rtp_receiver(id) {
+            if r.write_rtcp(now, vec![Box::new(remb)]).is_ok() {
+                self.state.lock().expect("state lock").rembs_sent += 1;
+            }
+        }
     }
 
     async fn run(mut self) -> anyhow::Result<()> {
@@ -571,6 +565,9 @@ impl Driver {
                 for o in &self.out {
                     deadline = deadline.min(o.next_at);
                 }
+            }
+            if let Some(t) = self.next_remb_at {
+                deadline = deadline.min(t);
             }
             let pub_sock = self.publish.as_ref().map(|l| &l.socket);
             let sub_sock = self.subscribe.as_ref().map(|l| &l.socket);
@@ -605,6 +602,7 @@ impl Driver {
                         let _ = l.pc.handle_timeout(now);
                     }
                     self.send_media(now);
+                    self.send_remb(now);
                 }
             }
         };
@@ -615,6 +613,15 @@ impl Driver {
     fn drain(&mut self) {
         let state = &self.state;
         let full = self.opts.record_packets;
+        let mut requests: Vec<u32> = Vec::new();
+        if self.receive_bitrate.is_some()
+            && self.next_remb_at.is_none()
+            && self.subscribe.as_ref().is_some_and(|l| l.connected)
+        {
+            // The first REMB as soon as the leg is up: the server's
+            // allocator should never see this subscriber uncapped.
+            self.next_remb_at = Some(Instant::now());
+        }
         for (is_pub, leg) in [
             (true, self.publish.as_mut()),
             (false, self.subscribe.as_mut()),
@@ -645,8 +652,6 @@ impl Driver {
                         st.first_packet_at.get_or_insert_with(Instant::now);
                         record(&mut st, track_id, &pkt, full);
                     }
-                    // A keyframe request for one of our streams: the next
-                    // frame is a keyframe, as a real encoder would do.
                     RTCMessage::RtcpPacket(_, pkts) if !is_pub => {
                         let mut st = state.lock().expect("state lock");
                         for p in &pkts {
@@ -685,105 +690,18 @@ impl Driver {
                                 } else {
                                     continue;
                                 };
-                            let answer = self.opts.answer_keyframe_requests;
-                            for o in self
-                                .out
-                                .iter_mut()
-                                .filter(|o| o.video && ssrcs.contains(&o.ssrc))
-                            {
-                                o.key_due |= answer;
-                                state.lock().expect("state lock").keyframe_requests += 1;
-                            }
+                            requests.extend(ssrcs);
                         }
                     }
                     _ => {}
                 }
             }
         }
-    }
-
-    fn send_media(&mut self, now: Instant) {
-        if self.frozen {
-            return;
+        // A keyframe request for one of our streams: the next frame of
+        // that stream is a keyframe, as a real encoder would do.
+        if !requests.is_empty() {
+            self.on_keyframe_request(&requests);
         }
-        let Some(leg) = self.publish.as_mut() else {
-            return;
-        };
-        if !leg.connected {
-            return;
-        }
-        let mut sent = (0, 0);
-        let mut keys = 0;
-        for o in &mut self.out {
-            let Some(pt) = o.pt else { continue };
-            while o.next_at <= now {
-                o.next_at += o.interval;
-                let key = o.video
-                    && (o.key_due
-                        || o.last_key_at
-                            .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval));
-                if key {
-                    o.key_due = false;
-                    o.last_key_at = Some(now);
-                    keys += 1;
-                }
-                o.ts = o.ts.wrapping_add(if o.video {
-                    90 * o.interval.as_millis() as u32
-                } else {
-                    48 * o.interval.as_millis() as u32
-                });
-                // This frame's packets: one, or a frame's worth at the bitrate.
-                let packets = match (o.video, self.opts.video_bitrate) {
-                    (true, Some(bps)) => {
-                        let frame = (u64::from(bps) * o.interval.as_micros() as u64 / 8_000_000)
-                            as usize
-                            * if key { 3 } else { 1 };
-                        frame.div_ceil(o.bytes).max(1)
-                    }
-                    _ => 1,
-                };
-                for i in 0..packets {
-                    let probe = Probe {
-                        sender: self.opts.sender_id,
-                        video: o.video,
-                        seq: o.probe_seq,
-                        sent_at_us: now_us(),
-                    };
-                    o.probe_seq += 1;
-                    let prefix: &[u8] = match (o.video, i) {
-                        (false, _) => &[],
-                        (true, 0) => video_prefix(&self.opts.video_codec.0, key),
-                        (true, _) => video_continuation_prefix(&self.opts.video_codec.0, key),
-                    };
-                    o.rtp_seq = o.rtp_seq.wrapping_add(1);
-                    let pkt = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: o.video && i + 1 == packets,
-                            payload_type: pt,
-                            sequence_number: o.rtp_seq,
-                            timestamp: o.ts,
-                            ssrc: o.ssrc,
-                            ..Default::default()
-                        },
-                        payload: Bytes::from(probe.encode(prefix, o.bytes)),
-                    };
-                    if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                        if s.write_rtp(now, pkt).is_ok() {
-                            if o.video {
-                                sent.1 += 1;
-                            } else {
-                                sent.0 += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut st = self.state.lock().expect("state lock");
-        st.sent_audio += sent.0;
-        st.sent_video += sent.1;
-        st.keyframes_sent += keys;
     }
 
     async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
@@ -827,6 +745,18 @@ impl Driver {
             }
             ClientCommand::Stall(d) => tokio::time::sleep(d).await,
             ClientCommand::Send(m) => self.signaling()?.send(m).await?,
+            ClientCommand::TrackSettings(t) => {
+                self.signaling()?
+                    .send(ClientMessage::TrackSettings(t))
+                    .await?
+            }
+            ClientCommand::SetReceiveBitrate(bps) => {
+                if self.receive_bitrate.is_some() {
+                    self.receive_bitrate = Some(bps);
+                    // Say it now, not at the next tick.
+                    self.next_remb_at = self.next_remb_at.map(|_| Instant::now());
+                }
+            }
         }
         Ok(())
     }
@@ -835,9 +765,22 @@ impl Driver {
         {
             let mut st = self.state.lock().expect("state lock");
             st.messages.push(msg.clone());
-            if let ServerMessage::Error(e) = &msg {
-                st.errors.push(e.clone());
+            match &msg {
+                ServerMessage::Error(e) => st.errors.push(e.clone()),
+                ServerMessage::TrackPaused(p) => {
+                    st.paused_tracks.insert(p.track_id.clone());
+                    st.track_pauses += 1;
+                }
+                ServerMessage::TrackResumed(r) => {
+                    st.paused_tracks.remove(&r.track_id);
+                    st.track_resumes += 1;
+                }
+                ServerMessage::LayersWanted(w) => st.layers_wanted.push(w.clone()),
+                _ => {}
             }
+        }
+        if let ServerMessage::LayersWanted(w) = &msg {
+            self.on_layers_wanted(w);
         }
         match msg {
             ServerMessage::Answer(a) if a.leg == Leg::Publish && !self.frozen => {
@@ -849,7 +792,8 @@ impl Driver {
                     o.sdp = redirect_candidates(&o.sdp, via);
                 }
                 if self.subscribe.is_none() {
-                    self.subscribe = Some(LegConn::new(self.opts.bind_ip).await?);
+                    self.subscribe =
+                        Some(LegConn::new(self.opts.bind_ip, &self.receive_setup()).await?);
                 }
                 let leg = self.subscribe.as_mut().expect("created just above");
                 let sdp = leg.answer(o.sdp).context("subscribe offer")?;
@@ -913,3 +857,6 @@ async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, Socke
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -21,9 +21,9 @@ pub mod payload;
 pub mod signaling;
 pub mod state;
 
-pub use client::{ClientCommand, ClientOptions, MediaClient};
+pub use client::{ClientCommand, ClientOptions, LayerSpec, MediaClient};
 pub use histogram::Histogram;
 pub use leg::sample_offer;
-pub use payload::{Probe, ProbeError};
+pub use payload::{LayerTag, Probe, ProbeError};
 pub use signaling::Signaling;
-pub use state::{ClientState, ReceivedTrack, SeqWindow};
+pub use state::{ClientState, LayerRun, ReceivedLayer, ReceivedTrack, SentLayer, SeqWindow};

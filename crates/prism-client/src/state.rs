@@ -1,14 +1,14 @@
 //! What the client saw: [`ClientState`], and how a received packet is
 //! recorded into it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use prism_signal::{ErrorBody, MidTrack, ServerMessage};
+use prism_signal::{ErrorBody, LayersWanted, MidTrack, ServerMessage};
 use rtc::rtp;
 
 use crate::histogram::Histogram;
-use crate::payload::{now_us, Probe};
+use crate::payload::{now_us, LayerTag, Probe};
 
 /// What one subscribed track delivered.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +34,95 @@ pub struct ReceivedTrack {
     /// the UNIX epoch), to check sender reports against.
     pub last_rtp: Option<(u32, u64)>,
     /// Probe sequences seen lately, to tell a retransmitted copy from a new
-    /// packet.
+    /// packet (single-stream tracks; simulcast layers keep their own).
     pub seen: SeqWindow,
+    /// Simulcast: what arrived of each layer (by index, 0 = lowest), as the
+    /// payloads' probes say.
+    pub layers: BTreeMap<u8, ReceivedLayer>,
+    /// Simulcast: the layers in the order they arrived, one run per stretch
+    /// of one layer; a new run is a layer switch.
+    pub layer_runs: Vec<LayerRun>,
+}
+
+/// One simulcast layer of a received track.
+#[derive(Debug, Clone, Default)]
+pub struct ReceivedLayer {
+    /// Packets (each probe once) and their payload bytes.
+    pub packets: u64,
+    pub bytes: u64,
+    /// The picture size its probes claim (the latest).
+    pub width: u16,
+    pub height: u16,
+    /// Keyframes (first packets) received.
+    pub keyframes: u64,
+    pub seen: SeqWindow,
+}
+
+/// A stretch of packets of one layer, between two switches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerRun {
+    pub layer: u8,
+    /// The layer's probe sequences: lowest and highest received in the run.
+    pub first_seq: u32,
+    pub last_seq: u32,
+    pub packets: u64,
+    /// Probes of this layer between `first_seq` and `last_seq` that did
+    /// not arrive: loss inside the run (a switch away is not loss).
+    pub missing: u64,
+}
+
+impl ReceivedTrack {
+    /// The layer of the latest run (the one being received).
+    pub fn current_layer(&self) -> Option<u8> {
+        self.layer_runs.last().map(|r| r.layer)
+    }
+
+    /// The layers received, in order, one entry per switch.
+    pub fn layer_sequence(&self) -> Vec<u8> {
+        self.layer_runs.iter().map(|r| r.layer).collect()
+    }
+
+    /// Notes one new (not duplicate) packet of a simulcast layer.
+    fn note_layer(&mut self, l: LayerTag, seq: u32, bytes: usize, key: bool) {
+        let rx = self.layers.entry(l.index).or_default();
+        rx.packets += 1;
+        rx.bytes += bytes as u64;
+        (rx.width, rx.height) = (l.width, l.height);
+        rx.keyframes += u64::from(key);
+        let runs = &mut self.layer_runs;
+        let n = runs.len();
+        if n >= 1 && runs[n - 1].layer == l.index {
+            runs[n - 1].add(seq);
+        } else if n >= 2 && runs[n - 2].layer == l.index && seq <= runs[n - 2].last_seq {
+            // A late packet (a retransmission) of the layer before the
+            // switch: it fills that run's gap, it is not a switch back.
+            runs[n - 2].add(seq);
+        } else {
+            runs.push(LayerRun {
+                layer: l.index,
+                first_seq: seq,
+                last_seq: seq,
+                packets: 1,
+                missing: 0,
+            });
+        }
+    }
+}
+
+impl LayerRun {
+    fn add(&mut self, seq: u32) {
+        self.packets += 1;
+        if seq > self.last_seq {
+            self.missing += u64::from(seq - self.last_seq - 1);
+            self.last_seq = seq;
+        } else if seq < self.first_seq {
+            self.missing += u64::from(self.first_seq - seq - 1);
+            self.first_seq = seq;
+        } else {
+            // Inside the run: a gap filled late.
+            self.missing = self.missing.saturating_sub(1);
+        }
+    }
 }
 
 /// The highest probe sequence seen and which of the 127 before it arrived
@@ -165,6 +252,30 @@ pub struct ClientState {
     pub latency: Histogram,
     /// Janus: this publisher's feed id in its VideoRoom.
     pub janus_feed: Option<u64>,
+    /// Simulcast publisher: what went out per layer, by rid.
+    pub layers_sent: BTreeMap<String, SentLayer>,
+    /// Simulcast publisher: layers switched off or back on by dynacast.
+    pub dynacast_switches: u32,
+    /// Every `layers_wanted` the server sent, in order.
+    pub layers_wanted: Vec<LayersWanted>,
+    /// Subscribed tracks the server has paused (`track_paused`, not yet
+    /// `track_resumed`), and how many pauses and resumes arrived.
+    pub paused_tracks: BTreeSet<String>,
+    pub track_pauses: u32,
+    pub track_resumes: u32,
+    /// A weak subscriber: REMBs it sent on its subscribe leg.
+    pub rembs_sent: u32,
+}
+
+/// One simulcast layer a publisher sends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SentLayer {
+    pub packets: u64,
+    pub keyframes: u32,
+    /// Keyframe requests (PLI/FIR) naming this layer's SSRC.
+    pub keyframe_requests: u32,
+    /// Switched off by dynacast (`layers_wanted` did not list it).
+    pub paused: bool,
 }
 
 impl ClientState {
@@ -206,7 +317,28 @@ pub(crate) fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, 
             track_id: id.clone(),
             ..Default::default()
         });
-    if probe.as_ref().map_or(true, |p| t.seen.insert(p.seq)) {
+    let fresh = match &probe {
+        Ok(Probe {
+            layer: Some(l),
+            seq,
+            ..
+        }) => t.layers.entry(l.index).or_default().seen.insert(*seq),
+        Ok(p) => t.seen.insert(p.seq),
+        Err(_) => true,
+    };
+    if let (
+        true,
+        Ok(Probe {
+            layer: Some(l),
+            seq,
+            ..
+        }),
+    ) = (fresh, &probe)
+    {
+        let key = crate::payload::is_key_payload(&pkt.payload);
+        t.note_layer(*l, *seq, pkt.payload.len(), key);
+    }
+    if fresh {
         *packets_in += 1;
         *bytes_in += pkt.payload.len() as u64;
         if let Ok(p) = &probe {
@@ -243,7 +375,63 @@ pub(crate) fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, 
 
 #[cfg(test)]
 mod tests {
-    use super::SeqWindow;
+    use super::{LayerTag, ReceivedTrack, SeqWindow};
+
+    #[test]
+    fn layer_runs_show_switches_and_loss_within_a_run() {
+        let tag = |index| LayerTag {
+            index,
+            width: 320 << index,
+            height: 180 << index,
+        };
+        // (layer, probe seq) in arrival order → the runs (layer, first, last, missing).
+        type Row<'a> = (&'a str, &'a [(u8, u32)], &'a [(u8, u32, u32, u64)]);
+        let rows: &[Row] = &[
+            (
+                "one layer, no loss",
+                &[(0, 1), (0, 2), (0, 3)],
+                &[(0, 1, 3, 0)],
+            ),
+            ("a gap is loss", &[(0, 1), (0, 4)], &[(0, 1, 4, 2)]),
+            (
+                "a late packet fills it",
+                &[(0, 1), (0, 3), (0, 2)],
+                &[(0, 1, 3, 0)],
+            ),
+            (
+                "a switch up and back",
+                &[(0, 1), (0, 2), (2, 50), (2, 51), (0, 9)],
+                &[(0, 1, 2, 0), (2, 50, 51, 0), (0, 9, 9, 0)],
+            ),
+            (
+                "a retransmission of the layer before the switch",
+                &[(0, 1), (0, 3), (1, 7), (0, 2), (1, 8)],
+                &[(0, 1, 3, 0), (1, 7, 8, 0)],
+            ),
+        ];
+        for (name, packets, want) in rows {
+            let mut t = ReceivedTrack::default();
+            for (layer, seq) in packets.iter() {
+                t.note_layer(tag(*layer), *seq, 100, false);
+            }
+            let got: Vec<_> = t
+                .layer_runs
+                .iter()
+                .map(|r| (r.layer, r.first_seq, r.last_seq, r.missing))
+                .collect();
+            assert_eq!(got, *want, "{name}");
+            assert_eq!(
+                t.layers.values().map(|l| l.packets).sum::<u64>(),
+                packets.len() as u64,
+                "{name}"
+            );
+        }
+        let mut t = ReceivedTrack::default();
+        t.note_layer(tag(1), 1, 1000, true);
+        assert_eq!((t.layers[&1].width, t.layers[&1].height), (640, 360));
+        assert_eq!(t.layers[&1].keyframes, 1);
+        assert_eq!(t.current_layer(), Some(1));
+    }
 
     #[test]
     fn seq_window_tells_copies_from_new_packets() {
