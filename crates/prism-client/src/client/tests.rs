@@ -313,3 +313,43 @@ async fn layers_wanted_switches_layers_off_and_back_on() {
     let names: BTreeSet<_> = st.layers_sent.keys().cloned().collect();
     assert_eq!(names, BTreeSet::from(["q".into(), "h".into(), "f".into()]));
 }
+
+#[tokio::test]
+async fn a_weak_subscriber_answers_without_twcc_and_reports_its_cap_in_remb() {
+    let mut p = offline(simulcast_opts());
+    let (offer, _) = p.publish_offer().await.unwrap();
+    let mut opts = ClientOptions::new("ws://unused", "r", "weak", 8);
+    opts.publish_audio = false;
+    opts.publish_video = false;
+    opts.max_receive_bitrate = Some(300_000);
+    let mut s = offline(opts);
+    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &s.receive_setup())
+        .await
+        .unwrap();
+    let answer = leg.answer(offer).unwrap();
+    // No transport-cc: the server then takes this leg's REMB as its estimate.
+    assert!(!answer.contains("transport-cc"), "{answer}");
+    assert!(answer.contains("goog-remb"), "{answer}");
+    s.subscribe = Some(leg);
+    p.apply_publish_answer(answer, Vec::new()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = vec![0u8; 2048];
+    while !p.state.lock().unwrap().rembs.contains(&300_000) {
+        assert!(Instant::now() < deadline, "no REMB arrived");
+        let now = Instant::now();
+        for l in [p.publish.as_mut(), s.subscribe.as_mut()].into_iter().flatten() {
+            let _ = l.pc.handle_timeout(now);
+        }
+        p.send_media(now);
+        s.send_remb(now);
+        p.drain();
+        s.drain();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        for l in [p.publish.as_mut(), s.subscribe.as_mut()].into_iter().flatten() {
+            while let Ok((n, from)) = l.socket.try_recv_from(&mut buf) {
+                l.read(&buf[..n], from);
+            }
+        }
+    }
+    assert!(s.state.lock().unwrap().rembs_sent >= 1);
+}
