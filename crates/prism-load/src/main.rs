@@ -6,6 +6,17 @@
 //! their own UDP sockets, ICE, DTLS, SRTP) that publishes synthetic Opus and
 //! VP8 (a send timestamp and sequence in every payload) and counts, verifies
 //! and times what it receives, without decoding. See docs/performance.md.
+//!
+//! **Simulcast** (Prism only). `--simulcast` makes every publisher send its
+//! video as three rid layers (q 320×180 150 kbit/s, h 640×360 500 kbit/s,
+//! f 1280×720 1.5 Mbit/s) the way a browser does; `--weak-subscribers N
+//! --weak-bitrate 300k` makes the last N receivers report that estimate in
+//! REMB (with no TWCC, so the server takes it). The report then has one row
+//! per layer and group of receivers (`weak`, `others`, or `all`): kbit/s of
+//! that layer per receiver during the hold, and on how many received tracks
+//! it is the current layer at the end, each layer known from the payload's
+//! probe. With simulcast, `delivered` compares against every layer the
+//! publishers sent, so it is not a loss figure: read the layer rows.
 
 mod proc;
 mod report;

@@ -337,7 +337,10 @@ async fn a_weak_subscriber_answers_without_twcc_and_reports_its_cap_in_remb() {
     while !p.state.lock().unwrap().rembs.contains(&300_000) {
         assert!(Instant::now() < deadline, "no REMB arrived");
         let now = Instant::now();
-        for l in [p.publish.as_mut(), s.subscribe.as_mut()].into_iter().flatten() {
+        for l in [p.publish.as_mut(), s.subscribe.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let _ = l.pc.handle_timeout(now);
         }
         p.send_media(now);
@@ -345,7 +348,10 @@ async fn a_weak_subscriber_answers_without_twcc_and_reports_its_cap_in_remb() {
         p.drain();
         s.drain();
         tokio::time::sleep(Duration::from_millis(2)).await;
-        for l in [p.publish.as_mut(), s.subscribe.as_mut()].into_iter().flatten() {
+        for l in [p.publish.as_mut(), s.subscribe.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             while let Ok((n, from)) = l.socket.try_recv_from(&mut buf) {
                 l.read(&buf[..n], from);
             }
