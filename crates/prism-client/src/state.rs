@@ -40,9 +40,17 @@ pub struct ReceivedTrack {
     /// payloads' probes say.
     pub layers: BTreeMap<u8, ReceivedLayer>,
     /// Simulcast: the layers in the order they arrived, one run per stretch
-    /// of one layer; a new run is a layer switch.
+    /// of one layer; a new run is a layer switch. At most [`MAX_LAYER_RUNS`]
+    /// (a server that interleaves layers would make one per packet); later
+    /// switches go on extending the last run and counting in
+    /// `layer_switches`.
     pub layer_runs: Vec<LayerRun>,
+    /// Layer switches seen (runs after the first), capped or not.
+    pub layer_switches: u64,
 }
+
+/// How many [`LayerRun`]s a received track keeps.
+pub const MAX_LAYER_RUNS: usize = 4096;
 
 /// One simulcast layer of a received track.
 #[derive(Debug, Clone, Default)]
@@ -98,6 +106,15 @@ impl ReceivedTrack {
             // switch: it fills that run's gap, it is not a switch back.
             runs[n - 2].add(seq);
         } else {
+            if n > 0 {
+                self.layer_switches += 1;
+            }
+            if n >= MAX_LAYER_RUNS {
+                // Bounded memory: the last run takes the packet.
+                runs[n - 1].layer = l.index;
+                runs[n - 1].packets += 1;
+                return;
+            }
             runs.push(LayerRun {
                 layer: l.index,
                 first_seq: seq,
@@ -375,7 +392,7 @@ pub(crate) fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, 
 
 #[cfg(test)]
 mod tests {
-    use super::{LayerTag, ReceivedTrack, SeqWindow};
+    use super::{LayerTag, ReceivedTrack, SeqWindow, MAX_LAYER_RUNS};
 
     #[test]
     fn layer_runs_show_switches_and_loss_within_a_run() {
@@ -431,6 +448,14 @@ mod tests {
         assert_eq!((t.layers[&1].width, t.layers[&1].height), (640, 360));
         assert_eq!(t.layers[&1].keyframes, 1);
         assert_eq!(t.current_layer(), Some(1));
+
+        // Interleaved layers: bounded runs, every switch counted.
+        let mut t = ReceivedTrack::default();
+        for seq in 0..(MAX_LAYER_RUNS as u32 + 100) {
+            t.note_layer(tag((seq % 2) as u8), seq, 10, false);
+        }
+        assert_eq!(t.layer_runs.len(), MAX_LAYER_RUNS);
+        assert_eq!(t.layer_switches, MAX_LAYER_RUNS as u64 + 99);
     }
 
     #[test]
