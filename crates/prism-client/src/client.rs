@@ -1,47 +1,39 @@
 //! A whole participant, driven by one task.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use bytes::{Bytes, BytesMut};
 use prism_signal::{
-    Answer, Candidate, ClientMessage, ErrorBody, Join, Leg, MidTrack, Offer, ServerMessage,
-    TrackDecl, TrackRef, TrackSource,
+    Answer, Candidate, ClientMessage, Join, Leg, MidTrack, Offer, ServerMessage, TrackDecl,
+    TrackRef, TrackSettings,
 };
-use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{
-    MediaEngine, MIME_TYPE_OPUS, MIME_TYPE_VP8,
-};
-use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8;
 use rtc::peer_connection::event::RTCPeerConnectionEvent;
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtcp::goodbye::Goodbye;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
-use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::histogram::Histogram;
-use crate::payload::{now_us, video_continuation_prefix, video_prefix, Probe};
+mod http;
+mod publish;
+
+use publish::OutTrack;
+pub use publish::{LayerSpec, SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
+
+use crate::leg::{redirect_candidates, LegConn, LegSetup};
+use crate::payload::now_us;
 use crate::signaling::Signaling;
+use crate::state::{record, ClientState};
 
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -81,6 +73,20 @@ pub struct ClientOptions {
     /// Keep every received packet's sequence, probe and latency (tests
     /// assert on them). Off for load: counters and a latency histogram only.
     pub record_packets: bool,
+    /// Publish the video as rid simulcast with these layers, lowest first
+    /// (e.g. [`LayerSpec::three`]), as browsers do: one m-section, one SSRC
+    /// per layer, mid and rid on every packet, no RTX. Each layer's frames
+    /// follow its own bitrate (`video_bitrate` is for single-stream video).
+    /// None (or fewer than two layers): one stream.
+    pub simulcast: Option<Vec<LayerSpec>>,
+    /// Follow the server's `layers_wanted` (dynacast): stop sending the
+    /// layers it does not list, resume them when it lists them again.
+    pub dynacast: bool,
+    /// A weak subscriber: the subscribe leg does not negotiate transport-cc
+    /// and reports this estimate (bits/s) in a REMB every second, so the
+    /// server's allocator sees a link of this size. Nothing is throttled:
+    /// the server is trusted to stay within it.
+    pub max_receive_bitrate: Option<u64>,
 }
 
 impl ClientOptions {
@@ -105,187 +111,10 @@ impl ClientOptions {
             bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             video_bitrate: None,
             record_packets: true,
+            simulcast: None,
+            dynacast: true,
+            max_receive_bitrate: None,
         }
-    }
-}
-
-/// What one subscribed track delivered.
-#[derive(Debug, Clone, Default)]
-pub struct ReceivedTrack {
-    pub track_id: String,
-    pub packets: u64,
-    /// Payloads whose bytes did not verify.
-    pub corrupt: u64,
-    /// RTP sequence numbers as received on the subscribe leg.
-    pub rtp_seqs: Vec<u16>,
-    /// RTP SSRCs seen on the subscribe leg.
-    pub ssrcs: Vec<u32>,
-    /// (sender, probe sequence) of each verified payload.
-    pub probes: Vec<(u32, u32)>,
-    pub video: bool,
-    /// One-way delay per packet, µs (same clock on loopback).
-    pub latencies_us: Vec<u64>,
-    /// The first bytes of the first payload received (its codec descriptor).
-    pub first_payload: Vec<u8>,
-    /// Probe sequence numbers of the keyframes received.
-    pub keyframes: Vec<u32>,
-    /// The latest packet's RTP timestamp and its probe's send time (µs since
-    /// the UNIX epoch), to check sender reports against.
-    pub last_rtp: Option<(u32, u64)>,
-    /// Probe sequences seen lately, to tell a retransmitted copy from a new
-    /// packet.
-    pub seen: SeqWindow,
-}
-
-/// The highest probe sequence seen and which of the 127 before it arrived
-/// (bit k: `highest - k`).
-#[derive(Debug, Clone, Default)]
-pub struct SeqWindow {
-    highest: Option<u32>,
-    bits: u128,
-}
-
-impl SeqWindow {
-    /// Records `seq`; false if it was seen already.
-    pub fn insert(&mut self, seq: u32) -> bool {
-        let Some(h) = self.highest else {
-            self.highest = Some(seq);
-            self.bits = 1;
-            return true;
-        };
-        if seq > h {
-            self.bits = self.bits.checked_shl(seq - h).unwrap_or(0) | 1;
-            self.highest = Some(seq);
-            return true;
-        }
-        let Some(bit) = 1u128.checked_shl(h - seq) else {
-            return true; // too old to tell: count it
-        };
-        let new = self.bits & bit == 0;
-        self.bits |= bit;
-        new
-    }
-}
-
-impl ReceivedTrack {
-    /// Fraction of the sender's packets that arrived, over the span this
-    /// receiver saw. Video counts from the second keyframe it saw, so the
-    /// ratio measures steady forwarding only (how a subscriber starts, from
-    /// the server's keyframe cache or a requested keyframe, has its own
-    /// tests).
-    pub fn delivered_ratio(&self) -> f64 {
-        match self.steady_span() {
-            Some((span, got)) => got as f64 / span as f64,
-            None => 0.0,
-        }
-    }
-
-    /// Probes missing inside the same span as [`Self::delivered_ratio`];
-    /// `u64::MAX` when nothing arrived.
-    pub fn missing(&self) -> u64 {
-        match self.steady_span() {
-            Some((span, got)) => span - got,
-            None => u64::MAX,
-        }
-    }
-
-    /// (probes the sender sent over the span this receiver saw, probes that
-    /// arrived), video from the second keyframe.
-    fn steady_span(&self) -> Option<(u64, u64)> {
-        let from = if self.video {
-            self.keyframes.get(1).copied().unwrap_or(0)
-        } else {
-            0
-        };
-        let seqs: std::collections::BTreeSet<u32> = self
-            .probes
-            .iter()
-            .map(|(_, s)| *s)
-            .filter(|s| *s >= from)
-            .collect();
-        let (first, last) = (seqs.first()?, seqs.last()?);
-        Some((u64::from(last - first) + 1, seqs.len() as u64))
-    }
-}
-
-/// Everything the client saw, for tests to assert on.
-#[derive(Debug, Clone, Default)]
-pub struct ClientState {
-    pub participant_id: Option<String>,
-    /// Every server message, in order.
-    pub messages: Vec<ServerMessage>,
-    pub errors: Vec<ErrorBody>,
-    pub received: HashMap<String, ReceivedTrack>,
-    /// Track ids the server gave our published m-sections.
-    pub published: Vec<MidTrack>,
-    pub sent_audio: u32,
-    pub sent_video: u32,
-    pub publish_connected: bool,
-    pub subscribe_connected: bool,
-    /// Every `a=candidate` line the server sent, on either leg.
-    pub server_candidates: Vec<String>,
-    /// The server's ICE credentials (ufrag, pwd) of each leg, from its SDP:
-    /// for tests that play an attacker who saw it.
-    pub server_ice: Vec<(String, String)>,
-    /// Times a leg left the connected state (ICE or DTLS trouble, or close).
-    pub disconnects: u32,
-    /// Subscribe-leg offers received.
-    pub offers: u32,
-    /// Keyframe requests (PLI/FIR) received on the publish leg.
-    pub keyframe_requests: u32,
-    /// Keyframes sent.
-    pub keyframes_sent: u32,
-    /// REMB bitrates (bits/s) the server sent to this publisher.
-    pub rembs: Vec<u64>,
-    /// WHIP/WHEP: when the offer was POSTed, and the session URL.
-    pub posted_at: Option<Instant>,
-    pub session_url: Option<String>,
-    /// WHIP/WHEP: the `Link` header values of the POST answer (ICE
-    /// servers, the WHEP events extension).
-    pub links: Vec<String>,
-    /// WHIP/WHEP: the status of the DELETE sent by `Leave`.
-    pub delete_status: Option<u16>,
-    /// When the first media packet arrived on the subscribe leg.
-    pub first_packet_at: Option<Instant>,
-    /// Sender reports received on the subscribe leg: (SSRC, NTP time, RTP
-    /// time, packet count, when received as µs since the UNIX epoch).
-    pub sender_reports: Vec<(u32, u64, u32, u32, u64)>,
-    /// SSRCs the server ended with RTCP BYE on the subscribe leg.
-    pub byes: Vec<u32>,
-    /// The signaling socket closed.
-    pub closed: bool,
-    /// Media packets received on the subscribe leg, all tracks, each probe
-    /// once (a retransmitted copy counts in `duplicates_in`).
-    pub packets_in: u64,
-    pub duplicates_in: u64,
-    /// Their payload bytes.
-    pub bytes_in: u64,
-    /// One-way delay (publisher's send time to receipt) of verified payloads.
-    pub latency: Histogram,
-    /// Janus: this publisher's feed id in its VideoRoom.
-    pub janus_feed: Option<u64>,
-}
-
-impl ClientState {
-    /// Track ids of other participants currently published, from events.
-    pub fn remote_tracks(&self) -> Vec<String> {
-        let mut live: Vec<String> = Vec::new();
-        for m in &self.messages {
-            match m {
-                ServerMessage::Joined(j) => {
-                    for p in &j.participants {
-                        live.extend(p.tracks.iter().map(|t| t.id.clone()));
-                    }
-                }
-                ServerMessage::ParticipantJoined(p) => {
-                    live.extend(p.participant.tracks.iter().map(|t| t.id.clone()))
-                }
-                ServerMessage::TrackPublished(t) => live.push(t.track.id.clone()),
-                ServerMessage::TrackUnpublished(t) => live.retain(|x| *x != t.track_id),
-                _ => {}
-            }
-        }
-        live
     }
 }
 
@@ -304,6 +133,12 @@ pub enum ClientCommand {
     Stall(Duration),
     /// Send any message.
     Send(ClientMessage),
+    /// Send `track_settings`: what this subscriber wants of a track
+    /// (quality, size, on/off).
+    TrackSettings(TrackSettings),
+    /// Change the estimate a weak subscriber reports in its REMB (bits/s);
+    /// only for a client started with `max_receive_bitrate`.
+    SetReceiveBitrate(u64),
 }
 
 pub struct MediaClient {
@@ -415,113 +250,6 @@ impl MediaClient {
     }
 }
 
-/// One peer connection on its own socket.
-struct LegConn {
-    pc: RTCPeerConnection,
-    socket: UdpSocket,
-    local: SocketAddr,
-    connected: bool,
-}
-
-impl LegConn {
-    async fn new(ip: IpAddr) -> anyhow::Result<LegConn> {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await?;
-        let local = socket.local_addr()?;
-        let se = SettingEngineBuilder::new()
-            .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-            // The engine paces connectivity checks 200 ms apart by default, so
-            // nomination (and DTLS after it) waits a tick; browsers check far
-            // faster. 20 ms keeps setup times comparable to theirs.
-            .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
-            .build();
-        let mut me = MediaEngine::default();
-        me.register_default_codecs()?;
-        // Inbound RTCP (PLI, FIR, NACK, REMB) must reach poll_read.
-        let registry = prism_rtc::interceptors(&mut me)?;
-        let mut pc = RTCPeerConnectionBuilder::new()
-            .with_configuration(RTCConfigurationBuilder::new().build())
-            .with_setting_engine(se)
-            .with_media_engine(me)
-            .with_interceptor_registry(registry)
-            .build(Instant::now())?;
-        let host = CandidateHostConfig {
-            base_config: CandidateConfig {
-                network: "udp".to_owned(),
-                address: local.ip().to_string(),
-                port: local.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host()?;
-        pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
-        Ok(LegConn {
-            pc,
-            socket,
-            local,
-            connected: false,
-        })
-    }
-
-    /// Creates and applies an offer; returns its SDP.
-    fn offer(&mut self) -> anyhow::Result<String> {
-        let offer = self.pc.create_offer(None)?;
-        self.pc.set_local_description(Instant::now(), offer)?;
-        Ok(self
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local offer"))?
-            .sdp)
-    }
-
-    /// Applies a remote offer and returns our answer.
-    fn answer(&mut self, offer: String) -> anyhow::Result<String> {
-        let now = Instant::now();
-        self.pc
-            .set_remote_description(now, RTCSessionDescription::offer(offer)?)?;
-        let answer = self.pc.create_answer(None)?;
-        self.pc.set_local_description(now, answer)?;
-        Ok(self
-            .pc
-            .local_description()
-            .ok_or_else(|| anyhow!("no local answer"))?
-            .sdp)
-    }
-
-    fn read(&mut self, data: &[u8], from: SocketAddr) {
-        let msg = TaggedBytesMut {
-            now: Instant::now(),
-            transport: TransportContext {
-                local_addr: self.local,
-                peer_addr: from,
-                ecn: None,
-                transport_protocol: TransportProtocol::UDP,
-            },
-            message: BytesMut::from(data),
-        };
-        if let Err(e) = self.pc.handle_read(msg) {
-            tracing::trace!("client handle_read: {e}");
-        }
-    }
-}
-
-struct OutTrack {
-    sender: RTCRtpSenderId,
-    ssrc: u32,
-    video: bool,
-    pt: Option<u8>,
-    rtp_seq: u16,
-    probe_seq: u32,
-    ts: u32,
-    next_at: Instant,
-    interval: Duration,
-    bytes: usize,
-    /// The next video frame is a keyframe.
-    key_due: bool,
-    last_key_at: Option<Instant>,
-}
-
 /// How the client negotiates.
 #[derive(Debug, Clone)]
 enum Mode {
@@ -552,6 +280,9 @@ struct Driver {
     subscribe: Option<LegConn>,
     out: Vec<OutTrack>,
     frozen: bool,
+    /// A weak subscriber's next REMB, and the estimate it reports.
+    next_remb_at: Option<Instant>,
+    receive_bitrate: Option<u64>,
 }
 
 impl Driver {
@@ -571,23 +302,8 @@ impl Driver {
             Mode::Janus { feed } => feed,
             _ => None,
         };
-        let mut d = Driver {
-            opts,
-            mode,
-            sig,
-            session_url: None,
-            // No request may hang a test or a load run forever.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(20))
-                .build()?,
-            janus,
-            state,
-            cmds,
-            publish: None,
-            subscribe: None,
-            out: Vec::new(),
-            frozen: false,
-        };
+        let mut d = Driver::idle(opts, mode, sig, state, cmds)?;
+        d.janus = janus;
         if let Some(feed) = janus_feed {
             d.start_janus_viewing(feed).await?;
         } else if viewing {
@@ -598,87 +314,54 @@ impl Driver {
         Ok(d)
     }
 
-    async fn start_publishing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
-        let now = Instant::now();
-        let mut specs: Vec<(bool, String, u32, u16, String)> = Vec::new();
-        if self.opts.publish_audio {
-            let fmtp = "minptime=10;useinbandfec=1".to_owned();
-            specs.push((false, MIME_TYPE_OPUS.to_owned(), 48_000, 2, fmtp));
-        }
-        if self.opts.publish_video {
-            let (mime, fmtp) = self.opts.video_codec.clone();
-            specs.push((true, mime, 90_000, 0, fmtp));
-        }
-        for (video, mime, clock_rate, channels, fmtp) in specs {
-            let ssrc = rand::random::<u32>();
-            let kind = if video {
-                RtpCodecKind::Video
-            } else {
-                RtpCodecKind::Audio
-            };
-            let track = MediaStreamTrack::new(
-                format!("stream-{}", self.opts.sender_id),
-                format!(
-                    "{}-{}",
-                    if video { "video" } else { "audio" },
-                    self.opts.sender_id
-                ),
-                "synthetic".to_owned(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(ssrc),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: mime,
-                        clock_rate,
-                        channels,
-                        sdp_fmtp_line: fmtp,
-                        rtcp_feedback: vec![],
-                    },
-                    ..Default::default()
-                }],
-            );
-            let sender = leg.pc.add_track(track)?;
-            self.out.push(OutTrack {
-                sender,
-                ssrc,
-                video,
-                pt: None,
-                rtp_seq: rand::random(),
-                probe_seq: 0,
-                ts: rand::random(),
-                next_at: now,
-                interval: if video {
-                    self.opts.video_interval
-                } else {
-                    self.opts.audio_interval
-                },
-                key_due: true,
-                last_key_at: None,
-                bytes: if video {
-                    self.opts.video_bytes
-                } else {
-                    self.opts.audio_bytes
-                },
-            });
-        }
+    /// A driver with no leg yet.
+    fn idle(
+        opts: ClientOptions,
+        mode: Mode,
+        sig: Option<Signaling>,
+        state: Arc<Mutex<ClientState>>,
+        cmds: mpsc::Receiver<ClientCommand>,
+    ) -> anyhow::Result<Driver> {
+        Ok(Driver {
+            receive_bitrate: opts.max_receive_bitrate,
+            opts,
+            mode,
+            sig,
+            session_url: None,
+            // No request may hang a test or a load run forever.
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()?,
+            janus: None,
+            state,
+            cmds,
+            publish: None,
+            subscribe: None,
+            out: Vec::new(),
+            frozen: false,
+            next_remb_at: None,
+        })
+    }
+
+    /// Creates the publish leg with its tracks; returns its offer and the
+    /// tracks' declaration.
+    async fn publish_offer(&mut self) -> anyhow::Result<(String, Vec<TrackDecl>)> {
+        let setup = LegSetup {
+            // Simulcast: no RTX for the video (see `publish`).
+            only_video_codec: publish::simulcast_layers(&self.opts)
+                .map(|_| self.opts.video_codec.clone()),
+            no_twcc: false,
+        };
+        let mut leg = LegConn::new(self.opts.bind_ip, &setup).await?;
+        self.add_published_tracks(&mut leg)?;
         let sdp = leg.offer()?;
-        let tracks = crate::client::mids(&sdp)
-            .into_iter()
-            .map(|(mid, video)| TrackDecl {
-                mid,
-                source: if video {
-                    TrackSource::Camera
-                } else {
-                    TrackSource::Microphone
-                },
-                layers: Vec::new(),
-            })
-            .collect();
+        let tracks = self.track_decls(&sdp);
         self.publish = Some(leg);
+        Ok((sdp, tracks))
+    }
+
+    async fn start_publishing(&mut self) -> anyhow::Result<()> {
+        let (sdp, tracks) = self.publish_offer().await?;
         match self.mode {
             Mode::Socket => {
                 self.signaling()?
@@ -705,92 +388,6 @@ impl Driver {
         Ok(())
     }
 
-    /// Janus: subscribe to `feed`, answer Janus's offer, start.
-    async fn start_janus_viewing(&mut self, feed: u64) -> anyhow::Result<()> {
-        let janus = self.janus.as_ref().expect("attached in new");
-        let room = janus_room(&self.opts.room)?;
-        let offer = janus.subscribe(room, feed).await?;
-        self.note_candidates(&offer);
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
-        let sdp = leg.answer(offer).context("janus offer")?;
-        self.subscribe = Some(leg);
-        janus.start(room, sdp).await
-    }
-
-    /// WHEP: one recvonly audio and one recvonly video section, offered by
-    /// POST; the answer carries the server's tracks.
-    async fn start_viewing(&mut self) -> anyhow::Result<()> {
-        let mut leg = LegConn::new(self.opts.bind_ip).await?;
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            leg.pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
-        let sdp = leg.offer()?;
-        self.subscribe = Some(leg);
-        let mut answer = self.post_offer("whep", sdp).await?;
-        self.note_candidates(&answer);
-        if let Some(via) = self.opts.media_via {
-            answer = redirect_candidates(&answer, via);
-        }
-        let leg = self.subscribe.as_mut().expect("set just above");
-        leg.pc
-            .set_remote_description(Instant::now(), RTCSessionDescription::answer(answer)?)
-            .context("WHEP answer")?;
-        Ok(())
-    }
-
-    /// POSTs an offer to `{url}/{whip|whep}/{room}`; returns the answer and
-    /// keeps the session URL.
-    async fn post_offer(&mut self, endpoint: &str, sdp: String) -> anyhow::Result<String> {
-        let mut url = format!("{}/{endpoint}/{}", self.opts.url, self.opts.room);
-        if let Mode::Whep {
-            participant: Some(p),
-        } = &self.mode
-        {
-            url.push_str(&format!("?participant={p}"));
-        }
-        self.state.lock().expect("state lock").posted_at = Some(Instant::now());
-        let mut req = self
-            .http
-            .post(&url)
-            .header("Content-Type", "application/sdp");
-        if let Some(t) = &self.opts.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .body(sdp)
-            .send()
-            .await
-            .with_context(|| format!("POST {url}"))?;
-        let status = resp.status();
-        let location = resp
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let links: Vec<String> = resp
-            .headers()
-            .get_all("link")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .collect();
-        let body = resp.text().await?;
-        if status.as_u16() != 201 {
-            bail!("POST {url}: {status}: {body}");
-        }
-        self.state.lock().expect("state lock").links = links;
-        let location = location.ok_or_else(|| anyhow!("201 without Location"))?;
-        self.session_url = Some(format!("{}{location}", self.opts.url));
-        self.state.lock().expect("state lock").session_url = self.session_url.clone();
-        Ok(body)
-    }
-
     fn signaling(&mut self) -> anyhow::Result<&mut Signaling> {
         self.sig
             .as_mut()
@@ -813,21 +410,53 @@ impl Driver {
         leg.pc
             .set_remote_description(Instant::now(), RTCSessionDescription::answer(sdp)?)
             .context("publish answer")?;
-        for o in &mut self.out {
-            if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                let (mime, fmtp) = if o.video {
-                    (
-                        self.opts.video_codec.0.as_str(),
-                        self.opts.video_codec.1.as_str(),
-                    )
-                } else {
-                    (MIME_TYPE_OPUS, "")
-                };
-                o.pt = pick_payload_type(&s.get_parameters().rtp_parameters.codecs, mime, fmtp);
-            }
-        }
+        self.learn_send_parameters();
         self.state.lock().expect("state lock").published = tracks;
         Ok(())
+    }
+
+    /// How a receiving leg is set up: a weak subscriber reports its cap in
+    /// REMB, which the server only reads when no TWCC feedback arrives.
+    fn receive_setup(&self) -> LegSetup {
+        LegSetup {
+            only_video_codec: None,
+            no_twcc: self.opts.max_receive_bitrate.is_some(),
+        }
+    }
+
+    /// A weak subscriber's REMB, once a second while its subscribe leg is
+    /// up, naming the SSRCs it receives.
+    fn send_remb(&mut self, now: Instant) {
+        let (Some(bps), Some(due)) = (self.receive_bitrate, self.next_remb_at) else {
+            return;
+        };
+        if now < due {
+            return;
+        }
+        self.next_remb_at = Some(now + Duration::from_secs(1));
+        let Some(leg) = self.subscribe.as_mut().filter(|l| l.connected) else {
+            return;
+        };
+        let ssrcs: Vec<u32> = {
+            let st = self.state.lock().expect("state lock");
+            st.received
+                .values()
+                .flat_map(|t| t.ssrcs.iter().copied())
+                .collect()
+        };
+        let remb = ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 1,
+            bitrate: bps as f32,
+            ssrcs,
+        };
+        let Some(id) = leg.pc.get_receivers().next() else {
+            return;
+        };
+        if let Some(mut r) = leg.pc.rtp_receiver(id) {
+            if r.write_rtcp(now, vec![Box::new(remb)]).is_ok() {
+                self.state.lock().expect("state lock").rembs_sent += 1;
+            }
+        }
     }
 
     async fn run(mut self) -> anyhow::Result<()> {
@@ -849,6 +478,9 @@ impl Driver {
                 for o in &self.out {
                     deadline = deadline.min(o.next_at);
                 }
+            }
+            if let Some(t) = self.next_remb_at {
+                deadline = deadline.min(t);
             }
             let pub_sock = self.publish.as_ref().map(|l| &l.socket);
             let sub_sock = self.subscribe.as_ref().map(|l| &l.socket);
@@ -883,6 +515,7 @@ impl Driver {
                         let _ = l.pc.handle_timeout(now);
                     }
                     self.send_media(now);
+                    self.send_remb(now);
                 }
             }
         };
@@ -893,6 +526,15 @@ impl Driver {
     fn drain(&mut self) {
         let state = &self.state;
         let full = self.opts.record_packets;
+        let mut requests: Vec<u32> = Vec::new();
+        if self.receive_bitrate.is_some()
+            && self.next_remb_at.is_none()
+            && self.subscribe.as_ref().is_some_and(|l| l.connected)
+        {
+            // The first REMB as soon as the leg is up: the server's
+            // allocator should never see this subscriber uncapped.
+            self.next_remb_at = Some(Instant::now());
+        }
         for (is_pub, leg) in [
             (true, self.publish.as_mut()),
             (false, self.subscribe.as_mut()),
@@ -923,8 +565,6 @@ impl Driver {
                         st.first_packet_at.get_or_insert_with(Instant::now);
                         record(&mut st, track_id, &pkt, full);
                     }
-                    // A keyframe request for one of our streams: the next
-                    // frame is a keyframe, as a real encoder would do.
                     RTCMessage::RtcpPacket(_, pkts) if !is_pub => {
                         let mut st = state.lock().expect("state lock");
                         for p in &pkts {
@@ -963,105 +603,18 @@ impl Driver {
                                 } else {
                                     continue;
                                 };
-                            let answer = self.opts.answer_keyframe_requests;
-                            for o in self
-                                .out
-                                .iter_mut()
-                                .filter(|o| o.video && ssrcs.contains(&o.ssrc))
-                            {
-                                o.key_due |= answer;
-                                state.lock().expect("state lock").keyframe_requests += 1;
-                            }
+                            requests.extend(ssrcs);
                         }
                     }
                     _ => {}
                 }
             }
         }
-    }
-
-    fn send_media(&mut self, now: Instant) {
-        if self.frozen {
-            return;
+        // A keyframe request for one of our streams: the next frame of
+        // that stream is a keyframe, as a real encoder would do.
+        if !requests.is_empty() {
+            self.on_keyframe_request(&requests);
         }
-        let Some(leg) = self.publish.as_mut() else {
-            return;
-        };
-        if !leg.connected {
-            return;
-        }
-        let mut sent = (0, 0);
-        let mut keys = 0;
-        for o in &mut self.out {
-            let Some(pt) = o.pt else { continue };
-            while o.next_at <= now {
-                o.next_at += o.interval;
-                let key = o.video
-                    && (o.key_due
-                        || o.last_key_at
-                            .is_none_or(|t| now.duration_since(t) >= self.opts.keyframe_interval));
-                if key {
-                    o.key_due = false;
-                    o.last_key_at = Some(now);
-                    keys += 1;
-                }
-                o.ts = o.ts.wrapping_add(if o.video {
-                    90 * o.interval.as_millis() as u32
-                } else {
-                    48 * o.interval.as_millis() as u32
-                });
-                // This frame's packets: one, or a frame's worth at the bitrate.
-                let packets = match (o.video, self.opts.video_bitrate) {
-                    (true, Some(bps)) => {
-                        let frame = (u64::from(bps) * o.interval.as_micros() as u64 / 8_000_000)
-                            as usize
-                            * if key { 3 } else { 1 };
-                        frame.div_ceil(o.bytes).max(1)
-                    }
-                    _ => 1,
-                };
-                for i in 0..packets {
-                    let probe = Probe {
-                        sender: self.opts.sender_id,
-                        video: o.video,
-                        seq: o.probe_seq,
-                        sent_at_us: now_us(),
-                    };
-                    o.probe_seq += 1;
-                    let prefix: &[u8] = match (o.video, i) {
-                        (false, _) => &[],
-                        (true, 0) => video_prefix(&self.opts.video_codec.0, key),
-                        (true, _) => video_continuation_prefix(&self.opts.video_codec.0, key),
-                    };
-                    o.rtp_seq = o.rtp_seq.wrapping_add(1);
-                    let pkt = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            marker: o.video && i + 1 == packets,
-                            payload_type: pt,
-                            sequence_number: o.rtp_seq,
-                            timestamp: o.ts,
-                            ssrc: o.ssrc,
-                            ..Default::default()
-                        },
-                        payload: Bytes::from(probe.encode(prefix, o.bytes)),
-                    };
-                    if let Some(mut s) = leg.pc.rtp_sender(o.sender) {
-                        if s.write_rtp(now, pkt).is_ok() {
-                            if o.video {
-                                sent.1 += 1;
-                            } else {
-                                sent.0 += 1;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let mut st = self.state.lock().expect("state lock");
-        st.sent_audio += sent.0;
-        st.sent_video += sent.1;
-        st.keyframes_sent += keys;
     }
 
     async fn on_command(&mut self, c: ClientCommand) -> anyhow::Result<()> {
@@ -1105,6 +658,18 @@ impl Driver {
             }
             ClientCommand::Stall(d) => tokio::time::sleep(d).await,
             ClientCommand::Send(m) => self.signaling()?.send(m).await?,
+            ClientCommand::TrackSettings(t) => {
+                self.signaling()?
+                    .send(ClientMessage::TrackSettings(t))
+                    .await?
+            }
+            ClientCommand::SetReceiveBitrate(bps) => {
+                if self.receive_bitrate.is_some() {
+                    self.receive_bitrate = Some(bps);
+                    // Say it now, not at the next tick.
+                    self.next_remb_at = self.next_remb_at.map(|_| Instant::now());
+                }
+            }
         }
         Ok(())
     }
@@ -1113,9 +678,22 @@ impl Driver {
         {
             let mut st = self.state.lock().expect("state lock");
             st.messages.push(msg.clone());
-            if let ServerMessage::Error(e) = &msg {
-                st.errors.push(e.clone());
+            match &msg {
+                ServerMessage::Error(e) => st.errors.push(e.clone()),
+                ServerMessage::TrackPaused(p) => {
+                    st.paused_tracks.insert(p.track_id.clone());
+                    st.track_pauses += 1;
+                }
+                ServerMessage::TrackResumed(r) => {
+                    st.paused_tracks.remove(&r.track_id);
+                    st.track_resumes += 1;
+                }
+                ServerMessage::LayersWanted(w) => st.layers_wanted.push(w.clone()),
+                _ => {}
             }
+        }
+        if let ServerMessage::LayersWanted(w) = &msg {
+            self.on_layers_wanted(w);
         }
         match msg {
             ServerMessage::Answer(a) if a.leg == Leg::Publish && !self.frozen => {
@@ -1127,7 +705,8 @@ impl Driver {
                     o.sdp = redirect_candidates(&o.sdp, via);
                 }
                 if self.subscribe.is_none() {
-                    self.subscribe = Some(LegConn::new(self.opts.bind_ip).await?);
+                    self.subscribe =
+                        Some(LegConn::new(self.opts.bind_ip, &self.receive_setup()).await?);
                 }
                 let leg = self.subscribe.as_mut().expect("created just above");
                 let sdp = leg.answer(o.sdp).context("subscribe offer")?;
@@ -1170,152 +749,10 @@ impl Driver {
     }
 }
 
-fn record(st: &mut ClientState, track_id: String, pkt: &rtp::Packet, full: bool) {
-    let probe = Probe::decode(&pkt.payload);
-    let ClientState {
-        received,
-        packets_in,
-        duplicates_in,
-        bytes_in,
-        latency,
-        ..
-    } = st;
-    let t = received
-        .entry(track_id)
-        .or_insert_with_key(|id| ReceivedTrack {
-            track_id: id.clone(),
-            ..Default::default()
-        });
-    if probe.as_ref().map_or(true, |p| t.seen.insert(p.seq)) {
-        *packets_in += 1;
-        *bytes_in += pkt.payload.len() as u64;
-        if let Ok(p) = &probe {
-            latency.record(now_us().saturating_sub(p.sent_at_us));
-        }
-    } else {
-        *duplicates_in += 1;
-    }
-    t.packets += 1;
-    if t.first_payload.is_empty() {
-        t.first_payload = pkt.payload.iter().take(4).copied().collect();
-    }
-    if full {
-        t.rtp_seqs.push(pkt.header.sequence_number);
-    }
-    if !t.ssrcs.contains(&pkt.header.ssrc) {
-        t.ssrcs.push(pkt.header.ssrc);
-    }
-    match probe {
-        Ok(p) => {
-            t.video = p.video;
-            t.last_rtp = Some((pkt.header.timestamp, p.sent_at_us));
-            if crate::payload::is_key_payload(&pkt.payload) {
-                t.keyframes.push(p.seq);
-            }
-            if full {
-                t.probes.push((p.sender, p.seq));
-                t.latencies_us.push(now_us().saturating_sub(p.sent_at_us));
-            }
-        }
-        Err(_) => t.corrupt += 1,
-    }
-}
-
-/// An SDP offer like a WHIP publisher's (`tracks` sendonly tracks, Opus then
-/// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
-/// video). For conformance tests: nobody answers it.
-pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
-    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-    if viewer {
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            leg.pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
-    } else {
-        for i in 0..tracks {
-            let video = i % 2 == 1;
-            let (kind, mime, clock_rate, channels) = if video {
-                (RtpCodecKind::Video, MIME_TYPE_VP8, 90_000, 0)
-            } else {
-                (RtpCodecKind::Audio, MIME_TYPE_OPUS, 48_000, 2)
-            };
-            let track = MediaStreamTrack::new(
-                "s".into(),
-                format!("t{i}"),
-                "sample".into(),
-                kind,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters {
-                        ssrc: Some(rand::random()),
-                        ..Default::default()
-                    },
-                    codec: RTCRtpCodec {
-                        mime_type: mime.into(),
-                        clock_rate,
-                        channels,
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                }],
-            );
-            // Sendonly, as WHIP clients offer.
-            leg.pc.add_transceiver_from_track(
-                track,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
-    }
-    leg.offer()
-}
-
-/// Points every `a=candidate` line at `via` (address and port).
+/// The numeric Janus VideoRoom id of `room`.
 fn janus_room(room: &str) -> anyhow::Result<u64> {
     room.parse()
         .map_err(|_| anyhow!("a Janus VideoRoom room id is a number, not {room:?}"))
-}
-
-fn redirect_candidates(sdp: &str, via: SocketAddr) -> String {
-    let mut out = String::with_capacity(sdp.len());
-    for line in sdp.lines() {
-        let line = line.trim_end_matches('\r');
-        if line.starts_with("a=candidate:") {
-            let mut f: Vec<String> = line.split(' ').map(str::to_owned).collect();
-            if f.len() > 5 {
-                f[4] = via.ip().to_string();
-                f[5] = via.port().to_string();
-            }
-            out.push_str(&f.join(" "));
-        } else {
-            out.push_str(line);
-        }
-        out.push_str("\r\n");
-    }
-    out
-}
-
-/// The payload type for a codec: same MIME type and fmtp, else same MIME type.
-fn pick_payload_type(
-    codecs: &[rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters],
-    mime: &str,
-    fmtp: &str,
-) -> Option<u8> {
-    let same_mime = |c: &&rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters| {
-        c.rtp_codec.mime_type.eq_ignore_ascii_case(mime)
-    };
-    codecs
-        .iter()
-        .filter(same_mime)
-        .find(|c| fmtp.is_empty() || c.rtp_codec.sdp_fmtp_line == fmtp)
-        .or_else(|| codecs.iter().find(same_mime))
-        .map(|c| c.payload_type)
 }
 
 async fn recv_sig(
@@ -1334,46 +771,5 @@ async fn recv_opt(s: Option<&UdpSocket>, buf: &mut [u8]) -> Option<(usize, Socke
     }
 }
 
-/// (mid, is_video) of each audio/video m-section.
-pub(crate) fn mids(sdp: &str) -> Vec<(String, bool)> {
-    let mut out = Vec::new();
-    let mut video = None;
-    for l in sdp.lines().map(str::trim_end) {
-        if let Some(m) = l.strip_prefix("m=") {
-            video = if m.starts_with("video") {
-                Some(true)
-            } else if m.starts_with("audio") {
-                Some(false)
-            } else {
-                None
-            };
-        } else if let (Some(mid), Some(v)) = (l.strip_prefix("a=mid:"), video) {
-            out.push((mid.to_owned(), v));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
-mod tests {
-    use super::SeqWindow;
-
-    #[test]
-    fn seq_window_tells_copies_from_new_packets() {
-        let mut w = SeqWindow::default();
-        assert!(w.insert(10));
-        assert!(!w.insert(10));
-        assert!(w.insert(12));
-        assert!(w.insert(11)); // late, not a copy
-        assert!(!w.insert(11));
-        assert!(w.insert(300)); // a jump past the window
-        assert!(!w.insert(300));
-        assert!(w.insert(299));
-        assert!(w.insert(12)); // too old to tell: counted
-        for s in 301..1000 {
-            assert!(w.insert(s));
-        }
-        assert!(!w.insert(999 - 127));
-        assert!(w.insert(999 - 128)); // just past the window: counted
-    }
-}
+mod tests;

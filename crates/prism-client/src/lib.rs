@@ -8,20 +8,29 @@
 //!   connection is an `rtc` sans-I/O core on its own loopback UDP socket,
 //!   driven by one task.
 //!
-//! Synthetic payloads carry (sender, track kind, sequence, send time) and a
-//! deterministic filler, so a receiver can prove the bytes arrived intact and
-//! measure latency without decoding.
+//! Synthetic payloads carry (sender, track kind, sequence, send time, and
+//! for simulcast the layer and its picture size) and a deterministic filler,
+//! so a receiver can prove the bytes arrived intact, measure latency and
+//! tell which layer it gets without decoding (see [`payload`]).
+//!
+//! Simulcast: [`ClientOptions::simulcast`] publishes the video as rid layers
+//! exactly as browsers do ([`LayerSpec::three`]); each received track keeps
+//! per-layer counts and the order of layers ([`ReceivedTrack::layers`],
+//! [`ReceivedTrack::layer_runs`]); [`ClientOptions::max_receive_bitrate`]
+//! makes a weak subscriber the server's allocator must fit.
 
 pub mod client;
 pub mod events;
 pub mod histogram;
 pub mod janus;
+mod leg;
 pub mod payload;
 pub mod signaling;
+pub mod state;
 
-pub use client::{
-    sample_offer, ClientCommand, ClientOptions, ClientState, MediaClient, ReceivedTrack,
-};
+pub use client::{ClientCommand, ClientOptions, LayerSpec, MediaClient};
 pub use histogram::Histogram;
-pub use payload::{Probe, ProbeError};
+pub use leg::sample_offer;
+pub use payload::{LayerTag, Probe, ProbeError};
 pub use signaling::Signaling;
+pub use state::{ClientState, LayerRun, ReceivedLayer, ReceivedTrack, SentLayer, SeqWindow};

@@ -6,16 +6,29 @@
 //! their own UDP sockets, ICE, DTLS, SRTP) that publishes synthetic Opus and
 //! VP8 (a send timestamp and sequence in every payload) and counts, verifies
 //! and times what it receives, without decoding. See docs/performance.md.
+//!
+//! **Simulcast** (Prism only). `--simulcast` makes every publisher send its
+//! video as three rid layers (q 320×180 150 kbit/s, h 640×360 500 kbit/s,
+//! f 1280×720 1.5 Mbit/s) the way a browser does; `--weak-subscribers N
+//! --weak-bitrate 300k` makes the last N receivers report that estimate in
+//! REMB (with no TWCC, so the server takes it). The report then has one row
+//! per layer and group of receivers (`weak`, `others`, or `all`): kbit/s of
+//! that layer per receiver during the hold, and on how many received tracks
+//! it is the current layer at the end, each layer known from the payload's
+//! probe. With simulcast, `delivered` compares against every layer the
+//! publishers sent, so it is not a loss figure: read the layer rows.
 
 mod proc;
 mod report;
+mod simulcast;
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use prism_client::{ClientCommand, ClientOptions, Histogram, MediaClient};
+use prism_client::{ClientCommand, ClientOptions, Histogram, LayerSpec, MediaClient};
 
 use report::Report;
 
@@ -130,6 +143,18 @@ struct Common {
     /// Worker threads for the clients (1: one core).
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Prism: publishers send their video as rid simulcast, q 320×180
+    /// 150 kbit/s, h 640×360 500 kbit/s, f 1280×720 1.5 Mbit/s (instead of
+    /// one stream at --video-kbps), as a browser does.
+    #[arg(long)]
+    simulcast: bool,
+    /// Prism: this many receivers (the last to join) are weak subscribers:
+    /// their subscribe leg reports --weak-bitrate in REMB and no TWCC.
+    #[arg(long, default_value_t = 0)]
+    weak_subscribers: usize,
+    /// The weak subscribers' estimate, bits/s (`300k`, `1.2M`, `800000`).
+    #[arg(long, default_value = "300k", value_parser = simulcast::parse_bitrate)]
+    weak_bitrate: u64,
 }
 
 /// Who is in the run: what each member publishes and whom it hears.
@@ -140,6 +165,8 @@ struct Spec {
     video: bool,
     /// Member indices whose media this one receives.
     sources: Vec<usize>,
+    /// A weak subscriber (`--weak-subscribers`).
+    weak: bool,
 }
 
 fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
@@ -161,6 +188,7 @@ fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
                             .filter(|q| *q != p)
                             .map(|q| base + q)
                             .collect(),
+                        weak: false,
                     });
                 }
             }
@@ -172,12 +200,14 @@ fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
                 audio: true,
                 video: true,
                 sources: vec![],
+                weak: false,
             }];
             v.extend((0..*viewers).map(|_| Spec {
                 room: 0,
                 audio: false,
                 video: false,
                 sources: vec![0],
+                weak: false,
             }));
             (format!("broadcast 1->{viewers}"), v)
         }
@@ -192,6 +222,7 @@ fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
                     audio: true,
                     video: false,
                     sources: (0..*speakers).filter(|q| *q != s).collect(),
+                    weak: false,
                 })
                 .collect();
             v.extend((0..*listeners).map(|_| Spec {
@@ -199,6 +230,7 @@ fn shape(cmd: &Cmd) -> (String, Vec<Spec>) {
                 audio: false,
                 video: false,
                 sources: (0..*speakers).collect(),
+                weak: false,
             }));
             (format!("audio {speakers}->{listeners}"), v)
         }
@@ -232,6 +264,33 @@ impl Member {
         self.clients()
             .map(|c| c.state.lock().expect("state").packets_in)
             .sum()
+    }
+    /// Simulcast: bytes received per layer index, with the layer's picture
+    /// size, over all the tracks this member receives.
+    fn layer_bytes(&self) -> BTreeMap<u8, (u64, u16, u16)> {
+        let mut out = BTreeMap::new();
+        for c in self.clients() {
+            let st = c.state.lock().expect("state");
+            for t in st.received.values() {
+                for (i, l) in &t.layers {
+                    let e = out.entry(*i).or_insert((0, l.width, l.height));
+                    e.0 += l.bytes;
+                }
+            }
+        }
+        out
+    }
+    /// Simulcast: the layer each received video track is on now.
+    fn current_layers(&self) -> Vec<u8> {
+        self.clients()
+            .flat_map(|c| {
+                let st = c.state.lock().expect("state");
+                st.received
+                    .values()
+                    .filter_map(|t| t.current_layer())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
     fn duplicates(&self) -> u64 {
         self.clients()
@@ -315,6 +374,12 @@ impl Run {
         o.keyframe_interval = c.keyframe_interval;
         o.bind_ip = c.bind_ip;
         o.record_packets = false;
+        if c.simulcast {
+            o.simulcast = Some(LayerSpec::three());
+        }
+        if spec.weak {
+            o.max_receive_bitrate = Some(c.weak_bitrate);
+        }
         Ok(o)
     }
 
@@ -443,6 +508,9 @@ fn main() -> anyhow::Result<()> {
     if common.target == Target::Janus && (whep || whip) {
         bail!("--whep and --whip are Prism options");
     }
+    if common.target == Target::Janus && (common.simulcast || common.weak_subscribers > 0) {
+        bail!("--simulcast and --weak-subscribers are Prism options");
+    }
     let rt = if common.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -453,7 +521,16 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?
     };
-    let (name, specs) = shape(&cli.cmd);
+    let (name, mut specs) = shape(&cli.cmd);
+    // The last receivers to join are the weak ones.
+    for s in specs
+        .iter_mut()
+        .rev()
+        .filter(|s| !s.sources.is_empty())
+        .take(common.weak_subscribers)
+    {
+        s.weak = true;
+    }
     let report = rt.block_on(run(common.clone(), whep, whip, name, specs))?;
     print!("{}", report::table(&report));
     if let Some(path) = &common.json {
@@ -576,6 +653,7 @@ async fn run(
     let sent0: Vec<u64> = run.members.iter().map(Member::sent).collect();
     let recv0: Vec<u64> = run.members.iter().map(Member::received).collect();
     let dups0: u64 = run.members.iter().map(Member::duplicates).sum();
+    let layers0: Vec<_> = run.members.iter().map(Member::layer_bytes).collect();
     let p0 = point(&run, server_pid)?;
     let mut last = p0;
     let hold_end = p0.at + common.hold;
@@ -602,6 +680,13 @@ async fn run(
     let sent1: Vec<u64> = run.members.iter().map(Member::sent).collect();
     let recv1: Vec<u64> = run.members.iter().map(Member::received).collect();
     let dups1: u64 = run.members.iter().map(Member::duplicates).sum();
+    let layers1: Vec<_> = run.members.iter().map(Member::layer_bytes).collect();
+    let layer_rows = simulcast::layer_rows(
+        &run.members,
+        &layers0,
+        &layers1,
+        p1.at.duration_since(p0.at).as_secs_f64(),
+    );
 
     // Delivered: what each receiver got against what its sources sent.
     let mut expected = 0u64;
@@ -723,5 +808,6 @@ async fn run(
         } else {
             load_cpu * 1e6 / egress as f64
         },
+        layers: layer_rows,
     })
 }

@@ -47,6 +47,26 @@ pub struct Report {
     /// received: its ceiling is about 1e6 / this many packets per core.
     pub load_cpu_pct: f64,
     pub load_cpu_us_per_packet: f64,
+    /// Simulcast (`--simulcast`): what the receivers got of each layer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerRow>,
+}
+
+/// One simulcast layer, as a group of receivers got it during the hold.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerRow {
+    /// `all`, or `weak` / `others` with `--weak-subscribers`.
+    pub group: String,
+    /// 0 = lowest.
+    pub layer: u8,
+    /// The picture size the layer's payloads claim.
+    pub width: u16,
+    pub height: u16,
+    /// Bits of this layer received per second, averaged over the group's
+    /// receivers, kbit/s.
+    pub kbps_per_receiver: f64,
+    /// Received tracks whose current layer this is at the end of the hold.
+    pub tracks_on: usize,
 }
 
 /// (label, value formatter) rows shared by `table` and `compare`.
@@ -159,6 +179,19 @@ pub fn table(r: &Report) -> String {
     let _ = writeln!(out, "| {} | |\n|---|---|", r.label);
     for (name, f, _) in rows() {
         let _ = writeln!(out, "| {name} | {} |", f(r));
+    }
+    if !r.layers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| receivers | layer | size | kbit/s per receiver | tracks on it at the end |\n|---|---|---|---|---|"
+        );
+        for l in &r.layers {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {}×{} | {:.0} | {} |",
+                l.group, l.layer, l.width, l.height, l.kbps_per_receiver, l.tracks_on
+            );
+        }
     }
     if r.load_cpu_pct > 85.0 {
         let _ = writeln!(
@@ -277,6 +310,7 @@ mod tests {
             server_rss_kib_per_subscriber_leg: 512.0,
             load_cpu_pct: 20.0,
             load_cpu_us_per_packet: 4.0,
+            layers: Vec::new(),
         }
     }
 
@@ -305,5 +339,30 @@ mod tests {
         let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
         assert_eq!(back.server_cpu_us_per_egress_packet, 2.5);
         assert!(table(&back).contains("| latency p99 (µs) | 800 |"));
+    }
+
+    #[test]
+    fn layer_rows_are_tabled_and_round_trip() {
+        let mut r = sample("prism", 2.5);
+        r.layers = vec![LayerRow {
+            group: "weak".into(),
+            layer: 0,
+            width: 320,
+            height: 180,
+            kbps_per_receiver: 151.2,
+            tracks_on: 3,
+        }];
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.layers, r.layers);
+        assert!(
+            table(&back).contains("| weak | 0 | 320×180 | 151 | 3 |"),
+            "{}",
+            table(&back)
+        );
+        // Reports from before simulcast still read.
+        let mut v = serde_json::to_value(sample("old", 1.0)).unwrap();
+        v.as_object_mut().unwrap().remove("layers");
+        let old: Report = serde_json::from_value(v).unwrap();
+        assert!(old.layers.is_empty());
     }
 }
