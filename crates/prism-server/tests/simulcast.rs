@@ -176,10 +176,7 @@ async fn simulcast_offers_keep_every_layer_by_default() {
         vec![&"a=rid:q recv", &"a=rid:h recv", &"a=rid:f recv"],
         "{answer}"
     );
-    assert!(
-        video.contains(&"a=simulcast:recv q;h;f"),
-        "{answer}"
-    );
+    assert!(video.contains(&"a=simulcast:recv q;h;f"), "{answer}");
     assert!(
         !answer.contains("rtx/90000"),
         "no RTX on a rid section: {answer}"
