@@ -215,8 +215,8 @@ pub struct TrackSettings {
     /// At most this quality.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<Quality>,
-    /// At most the smallest layer at least this wide/high (the tile's size
-    /// in device pixels); 0 = no limit.
+    /// At most the largest layer that fits this size (the tile's size in
+    /// device pixels; the lowest layer if none fits); 0 = no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
