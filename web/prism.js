@@ -28,7 +28,10 @@ const TILE_DEBOUNCE_MS = 250;
 export function simulcastLayers(source, width, height) {
   if (!width || !height) return [];
   let ladder;
-  if (source === "screen") ladder = width >= 1280 ? [2, 1] : [];
+  // A screen share goes out as one encoding: with a second simulcast
+  // track on the same publish leg the server stopped forwarding the
+  // camera (seen with Prism at 028a86e; see docs/web-client.md).
+  if (source === "screen") ladder = [];
   else ladder = width >= 960 ? [4, 2, 1] : width >= 480 ? [2, 1] : [];
   const rids = { 4: "q", 2: "h", 1: "f" };
   return ladder.map((scale) => {
@@ -426,6 +429,7 @@ export class PrismRoom extends EventTarget {
         }
         l.transceiver = this.pub.addTransceiver(l.track, init);
         l.setParams = Promise.resolve();
+        l.keepsResolution = false;
       }
     }
     await this.pub.setLocalDescription(await this.pub.createOffer());
@@ -442,6 +446,7 @@ export class PrismRoom extends EventTarget {
       }));
     const answer = await this._request({ type: "offer", leg: "publish", sdp: this.pub.localDescription.sdp, tracks });
     await this.pub.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    for (const l of this.local) if (l.layers && l.layers.length && !l.keepsResolution) this._keepResolution(l);
     for (const t of answer.tracks) {
       const l = this.local.find((x) => x.transceiver && x.transceiver.mid === t.mid);
       if (l && l.trackId !== t.track_id) {
@@ -487,6 +492,25 @@ export class PrismRoom extends EventTarget {
         this._emit("layers-wanted", { trackId, rids: [...rids] });
       })
       .catch((e) => this._emit("error", { code: "layers", message: `switching layers of ${trackId}: ${e.message}` }));
+  }
+
+  /**
+   * Under CPU load a browser lowers the input resolution, and with it the
+   * number of simulcast layers (Chromium drops the top ones): a subscriber
+   * on such a layer would see it vanish. Lowering the frame rate keeps every
+   * layer; the server already fits each viewer by choosing layers.
+   */
+  _keepResolution(l) {
+    l.keepsResolution = true;
+    const sender = l.transceiver.sender;
+    l.setParams = (l.setParams || Promise.resolve())
+      .then(async () => {
+        const params = sender.getParameters();
+        if (params.degradationPreference === "maintain-resolution") return;
+        params.degradationPreference = "maintain-resolution";
+        await sender.setParameters(params);
+      })
+      .catch(() => {}); // not supported (Firefox): the default applies
   }
 
   /** The participant id that publishes a track, if known. */

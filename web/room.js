@@ -98,7 +98,9 @@ async function startMedia() {
     // 1280×720 when the camera can: sent as three simulcast layers
     // (320×180, 640×360, 1280×720), each viewer gets the one that fits its
     // tile and its bandwidth (prism.js, simulcastLayers).
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: 1280 }, height: { ideal: 720 } } });
+    // ?video=640x360 asks for another size (a slow machine, a test).
+    const [vw, vh] = (params.get("video") || "1280x720").split("x").map(Number);
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: vw || 1280 }, height: { ideal: vh || 720 } } });
     camTrack = stream.getVideoTracks()[0];
     micTrack = stream.getAudioTracks()[0];
     const self = tile(room.participantId || "self", `${room.name} (you)`, true);
