@@ -10,6 +10,60 @@
 // See docs/web-client.md for the events and examples.
 
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+/** A tile's size settles (drag, layout) before its wish goes to the server. */
+const TILE_DEBOUNCE_MS = 250;
+
+/**
+ * The simulcast encodings to send a video track as, lowest first:
+ * [{rid, scaleResolutionDownBy, width, height, maxBitrate}], or [] for one
+ * plain encoding.
+ *
+ * Camera: q/h/f at 1/4, 1/2 and full size from 960 pixels wide (a 1280×720
+ * camera sends 320×180, 640×360 and 1280×720), h/f from 480 (Chromium sends
+ * at most two layers below 960×540 and one below 480×270, dropping the top
+ * ones: asking for more would lose the full-size layer). Screen: h/f from
+ * 1280 wide, else one layer; text needs the full size, and the half-size
+ * layer is what a weak viewer or a small tile gets instead of a pause.
+ */
+export function simulcastLayers(source, width, height) {
+  if (!width || !height) return [];
+  let ladder;
+  // A screen share goes out as one encoding: with a second simulcast
+  // track on the same publish leg the server stopped forwarding the
+  // camera (seen with Prism at 028a86e; see docs/web-client.md).
+  if (source === "screen") ladder = [];
+  else ladder = width >= 960 ? [4, 2, 1] : width >= 480 ? [2, 1] : [];
+  const rids = { 4: "q", 2: "h", 1: "f" };
+  return ladder.map((scale) => {
+    const w = Math.floor(width / scale), h = Math.floor(height / scale);
+    return { rid: rids[scale], scaleResolutionDownBy: scale, width: w, height: h, maxBitrate: layerBitrate(source, w, h) };
+  });
+}
+
+/** The encoder's ceiling for one layer of this size, bits/s. */
+function layerBitrate(source, width, height) {
+  const px = width * height;
+  // Rows: the largest picture of each class (10% slack for odd sizes).
+  const table = source === "screen"
+    ? [[640 * 360, 300_000], [960 * 540, 600_000], [1280 * 720, 1_200_000], [Infinity, 2_000_000]]
+    : [[160 * 90, 80_000], [320 * 180, 150_000], [640 * 360, 500_000], [960 * 540, 1_000_000], [1280 * 720, 1_500_000], [Infinity, 2_500_000]];
+  return table.find(([max]) => px <= max * 1.1)[1];
+}
+
+/**
+ * The wish to send for a video tile of `width`×`height` device pixels: the
+ * size of the smallest layer that covers the tile (a layer up to 10% smaller
+ * still counts), else the largest; the server then sends that layer (it
+ * sends the largest layer that fits the wish). Without layers: the tile's
+ * size itself.
+ */
+export function tileWish(layers, width, height) {
+  const w = Math.max(1, Math.round(width)), h = Math.max(1, Math.round(height));
+  if (!layers || !layers.length) return { maxWidth: w, maxHeight: h };
+  const sorted = [...layers].sort((a, b) => a.width * a.height - b.width * b.height);
+  const l = sorted.find((x) => x.width >= w * 0.9 && x.height >= h * 0.9) || sorted.at(-1);
+  return { maxWidth: l.width, maxHeight: l.height };
+}
 
 function defaultUrl() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -72,6 +126,11 @@ export class PrismError extends Error {
  * - `track-removed` {participantId, trackId}
  * - `track-muted` / `track-unmuted` {participantId, trackId}
  * - `published` {trackId, source, kind}
+ * - `track-paused` {participantId, trackId, reason} / `track-resumed`
+ *   {participantId, trackId}: the server stopped sending a track because
+ *   its lowest layer does not fit this subscriber's bandwidth, and resumed it
+ * - `layers-wanted` {trackId, rids}: the layers of a local simulcast track
+ *   someone takes; the others were switched off (dynacast)
  * - `state` {state: "connecting" | "connected" | "reconnecting" | "closed"}
  * - `error` {code, message}
  * - `draining` {deadlineSecs}
@@ -96,6 +155,12 @@ export class PrismRoom extends EventTarget {
     this._pending = new Map();
     this._negotiation = Promise.resolve();
     this._subTracks = new Map(); // mid → trackId on the subscribe leg
+    /** trackId → what this subscriber wants of it, as last set (wire names) */
+    this._wishes = new Map();
+    /** trackId → the same, as the server last heard it on this connection */
+    this._wishesSent = new Map();
+    /** Remote tracks the server paused for bandwidth. */
+    this.paused = new Set();
   }
 
   _emit(type, detail) {
@@ -135,6 +200,14 @@ export class PrismRoom extends EventTarget {
     this.participants.clear();
     for (const p of joined.participants) this._addParticipant(p);
     this._setupSubscribeLeg();
+    // A new connection is a new subscriber to the server: tell it again
+    // what we want of the tracks that are still there.
+    this._wishesSent.clear();
+    this.paused.clear();
+    for (const trackId of this._wishes.keys()) {
+      if (this._trackOwner(trackId)) this._sendWish(trackId);
+      else this._wishes.delete(trackId);
+    }
     this._setState("connected");
     this._emit("joined", { participantId: this.participantId, participants: [...this.participants.values()] });
     if (this.local.length) await this._negotiatePublish();
@@ -208,6 +281,7 @@ export class PrismRoom extends EventTarget {
       case "track_unpublished": {
         const p = this.participants.get(m.participant_id);
         if (p) p.tracks.delete(m.track_id);
+        this._forgetTrack(m.track_id);
         this._emit("track-removed", { participantId: m.participant_id, trackId: m.track_id });
         break;
       }
@@ -222,6 +296,22 @@ export class PrismRoom extends EventTarget {
       }
       case "offer":
         this._onSubscribeOffer(m);
+        break;
+      case "track_paused":
+      case "track_resumed": {
+        const paused = m.type === "track_paused";
+        if (paused) this.paused.add(m.track_id);
+        else this.paused.delete(m.track_id);
+        const participantId = this._trackOwner(m.track_id);
+        this._emit(paused ? "track-paused" : "track-resumed", {
+          participantId,
+          trackId: m.track_id,
+          ...(paused ? { reason: m.reason } : {}),
+        });
+        break;
+      }
+      case "layers_wanted":
+        this._onLayersWanted(m.track_id, m.rids);
         break;
       case "draining":
         this._emit("draining", { deadlineSecs: m.deadline_secs });
@@ -247,7 +337,10 @@ export class PrismRoom extends EventTarget {
   _removeParticipant(id, reason) {
     const p = this.participants.get(id);
     if (!p) return;
-    for (const trackId of p.tracks.keys()) this._emit("track-removed", { participantId: id, trackId });
+    for (const trackId of p.tracks.keys()) {
+      this._forgetTrack(trackId);
+      this._emit("track-removed", { participantId: id, trackId });
+    }
     this.participants.delete(id);
     this._emit("participant-left", { participantId: id, reason });
   }
@@ -294,10 +387,11 @@ export class PrismRoom extends EventTarget {
 
   /**
    * Publishes a local track. `source`: camera, microphone, screen, screen_audio.
-   * Resolves with the server's track id.
+   * Resolves with the server's track id. A camera or screen track is sent as
+   * simulcast layers (see `simulcastLayers`) unless `{simulcast: false}`.
    */
-  async publish(track, source, stream = new MediaStream([track])) {
-    const entry = { track, source, stream };
+  async publish(track, source, stream = new MediaStream([track]), { simulcast = true } = {}) {
+    const entry = { track, source, stream, simulcast };
     this.local.push(entry);
     if (this.state === "connected") await this._negotiatePublish();
     return entry.trackId;
@@ -327,15 +421,32 @@ export class PrismRoom extends EventTarget {
     if (!this.pub) this.pub = this._newPeer("publish");
     for (const l of this.local) {
       if (!l.transceiver || l.transceiver.currentDirection === "stopped") {
-        l.transceiver = this.pub.addTransceiver(l.track, { direction: "sendonly", streams: [l.stream] });
+        const init = { direction: "sendonly", streams: [l.stream] };
+        const size = l.track.kind === "video" && l.track.getSettings ? l.track.getSettings() : {};
+        l.layers = l.simulcast && l.track.kind === "video" ? simulcastLayers(l.source, size.width, size.height) : [];
+        if (l.layers.length) {
+          init.sendEncodings = l.layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate }));
+        }
+        l.transceiver = this.pub.addTransceiver(l.track, init);
+        l.setParams = Promise.resolve();
+        l.keepsResolution = false;
       }
     }
     await this.pub.setLocalDescription(await this.pub.createOffer());
+    // The layers' sizes tell the server their order (lowest first) and what
+    // a subscriber's tile size means in layers.
     const tracks = this.local
       .filter((l) => l.transceiver.mid)
-      .map((l) => ({ mid: l.transceiver.mid, source: l.source }));
+      .map((l) => ({
+        mid: l.transceiver.mid,
+        source: l.source,
+        ...(l.layers && l.layers.length
+          ? { layers: l.layers.map((x) => ({ rid: x.rid, width: x.width, height: x.height, max_bitrate: x.maxBitrate })) }
+          : {}),
+      }));
     const answer = await this._request({ type: "offer", leg: "publish", sdp: this.pub.localDescription.sdp, tracks });
     await this.pub.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+    for (const l of this.local) if (l.layers && l.layers.length && !l.keepsResolution) this._keepResolution(l);
     for (const t of answer.tracks) {
       const l = this.local.find((x) => x.transceiver && x.transceiver.mid === t.mid);
       if (l && l.trackId !== t.track_id) {
@@ -352,6 +463,154 @@ export class PrismRoom extends EventTarget {
     if (!l) return;
     track.enabled = !muted;
     if (l.trackId) this._send({ type: muted ? "mute" : "unmute", track_id: l.trackId });
+  }
+
+  /**
+   * Dynacast: switches off the encodings of a local simulcast track that no
+   * subscriber takes, and back on those listed again. The browser then
+   * spends neither CPU nor uplink on them.
+   */
+  _onLayersWanted(trackId, rids) {
+    const l = this.local.find((x) => x.trackId === trackId);
+    if (!l || !l.transceiver) return;
+    l.wantedRids = rids;
+    const sender = l.transceiver.sender;
+    // getParameters/setParameters is a transaction: one at a time per sender.
+    l.setParams = (l.setParams || Promise.resolve())
+      .then(async () => {
+        const params = sender.getParameters();
+        if (!params.encodings || params.encodings.length < 2) return;
+        let changed = false;
+        for (const e of params.encodings) {
+          const on = !e.rid || rids.includes(e.rid);
+          if (e.active !== on) {
+            e.active = on;
+            changed = true;
+          }
+        }
+        if (changed) await sender.setParameters(params);
+        this._emit("layers-wanted", { trackId, rids: [...rids] });
+      })
+      .catch((e) => this._emit("error", { code: "layers", message: `switching layers of ${trackId}: ${e.message}` }));
+  }
+
+  /**
+   * Under CPU load a browser lowers the input resolution, and with it the
+   * number of simulcast layers (Chromium drops the top ones): a subscriber
+   * on such a layer would see it vanish. Lowering the frame rate keeps every
+   * layer; the server already fits each viewer by choosing layers.
+   */
+  _keepResolution(l) {
+    l.keepsResolution = true;
+    const sender = l.transceiver.sender;
+    l.setParams = (l.setParams || Promise.resolve())
+      .then(async () => {
+        const params = sender.getParameters();
+        if (params.degradationPreference === "maintain-resolution") return;
+        params.degradationPreference = "maintain-resolution";
+        await sender.setParameters(params);
+      })
+      .catch(() => {}); // not supported (Firefox): the default applies
+  }
+
+  /** The participant id that publishes a track, if known. */
+  _trackOwner(trackId) {
+    for (const [pid, p] of this.participants) if (p.tracks.has(trackId)) return pid;
+    return undefined;
+  }
+
+  _forgetTrack(trackId) {
+    this._wishes.delete(trackId);
+    this._wishesSent.delete(trackId);
+    this.paused.delete(trackId);
+  }
+
+  /**
+   * What this subscriber wants of a remote track: `quality` ("low" |
+   * "medium" | "high"), `maxWidth`/`maxHeight` (device pixels: the server
+   * sends the largest simulcast layer that fits; 0 = no limit) and
+   * `enabled` (false: send nothing, e.g. a hidden tile). Absent fields keep
+   * their value. Only changes go to the server; kept across reconnects.
+   */
+  setTrackSettings(trackId, { quality, maxWidth, maxHeight, enabled } = {}) {
+    const wish = { ...(this._wishes.get(trackId) || {}) };
+    if (quality !== undefined) wish.quality = quality;
+    if (maxWidth !== undefined) wish.max_width = Math.round(maxWidth);
+    if (maxHeight !== undefined) wish.max_height = Math.round(maxHeight);
+    if (enabled !== undefined) wish.enabled = !!enabled;
+    this._wishes.set(trackId, wish);
+    this._sendWish(trackId);
+  }
+
+  /** What was last set for a track (wire names), or undefined. */
+  trackSettings(trackId) {
+    const w = this._wishes.get(trackId);
+    return w && { ...w };
+  }
+
+  _sendWish(trackId) {
+    const wish = this._wishes.get(trackId) || {};
+    const sent = this._wishesSent.get(trackId) || {};
+    const changed = {};
+    for (const [k, v] of Object.entries(wish)) if (sent[k] !== v) changed[k] = v;
+    if (!Object.keys(changed).length) return;
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this._send({ type: "track_settings", track_id: trackId, ...changed });
+    this._wishesSent.set(trackId, { ...sent, ...changed });
+  }
+
+  /**
+   * Keeps a remote video track's settings in step with the element that
+   * shows it: its size in device pixels (ResizeObserver, debounced; see
+   * `tileWish`), and `enabled: false` while it is hidden, off-screen or the
+   * page is in the background (IntersectionObserver, page visibility).
+   * Returns a function that stops watching.
+   */
+  observeVideo(trackId, element) {
+    let size = null;
+    let onScreen = true;
+    let timer = null;
+    const apply = () => {
+      timer = null;
+      const visible = onScreen && document.visibilityState !== "hidden" && size && size.width >= 1 && size.height >= 1;
+      if (!visible) {
+        this.setTrackSettings(trackId, { enabled: false });
+        return;
+      }
+      const p = this.participants.get(this._trackOwner(trackId));
+      const info = p && p.tracks.get(trackId);
+      this.setTrackSettings(trackId, { enabled: true, ...tileWish(info && info.layers, size.width, size.height) });
+    };
+    const later = () => {
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(apply, TILE_DEBOUNCE_MS);
+    };
+    const resize = new ResizeObserver((entries) => {
+      const e = entries[entries.length - 1];
+      const dp = e.devicePixelContentBoxSize && e.devicePixelContentBoxSize[0];
+      const dpr = window.devicePixelRatio || 1;
+      size = dp
+        ? { width: dp.inlineSize, height: dp.blockSize }
+        : { width: e.contentRect.width * dpr, height: e.contentRect.height * dpr };
+      later();
+    });
+    try {
+      resize.observe(element, { box: "device-pixel-content-box" });
+    } catch {
+      resize.observe(element);
+    }
+    const intersect = new IntersectionObserver((entries) => {
+      onScreen = entries[entries.length - 1].isIntersecting;
+      later();
+    });
+    intersect.observe(element);
+    document.addEventListener("visibilitychange", later);
+    return () => {
+      if (timer) clearTimeout(timer);
+      resize.disconnect();
+      intersect.disconnect();
+      document.removeEventListener("visibilitychange", later);
+    };
   }
 
   /** Stop receiving these tracks (or receive them again). */

@@ -25,7 +25,8 @@ function tile(key, label, local = false) {
     el.dataset.key = key;
     el.dataset.participant = key.split(":")[0];
     el.innerHTML = `<video autoplay playsinline ${local ? "muted" : ""}></video>
-      <span class="name"></span><span class="badges"></span><span class="stats"></span>`;
+      <span class="name"></span><span class="badges"></span><span class="stats"></span>
+      <span class="notice" role="status" hidden></span>`;
     grid.appendChild(el);
     tiles.set(key, el);
   }
@@ -36,6 +37,7 @@ function tile(key, label, local = false) {
 function removeTile(key) {
   const el = tiles.get(key);
   if (el) {
+    el.stopObserving?.();
     el.remove();
     tiles.delete(key);
   }
@@ -52,6 +54,22 @@ function setBadges(participantId) {
   }
   el.querySelector(".badges").innerHTML = badges.map((b) => `<span class="badge" data-badge="${b}">${b}</span>`).join("");
   el.dataset.muted = badges.join(",");
+}
+
+/** The tile showing a remote video track, if any. */
+function tileOfTrack(trackId) {
+  return [...tiles.values()].find((t) => t.dataset.trackId === trackId && !t.dataset.self);
+}
+
+/** The server stopped (or resumed) a track to fit this viewer's bandwidth. */
+function setPaused(trackId, paused) {
+  const el = tileOfTrack(trackId);
+  if (!el) return;
+  const notice = el.querySelector(".notice");
+  notice.textContent = paused ? "paused: low bandwidth" : "";
+  notice.hidden = !paused;
+  if (paused) el.dataset.paused = "bandwidth";
+  else delete el.dataset.paused;
 }
 
 async function listDevices() {
@@ -77,7 +95,12 @@ async function startMedia() {
     return;
   }
   try {
-    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 640, height: 360 } });
+    // 1280×720 when the camera can: sent as three simulcast layers
+    // (320×180, 640×360, 1280×720), each viewer gets the one that fits its
+    // tile and its bandwidth (prism.js, simulcastLayers).
+    // ?video=640x360 asks for another size (a slow machine, a test).
+    const [vw, vh] = (params.get("video") || "1280x720").split("x").map(Number);
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: vw || 1280 }, height: { ideal: vh || 720 } } });
     camTrack = stream.getVideoTracks()[0];
     micTrack = stream.getAudioTracks()[0];
     const self = tile(room.participantId || "self", `${room.name} (you)`, true);
@@ -145,8 +168,16 @@ function wire() {
     if (kind === "video") {
       const key = source === "screen" ? `${participantId}:screen` : participantId;
       const el = tile(key, source === "screen" ? `${label} (screen)` : label);
+      const video = el.querySelector("video");
+      if (el.dataset.trackId !== e.detail.trackId || !el.stopObserving) {
+        // Ask the server for what this tile shows: its size, nothing while
+        // hidden or scrolled away.
+        el.stopObserving?.();
+        el.stopObserving = room.observeVideo(e.detail.trackId, video);
+      }
       el.dataset.trackId = e.detail.trackId;
-      el.querySelector("video").srcObject = new MediaStream([track]);
+      video.srcObject = new MediaStream([track]);
+      setPaused(e.detail.trackId, room.paused.has(e.detail.trackId));
     } else {
       let audio = document.querySelector(`audio[data-track="${e.detail.trackId}"]`);
       if (!audio) {
@@ -165,6 +196,8 @@ function wire() {
     if (screen && screen.dataset.trackId === trackId) removeTile(`${participantId}:screen`);
     document.querySelector(`audio[data-track="${trackId}"]`)?.remove();
   });
+  room.addEventListener("track-paused", (e) => setPaused(e.detail.trackId, true));
+  room.addEventListener("track-resumed", (e) => setPaused(e.detail.trackId, false));
   for (const ev of ["track-muted", "track-unmuted"]) room.addEventListener(ev, (e) => setBadges(e.detail.participantId));
   room.addEventListener("error", (e) => showError(`${e.detail.message} (${e.detail.code})`));
   room.addEventListener("draining", () => showError("The server is restarting; you will be reconnected."));
@@ -204,7 +237,8 @@ async function start(name) {
     showError(`Could not join: ${e.message}`);
     return;
   }
-  await startMedia();
+  // ?publish=none: join to watch and listen only.
+  if (params.get("publish") !== "none") await startMedia();
   $("mute-mic").onclick = () => {
     const on = $("mute-mic").getAttribute("aria-pressed") !== "true";
     if (micTrack) room.setMuted(micTrack, on);

@@ -5,13 +5,17 @@ import { chromium } from "playwright-core";
 
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
-/** Starts prism on free loopback ports; resolves with {http, proc, stop()}. */
-export async function startPrism(extra = []) {
+/**
+ * Starts prism on free ports (loopback unless `httpAddr` says otherwise;
+ * `env` is added to the environment, e.g. PRISM_KEYS); resolves with
+ * {http, proc, stop()}.
+ */
+export async function startPrism(extra = [], { httpAddr = "127.0.0.1:0", env = {} } = {}) {
   const bin = process.env.PRISM_BIN;
   if (!bin) throw new Error("PRISM_BIN must name the prism binary (scripts/test.sh sets it)");
-  const proc = spawn(bin, ["--http-addr", "127.0.0.1:0", "--udp-port", "0", "--peer-timeout", "5s", ...extra], {
+  const proc = spawn(bin, ["--http-addr", httpAddr, "--udp-port", "0", "--peer-timeout", "5s", ...extra], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env, RUST_LOG: process.env.PRISM_TEST_LOG || "info,rtc=warn,ice=warn,dtls=warn" },
+    env: { ...process.env, RUST_LOG: process.env.PRISM_TEST_LOG || "info,rtc=warn,ice=warn,dtls=warn", ...env },
   });
   let log = "";
   proc.stderr.on("data", (d) => { log += d; });
@@ -31,10 +35,14 @@ export async function startPrism(extra = []) {
   return { http: `http://${http}`, proc, log: () => log, stop: () => proc.kill("SIGKILL") };
 }
 
-/** Headless Chromium with fake camera, microphone and screen; `extra` flags appended. */
-export function launchBrowser(extra = []) {
+/**
+ * Headless Chromium with fake camera, microphone and screen; `extra` flags
+ * appended; `executablePath` to start it through a wrapper (a network
+ * namespace).
+ */
+export function launchBrowser(extra = [], { executablePath = CHROMIUM } = {}) {
   return chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath,
     args: [
       "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
