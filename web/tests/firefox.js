@@ -19,39 +19,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import net from "node:net";
 import puppeteer from "puppeteer-core";
+import { alive, removeNamespace, run, tryRun } from "./netns.js";
 
 export const FIREFOX = process.env.FIREFOX || "/usr/bin/firefox-esr";
 const NS_PREFIX = "prismff-";
 
-const ip = (...args) => execFileSync("ip", args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
-const tryIp = (...args) => {
-  try {
-    return ip(...args);
-  } catch {
-    return "";
-  }
-};
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return e.code === "EPERM";
-  }
-};
+const ip = (...args) => run("ip", ...args);
+const tryIp = (...args) => tryRun("ip", ...args);
 
-/** Kills the processes left in a namespace (a crashed run's prism) and deletes it with its veth pair. */
-function removeNamespace(name, hostIf) {
-  for (const pid of tryIp("netns", "pids", name).split(/\s+/).filter(Boolean).map(Number)) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {}
-  }
-  tryIp("netns", "del", name);
-  if (hostIf && tryIp("link", "show", hostIf)) tryIp("link", "del", hostIf);
-}
-
-/** Processes whose command line names `path` (a crashed run's Firefox, found by its own profile directory). */
 function pidsUsing(path) {
   const pids = [];
   for (const d of readdirSync("/proc")) {

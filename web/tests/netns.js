@@ -18,15 +18,15 @@ import { CHROMIUM } from "./harness.js";
 
 const NS_PREFIX = "prismbw-";
 
-const run = (cmd, ...args) => execFileSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
-const tryRun = (cmd, ...args) => {
+export const run = (cmd, ...args) => execFileSync(cmd, args, { stdio: ["ignore", "pipe", "pipe"] }).toString();
+export const tryRun = (cmd, ...args) => {
   try {
     return run(cmd, ...args);
   } catch {
     return "";
   }
 };
-const alive = (pid) => {
+export const alive = (pid) => {
   try {
     process.kill(pid, 0);
     return true;
@@ -35,7 +35,8 @@ const alive = (pid) => {
   }
 };
 
-function removeNamespace(name, hostIf) {
+/** Kills the processes left in a namespace (a crashed run's) and deletes it with its veth pair. */
+export function removeNamespace(name, hostIf) {
   for (const pid of tryRun("ip", "netns", "pids", name).split(/\s+/).filter(Boolean).map(Number)) {
     try {
       process.kill(pid, "SIGKILL");

@@ -12,6 +12,11 @@ use common::TestServer;
 use prism_client::{ClientCommand, ClientOptions, LayerSpec, MediaClient};
 use prism_signal::{Quality, ServerMessage, TrackSettings};
 
+/// One test at a time: each runs a publisher of three layers and several
+/// subscribers, whose estimates must see the loopback's capacity, not a
+/// machine starved by the other tests of this file.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn publisher_opts(srv: &TestServer, room: &str) -> ClientOptions {
     let mut o = ClientOptions::new(&srv.ws_url(), room, "cam", 1);
     o.simulcast = Some(LayerSpec::three());
@@ -106,6 +111,7 @@ fn settings(track: &str, quality: Quality) -> ClientCommand {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_subscribers_each_get_the_layer_they_ask_for() {
+    let _serial = SERIAL.lock().await;
     let srv = TestServer::start(&[]);
     let _publisher = start(&srv, publisher_opts(&srv, "layers")).await;
     let mut subs = Vec::new();
@@ -147,6 +153,7 @@ async fn three_subscribers_each_get_the_layer_they_ask_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_weak_subscriber_gets_what_its_link_carries_and_nobody_else_loses() {
+    let _serial = SERIAL.lock().await;
     let srv = TestServer::start(&[]);
     let _publisher = start(&srv, publisher_opts(&srv, "weak")).await;
     let strong = start(&srv, viewer_opts(&srv, "weak", "strong", 10)).await;
@@ -203,6 +210,7 @@ async fn a_weak_subscriber_gets_what_its_link_carries_and_nobody_else_loses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layers_nobody_takes_are_switched_off_at_the_publisher() {
+    let _serial = SERIAL.lock().await;
     let srv = TestServer::start(&[]);
     let publisher = start(&srv, publisher_opts(&srv, "dyna")).await;
     let viewer = start(&srv, viewer_opts(&srv, "dyna", "v", 10)).await;
