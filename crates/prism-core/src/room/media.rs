@@ -61,9 +61,8 @@ impl super::Track {
     }
 }
 
-/// The shortest window [`Room::measure`] turns into bitrates (it may be
-/// called more often; keyframes make shorter windows noisy).
-const MEASURE_MIN: Duration = Duration::from_secs(1);
+/// How often [`Room::measure`] is expected to run (its window).
+const MEASURE_MIN: Duration = Duration::from_millis(200);
 
 impl Room {
     /// Declares `track` a simulcast track with these layers (picture sizes,

@@ -142,9 +142,6 @@ struct RoomState {
     timer_at: Option<Instant>,
 }
 
-/// How often each subscribe leg's bandwidth is allocated over its tracks.
-const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
-
 /// The least time between two `malloc_trim` calls of one shard.
 const TRIM_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -257,11 +254,6 @@ impl Shard {
         tracing::info!(shard = self.index, addr = %self.local_addr, "media shard running");
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Bandwidth allocation: often enough that a subscriber whose link
-        // collapses leaves its layer within a fraction of a second of the
-        // estimate saying so (the allocator's own hold paces upgrades).
-        let mut alloc_tick = tokio::time::interval(ALLOCATION_INTERVAL);
-        alloc_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let peer_next = self.timers.first().map(|(t, _)| *t);
             let room_next = self.room_timers.first().map(|(t, _)| *t);
@@ -285,7 +277,6 @@ impl Shard {
                 // The tick before the deadline: a deadline that keeps
                 // coming due must not starve housekeeping.
                 _ = tick.tick() => self.housekeeping(),
-                _ = alloc_tick.tick() => self.allocate(Instant::now()),
                 _ = tokio::time::sleep_until(deadline.into()) => self.on_timers(),
             }
             self.flush();
@@ -419,6 +410,7 @@ impl Shard {
             );
         }
         self.viewer_housekeeping(now);
+        self.allocate(now);
         self.send_rembs(now);
         self.send_sender_reports(now);
         self.sample_engine_stats(now);
@@ -617,11 +609,7 @@ impl Shard {
                 if let Some(t) = p.pub_tracks.iter_mut().find(|t| t.receiver == rid) {
                     // After a renegotiation the engine re-announces a bound
                     // SSRC without its rid: it keeps the layer it had.
-                    let known = t
-                        .ssrcs
-                        .iter()
-                        .find(|(s, _)| *s == init.ssrc)
-                        .map(|(_, l)| *l);
+                    let known = t.ssrcs.iter().find(|(s, _)| *s == init.ssrc).map(|(_, l)| *l);
                     let layer = match (init.rid.as_deref(), known) {
                         (None, Some(l)) => l,
                         (rid, _) => t.layer_of(rid),

@@ -1,4 +1,4 @@
-//! Per-subscriber bandwidth allocation and dynacast, every 250 ms.
+//! Per-subscriber bandwidth allocation and dynacast, once a second.
 //!
 //! Each subscribe leg's estimate (TWCC, else the subscriber's REMB) is
 //! shared over the tracks it receives by its `prism_core::Allocator`: audio
