@@ -105,6 +105,8 @@ pub struct Config {
     /// Forward rid simulcast layers (per-subscriber allocation). Off: every
     /// simulcast offer is narrowed to one encoding.
     pub simulcast: bool,
+    /// Tell simulcast publishers which layers nobody takes (`layers_wanted`).
+    pub dynacast: bool,
     /// A WHEP viewer whose broadcast has had no publisher this long is told
     /// the broadcast ended and its session is closed.
     #[serde(with = "humantime_serde")]
@@ -174,6 +176,7 @@ impl Default for Config {
             publish_timeout: Duration::from_secs(8),
             broadcast_grace: Duration::from_secs(60),
             simulcast: true,
+            dynacast: true,
             log_format: LogFormat::Text,
             keyframe_throttle: Duration::from_millis(500),
             video_history_packets: 1024,
@@ -283,6 +286,9 @@ pub struct Overrides {
     /// Forward simulcast layers per subscriber; false narrows simulcast offers to one encoding [default: true].
     #[arg(long, env = "PRISM_SIMULCAST")]
     pub simulcast: Option<bool>,
+    /// Tell simulcast publishers which layers nobody takes, so they can stop encoding them [default: true].
+    #[arg(long, env = "PRISM_DYNACAST")]
+    pub dynacast: Option<bool>,
     /// Log format [default: text].
     #[arg(long, env = "PRISM_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -410,6 +416,9 @@ impl Config {
         }
         if let Some(v) = o.simulcast {
             c.simulcast = v;
+        }
+        if let Some(v) = o.dynacast {
+            c.dynacast = v;
         }
         if let Some(v) = o.log_format {
             c.log_format = v;

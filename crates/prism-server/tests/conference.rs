@@ -223,9 +223,11 @@ async fn late_joiner_leave_kill_and_silent_client() {
     // (Bounded wait, not a fixed window: a loaded machine may stall the
     // test process itself for a moment.)
     let before: u64 = c.snapshot().received.values().map(|t| t.packets).sum();
-    c.wait_for(Duration::from_secs(10), "media keeps flowing from b to c", |s| {
-        s.received.values().map(|t| t.packets).sum::<u64>() > before + 20
-    })
+    c.wait_for(
+        Duration::from_secs(10),
+        "media keeps flowing from b to c",
+        |s| s.received.values().map(|t| t.packets).sum::<u64>() > before + 20,
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", srv.log()));
     let _ = b;

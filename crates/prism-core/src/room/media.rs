@@ -137,12 +137,20 @@ impl Room {
         }
     }
 
-    /// For each subscriber leg of `track`: its target and the layer it
-    /// receives now (dynacast keeps both publishing).
-    pub fn each_leg_layers(&self, track: TrackId, mut f: impl FnMut(Target, Option<SpatialLayer>)) {
+    /// For each subscriber leg of `track`: its target, the layer it aims at
+    /// now (the target's, or the nearest available while the target's is
+    /// silent) and the layer it receives (dynacast keeps all three
+    /// publishing).
+    pub fn each_leg_layers(
+        &self,
+        now: Instant,
+        track: TrackId,
+        mut f: impl FnMut(Target, Option<SpatialLayer>, Option<SpatialLayer>),
+    ) {
         if let Some(t) = self.tracks.get(&track) {
             for d in &t.downstream {
-                f(d.fwd.layers().target(), d.fwd.layers().current());
+                let l = d.fwd.layers();
+                f(l.target(), l.aim(now), l.current());
             }
         }
     }

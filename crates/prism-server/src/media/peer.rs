@@ -30,8 +30,10 @@ pub struct PubTrack {
     /// Simulcast: its encodings' rids, lowest layer first (empty: one
     /// stream).
     pub rids: Vec<String>,
-    /// Dynacast: the layers (a bit each) last said to be wanted.
+    /// Dynacast: the layers (a bit each) last said to be wanted, and since
+    /// when each layer has been unwanted.
     pub wanted_sent: Option<u8>,
+    pub unwanted_since: [Option<Instant>; prism_core::MAX_SPATIAL_LAYERS],
     /// Codecs negotiated on this m-section, publisher payload types.
     pub codecs: Vec<RTCRtpCodecParameters>,
     /// Header extensions negotiated on this m-section: (uri, publisher id).

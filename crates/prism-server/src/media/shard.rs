@@ -609,7 +609,11 @@ impl Shard {
                 if let Some(t) = p.pub_tracks.iter_mut().find(|t| t.receiver == rid) {
                     // After a renegotiation the engine re-announces a bound
                     // SSRC without its rid: it keeps the layer it had.
-                    let known = t.ssrcs.iter().find(|(s, _)| *s == init.ssrc).map(|(_, l)| *l);
+                    let known = t
+                        .ssrcs
+                        .iter()
+                        .find(|(s, _)| *s == init.ssrc)
+                        .map(|(_, l)| *l);
                     let layer = match (init.rid.as_deref(), known) {
                         (None, Some(l)) => l,
                         (rid, _) => t.layer_of(rid),

@@ -153,12 +153,14 @@ impl Shard {
         for (rk, pid, msg) in tell {
             self.send_to(rk, pid, ServerEnvelope::new(msg));
         }
-        self.dynacast();
+        if self.cfg.dynacast {
+            self.dynacast(now);
+        }
     }
 
     /// Tells each simulcast publisher (over its WebSocket) which of its
     /// layers some subscriber takes, when that changed.
-    fn dynacast(&mut self) {
+    fn dynacast(&mut self, now: Instant) {
         let mut tell: Vec<(usize, ParticipantId, ServerMessage)> = Vec::new();
         for (key, p) in self.peers.iter_mut() {
             if p.leg != Leg::Publish {
@@ -171,7 +173,20 @@ impl Shard {
                 continue;
             }
             for pt in p.pub_tracks.iter_mut().filter(|pt| pt.rids.len() > 1) {
-                let mask = wanted_layers(&r.core, pt.track);
+                let wanted = wanted_layers(&r.core, now, pt.track);
+                // A layer goes off only after DYNACAST_HOLD unwanted: a
+                // leg's target moves faster than an encoder restarts.
+                let mut mask = wanted;
+                for (i, since) in pt.unwanted_since.iter_mut().enumerate() {
+                    if wanted & (1 << i) != 0 {
+                        *since = None;
+                        continue;
+                    }
+                    let at = *since.get_or_insert(now);
+                    if now.saturating_duration_since(at) < DYNACAST_HOLD {
+                        mask |= 1 << i;
+                    }
+                }
                 if pt.wanted_sent == Some(mask) {
                     continue;
                 }
@@ -200,16 +215,20 @@ impl Shard {
     }
 }
 
-/// The layers of `track` someone takes or still receives (a bit each);
-/// always the lowest.
-fn wanted_layers(room: &prism_core::Room, track: TrackId) -> u8 {
+/// How long a layer must be unwanted before its publisher is told to stop
+/// it.
+const DYNACAST_HOLD: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The layers of `track` someone targets, aims at or still receives (a bit
+/// each); always the lowest.
+fn wanted_layers(room: &prism_core::Room, now: Instant, track: TrackId) -> u8 {
     let mut mask = 1u8;
-    room.each_leg_layers(track, |target, current| {
+    room.each_leg_layers(now, track, |target, aim, current| {
         if let Target::Layer(l) = target {
             mask |= 1 << l.spatial.index();
         }
-        if let Some(c) = current {
-            mask |= 1 << c.index();
+        for l in [aim, current].into_iter().flatten() {
+            mask |= 1 << l.index();
         }
     });
     mask

@@ -197,6 +197,7 @@ impl Shard {
                 ssrcs: Vec::new(),
                 rids: layers.into_iter().map(|l| l.rid).collect(),
                 wanted_sent: None,
+                unwanted_since: [None; prism_core::MAX_SPATIAL_LAYERS],
                 codecs: params.codecs.clone(),
                 extensions: params
                     .header_extensions
