@@ -286,6 +286,11 @@ impl LayerSelector {
     pub(crate) fn step(&mut self, now: Instant, layer: SpatialLayer, keyframe: bool) -> Step {
         self.last_seen[layer.index()] = Some(now);
         self.gone[layer.index()] = false;
+        // The steady state, first and without working out the aim: a
+        // paused leg has no current layer (see `set_target`).
+        if self.current == Some(layer) {
+            return Step::Flow;
+        }
         let Some(aim) = self.aim(now) else {
             // Count the paused leg's own layer once, not every layer.
             return if self.paused_from == Some(layer) {
@@ -294,9 +299,6 @@ impl LayerSelector {
                 Step::Skip
             };
         };
-        if self.current == Some(layer) {
-            return Step::Flow;
-        }
         if layer != aim {
             // The current layer keeps flowing (above) until the aimed-at
             // layer's keyframe comes; other layers are not this leg's.

@@ -221,8 +221,12 @@ impl Room {
                     }
                 }
             }
-            if let Some(l) = d.fwd.wants_keyframe(now) {
-                wanted |= 1 << l.index();
+            // A leg whose packet went out is flowing; only the others (a
+            // new leg waiting, a switch pending) can need a keyframe.
+            if !matches!(decision, Forward::Send(_)) {
+                if let Some(l) = d.fwd.wants_keyframe(now) {
+                    wanted |= 1 << l.index();
+                }
             }
             match decision {
                 Forward::Send(_) => {
