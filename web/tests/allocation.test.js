@@ -111,7 +111,7 @@ async function timeTo(page, want, since, limitMs) {
 }
 
 test("a throttled viewer drops to the low layer, the other keeps the full one, and the throttled one recovers", async (t) => {
-  const publisher = await openRoom(rootBrowser, "pub");
+  const publisher = await openRoom(rootBrowser, "pub", "&simulcast=1");
   // Keep the publisher's resolution fixed under CPU load, so a change a
   // viewer sees can only come from a layer switch.
   await waitFor("the publisher's camera is published", () =>
