@@ -21,9 +21,9 @@
 //! [`AllocatorConfig::upgrade_hold`] (a resume from a bandwidth pause counts
 //! as an upgrade).
 //!
-//! [`highest_layers`] combines many subscribers' allocations per track: the
-//! highest layer anyone takes, so the publisher can stop layers nobody
-//! takes ("dynacast").
+//! Dynacast (the layers nobody takes, switched off at the publisher) is
+//! read from the legs' forwarders, not from allocations: a leg keeps its
+//! current layer until the next one's keyframe (`Room::each_leg_layers`).
 
 use std::time::{Duration, Instant};
 
@@ -318,40 +318,6 @@ fn next_layer_up(
         .find(|l| t.layers[l.index()].is_some())
         .copied()
         .or(from)
-}
-
-/// The highest layer anyone takes of a track: `None` when every subscriber's
-/// leg is paused, so the publisher can stop the whole track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrackDemand {
-    pub track: TrackId,
-    pub highest: Option<SpatialLayer>,
-}
-
-/// Dynacast: over many subscribers' allocations, the highest layer taken
-/// per track, into `out` (cleared first; one entry per track, in order of
-/// first appearance). Layers above it can be switched off at the
-/// publisher; switch a layer off only once no leg still flows on it (a leg
-/// keeps its current layer until the lower one's keyframe), and keep its
-/// last bitrate in [`LayerInfo`] so it can be given again.
-pub fn highest_layers<'a>(
-    allocations: impl IntoIterator<Item = &'a TrackAllocation>,
-    out: &mut Vec<TrackDemand>,
-) {
-    out.clear();
-    for a in allocations {
-        let layer = match a.target {
-            Target::Layer(t) => Some(t.spatial),
-            Target::Paused => None,
-        };
-        match out.iter_mut().find(|d| d.track == a.track) {
-            Some(d) => d.highest = d.highest.max(layer),
-            None => out.push(TrackDemand {
-                track: a.track,
-                highest: layer,
-            }),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -22,8 +22,7 @@ pub mod timestamp;
 pub mod vp8;
 
 pub use allocator::{
-    highest_layers, AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation,
-    TrackDemand, Transition, Wish,
+    AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation, Transition, Wish,
 };
 pub use extmap::ExtensionMap;
 pub use forwarder::{

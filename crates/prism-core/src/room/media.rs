@@ -155,18 +155,6 @@ impl Room {
         }
     }
 
-    /// The layer `subscriber` currently receives of `track`.
-    pub fn current_layer(&self, track: TrackId, subscriber: ParticipantId) -> Option<SpatialLayer> {
-        self.tracks
-            .get(&track)?
-            .downstream
-            .iter()
-            .find(|d| d.subscriber == subscriber)?
-            .fwd
-            .layers()
-            .current()
-    }
-
     /// Decides, for every subscriber attached to `track`, what to do with one
     /// packet of a track without simulcast. See [`Room::forward_layer`].
     pub fn forward(
