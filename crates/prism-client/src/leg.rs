@@ -210,14 +210,12 @@ impl LegConn {
     }
 }
 
-/// An SDP offer like a WHIP publisher's (`tracks` sendonly tracks, Opus then
-/// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
-/// video). For conformance tests: nobody answers it.
-pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
-    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &LegSetup::default()).await?;
-    if viewer {
+impl LegConn {
+    /// One recvonly audio and one recvonly video section: what a WHEP
+    /// viewer offers.
+    pub(crate) fn add_recvonly_audio_video(&mut self) -> anyhow::Result<()> {
         for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            leg.pc.add_transceiver_from_kind(
+            self.pc.add_transceiver_from_kind(
                 kind,
                 Some(RTCRtpTransceiverInit {
                     direction: RTCRtpTransceiverDirection::Recvonly,
@@ -225,6 +223,17 @@ pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String>
                 }),
             )?;
         }
+        Ok(())
+    }
+}
+
+/// An SDP offer like a WHIP publisher's (`tracks` sendonly tracks, Opus then
+/// VP8 alternating) or, with `viewer`, a WHEP viewer's (recvonly audio and
+/// video). For conformance tests: nobody answers it.
+pub async fn sample_offer(viewer: bool, tracks: usize) -> anyhow::Result<String> {
+    let mut leg = LegConn::new(IpAddr::V4(Ipv4Addr::LOCALHOST), &LegSetup::default()).await?;
+    if viewer {
+        leg.add_recvonly_audio_video()?;
     } else {
         for i in 0..tracks {
             let video = i % 2 == 1;

@@ -5,8 +5,6 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context};
 use rtc::peer_connection::sdp::RTCSessionDescription;
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use super::{janus_room, Driver, Mode};
 use crate::leg::{redirect_candidates, LegConn};
@@ -28,15 +26,7 @@ impl Driver {
     /// POST; the answer carries the server's tracks.
     pub(super) async fn start_viewing(&mut self) -> anyhow::Result<()> {
         let mut leg = LegConn::new(self.opts.bind_ip, &self.receive_setup()).await?;
-        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
-            leg.pc.add_transceiver_from_kind(
-                kind,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Recvonly,
-                    ..Default::default()
-                }),
-            )?;
-        }
+        leg.add_recvonly_audio_video()?;
         let sdp = leg.offer()?;
         self.subscribe = Some(leg);
         let mut answer = self.post_offer("whep", sdp).await?;
