@@ -8,8 +8,10 @@
 //!
 //! - a change of target takes effect at a keyframe of the new layer; until
 //!   then the current layer keeps flowing, so the picture never freezes;
-//! - a layer that sent nothing for `layer_timeout`, or that the server
-//!   declared gone ([`LayerSelector::set_layer_gone`]), is not available: the
+//! - a layer that sent nothing for `layer_timeout`, that sent nothing for
+//!   [`DEFAULT_LAYER_OVERTAKEN`] while another layer kept sending, or that
+//!   the server declared gone ([`LayerSelector::set_layer_gone`]), is not
+//!   available: the
 //!   leg aims at the best available layer (the highest at or below the
 //!   target, else the lowest above it) and switches at its keyframe;
 //! - [`Target::Paused`] stops the leg at once; resuming waits for a keyframe;
@@ -114,6 +116,14 @@ impl Default for Target {
 /// How long a layer may be silent before it counts as gone.
 pub const DEFAULT_LAYER_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// How long a layer may be silent while another layer of the same track
+/// keeps sending before it counts as gone. Simulcast encoders take the same
+/// captured frames, so a layer that misses this many milliseconds of frames
+/// the others send was switched off by the publisher (Chromium drops its top
+/// layers when its CPU or its uplink estimate cannot carry them); waiting
+/// the full [`DEFAULT_LAYER_TIMEOUT`] would freeze the legs on it.
+pub const DEFAULT_LAYER_OVERTAKEN: Duration = Duration::from_millis(400);
+
 /// What to do with one packet, as far as layers go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -212,11 +222,21 @@ impl LayerSelector {
         self.gone[layer.index()] = true;
     }
 
-    /// A layer sent something within the timeout and was not declared gone.
+    /// A layer sent something within the timeout, was not overtaken (no
+    /// other layer kept sending [`DEFAULT_LAYER_OVERTAKEN`] past its last
+    /// packet) and was not declared gone.
     pub fn available(&self, now: Instant, layer: SpatialLayer) -> bool {
+        let Some(seen) = self.last_seen[layer.index()] else {
+            return false;
+        };
+        let overtaken = self
+            .last_seen
+            .iter()
+            .flatten()
+            .any(|&other| other.saturating_duration_since(seen) >= DEFAULT_LAYER_OVERTAKEN);
         !self.gone[layer.index()]
-            && self.last_seen[layer.index()]
-                .is_some_and(|at| now.saturating_duration_since(at) < self.layer_timeout)
+            && !overtaken
+            && now.saturating_duration_since(seen) < self.layer_timeout
     }
 
     /// The layer the leg aims at: the target's if available, else the
@@ -373,5 +393,39 @@ mod tests {
             }
             assert_eq!(s.aim(at(2000)), Some(aim), "row {i}");
         }
+    }
+
+    #[test]
+    fn a_layer_the_others_overtake_is_gone_before_the_timeout() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = LayerSelector::new(true);
+        s.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)));
+        // Frames every 33 ms on all three layers until 330 ms; then the top
+        // layer stops (the publisher switched it off) and the others go on.
+        let mut ms = 0;
+        while ms <= 330 {
+            for l in SpatialLayer::ALL {
+                s.step(at(ms), l, false);
+            }
+            ms += 33;
+        }
+        // (time the lower layers last sent, aim): a gap shorter than a
+        // keyframe's pacing keeps the top layer; 400 ms of frames it did not
+        // send is a layer switched off, long before the 1.5 s timeout.
+        for (until, aim) in [(660, SpatialLayer::HIGH), (760, SpatialLayer::MID)] {
+            while ms <= until {
+                s.step(at(ms), SpatialLayer::LOW, false);
+                s.step(at(ms), SpatialLayer::MID, false);
+                ms += 33;
+            }
+            assert_eq!(s.aim(at(ms)), Some(aim), "lower layers sent until {until} ms");
+        }
+        // The top layer comes back: available at its first packet.
+        s.step(at(ms), SpatialLayer::HIGH, false);
+        assert_eq!(s.aim(at(ms)), Some(SpatialLayer::HIGH));
+        // Every layer silent (the publisher paused): none is overtaken, and
+        // the aim stays until the timeout.
+        assert_eq!(s.aim(at(ms + 1000)), Some(SpatialLayer::HIGH));
     }
 }
