@@ -145,6 +145,7 @@ fn nack(c: &mut Criterion) {
             room.nack(now, track, sub, [q], |_, _, sp, p| {
                 black_box((sp, p.payload.len()));
                 hits += 1;
+                true
             });
             hits
         })

@@ -6,7 +6,7 @@
 // 300 kbit/s with tc: it must drop to the low layer within seconds, while
 // the other keeps the full layer at its bitrate. With the throttle gone the
 // throttled viewer climbs back (one layer at a time, each after the
-// allocator's 2.5 s hold). See netns.js for the namespace.
+// allocator's 1.5 s hold). See netns.js for the namespace.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";

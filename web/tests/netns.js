@@ -114,7 +114,13 @@ export function createThrottledNamespace() {
     chromium,
     /** Limits what reaches the namespace (its downlink) to `rate`, e.g. "300kbit". */
     throttle: (rate) => run("tc", "qdisc", "add", "dev", hostIf, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "400ms"),
-    unthrottle: () => run("tc", "qdisc", "del", "dev", hostIf, "root"),
+    /**
+     * Lifts the limit the way a link that widens does: the token bucket's
+     * rate goes to 1 Gbit/s and what it holds drains. (Deleting the qdisc
+     * would also throw away the up to 400 ms of packets it queues: a burst
+     * of loss no real link recovery has.)
+     */
+    unthrottle: () => run("tc", "qdisc", "change", "dev", hostIf, "root", "tbf", "rate", "1gbit", "burst", "4mb", "latency", "400ms"),
     /** The root end's qdisc with its counters (sent, dropped, overlimits). */
     qdisc: () => tryRun("tc", "-s", "qdisc", "show", "dev", hostIf),
     remove,

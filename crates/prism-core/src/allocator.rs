@@ -19,7 +19,8 @@
 //! once when its layer no longer fits, and goes up one layer at a time, only
 //! after the budget has covered the higher layer for
 //! [`AllocatorConfig::upgrade_hold`] (a resume from a bandwidth pause counts
-//! as an upgrade).
+//! as an upgrade). A track on its lowest layer is paused only once that has
+//! not fitted for [`AllocatorConfig::pause_hold`].
 //!
 //! Dynacast (the layers nobody takes, switched off at the publisher) is
 //! read from the legs' forwarders, not from allocations: a leg keeps its
@@ -108,13 +109,19 @@ pub struct AllocatorConfig {
     /// How long the budget must cover a higher layer before a track moves
     /// up to it.
     pub upgrade_hold: Duration,
+    /// How long a track's lowest layer may not fit before the track is
+    /// paused (it keeps that layer meanwhile): an estimate that dips for a
+    /// moment, as one does while a link's queue drains after a congestion,
+    /// should not blank a tile.
+    pub pause_hold: Duration,
 }
 
 impl Default for AllocatorConfig {
     fn default() -> Self {
         AllocatorConfig {
             headroom_permille: 950,
-            upgrade_hold: Duration::from_millis(2500),
+            upgrade_hold: Duration::from_millis(1500),
+            pause_hold: Duration::from_millis(2000),
         }
     }
 }
@@ -135,6 +142,8 @@ struct TrackState {
     paused_for_bandwidth: bool,
     /// Since when the budget has covered a layer above `layer`.
     better_since: Option<Instant>,
+    /// Since when the budget has not covered even the lowest layer.
+    short_since: Option<Instant>,
 }
 
 /// One subscriber's allocation state (see the module doc).
@@ -189,6 +198,7 @@ impl Allocator {
                         layer: None,
                         paused_for_bandwidth: false,
                         better_since: None,
+                        short_since: None,
                     });
                     self.state.len() - 1
                 }
@@ -216,6 +226,7 @@ impl Allocator {
                     layer: None,
                     paused_for_bandwidth: false,
                     better_since: None,
+                    short_since: None,
                     ..*st
                 };
                 continue;
@@ -231,6 +242,15 @@ impl Allocator {
                 (None, _) if fresh => fits,
                 // The layer given is no longer sent: whatever fits, at once.
                 (Some(cur), f) if t.layers[cur.index()].is_none() => f,
+                // Nothing fits, not even the lowest layer: the track goes
+                // down to that, and is paused once this has lasted the
+                // pause hold.
+                (Some(_), None) => {
+                    st.better_since = None;
+                    let since = *st.short_since.get_or_insert(now);
+                    lowest_layer(t)
+                        .filter(|_| now.saturating_duration_since(since) < self.cfg.pause_hold)
+                }
                 // Down at once: the layer given no longer fits (or is no
                 // longer wished or sent).
                 (Some(cur), f) if f.is_none_or(|f| f < cur) => {
@@ -254,6 +274,9 @@ impl Allocator {
                     cur
                 }
             };
+            if fits.is_some() {
+                st.short_since = None;
+            }
             let paused = chosen.is_none();
             a.transition = match (st.paused_for_bandwidth, paused) {
                 (false, true) => Some(Transition::Paused),
@@ -303,6 +326,14 @@ fn wished_layer(t: &AllocTrack) -> Option<SpatialLayer> {
             .or_else(|| SpatialLayer::ALL.iter().find(sent))
             .copied(),
     }
+}
+
+/// The lowest layer the track sends.
+fn lowest_layer(t: &AllocTrack) -> Option<SpatialLayer> {
+    SpatialLayer::ALL
+        .iter()
+        .find(|l| t.layers[l.index()].is_some())
+        .copied()
 }
 
 /// The next layer the track sends above `from` (the lowest from a pause),

@@ -83,6 +83,13 @@ crate::labelled_enum! {
         /// The engine refused the packet (the leg is closing, or the sender has
         /// no negotiated stream for it).
         SendFailed => "send_failed",
+        /// A NACKed packet of a simulcast layer the leg has left (or of a
+        /// paused leg): the subscriber's decoder starts over at the new
+        /// layer's keyframe, so resending it only takes bandwidth.
+        StaleLayer => "stale_layer",
+        /// A NACKed packet over the leg's retransmission budget (a share of
+        /// its bandwidth estimate; see `RetransmitBudget`).
+        RetransmitBudget => "retransmit_budget",
     }
 }
 

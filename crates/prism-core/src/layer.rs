@@ -419,7 +419,11 @@ mod tests {
                 s.step(at(ms), SpatialLayer::MID, false);
                 ms += 33;
             }
-            assert_eq!(s.aim(at(ms)), Some(aim), "lower layers sent until {until} ms");
+            assert_eq!(
+                s.aim(at(ms)),
+                Some(aim),
+                "lower layers sent until {until} ms"
+            );
         }
         // The top layer comes back: available at its first packet.
         s.step(at(ms), SpatialLayer::HIGH, false);

@@ -8,6 +8,7 @@
 //! Bad input is an error value or a counted [`DropReason`]; a panic is a bug.
 
 pub mod allocator;
+pub mod budget;
 pub mod extmap;
 pub mod forwarder;
 pub mod gop;
@@ -24,6 +25,7 @@ pub mod vp8;
 pub use allocator::{
     AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation, Transition, Wish,
 };
+pub use budget::RetransmitBudget;
 pub use extmap::ExtensionMap;
 pub use forwarder::{
     payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,

@@ -8,14 +8,11 @@
 //! [`interceptors`] builds the registry Prism uses with it in place.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Instant;
 
 use rtc::interceptor::{
-    Attribute, BandwidthEstimator, CongestionControlBuilder, EstimatorStats, Gcc, Interceptor,
-    NackGeneratorBuilder, Packet, PacketReport, ReceiverReportBuilder, Registry, Slot, StreamInfo,
-    TaggedPacket, TwccSenderBuilder,
+    Attribute, CongestionControlBuilder, Interceptor, NackGeneratorBuilder, Packet,
+    ReceiverReportBuilder, Registry, Slot, StreamInfo, TaggedPacket, TwccSenderBuilder,
 };
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_simulcast_extension_headers, configure_twcc_receiver_only,
@@ -27,6 +24,9 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
+
+mod estimate;
+pub use estimate::{Estimate, EstimateBounds, Feedback, LinkEstimate};
 
 /// Where [`DeliverRtcp`] sits in the chain (the engine orders by slot).
 pub const DELIVER_RTCP_SLOT: usize = 14_000;
@@ -91,53 +91,6 @@ pub fn interceptors(media_engine: &mut MediaEngine) -> Result<Registry, Error> {
     Ok(registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default()))
 }
 
-/// The latest send-side bandwidth estimate of one peer connection, in bits
-/// per second (0 until the first TWCC feedback). Written by the engine's
-/// congestion controller, read by the shard.
-#[derive(Debug, Clone, Default)]
-pub struct Estimate(Arc<AtomicU64>);
-
-impl Estimate {
-    pub fn bits_per_second(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// The engine's GCC estimator, publishing each new target into an [`Estimate`].
-struct WatchedGcc {
-    gcc: Gcc,
-    out: Estimate,
-}
-
-impl BandwidthEstimator for WatchedGcc {
-    fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
-        self.gcc.on_reports(now, reports);
-        self.out
-            .0
-            .store(self.gcc.target_bitrate() as u64, Ordering::Relaxed);
-    }
-    fn target_bitrate(&self) -> f64 {
-        self.gcc.target_bitrate()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.gcc.handle_timeout(now);
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.gcc.poll_timeout()
-    }
-    fn stats(&self) -> EstimatorStats {
-        self.gcc.stats()
-    }
-}
-
-/// Bounds of the send-side estimate on subscribe legs, bits per second.
-#[derive(Debug, Clone, Copy)]
-pub struct EstimateBounds {
-    pub initial: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
 /// For the server: like [`interceptors`] but
 /// - without the engine's sender-report generator (Prism sends its own,
 ///   derived from the publishers' reports);
@@ -147,7 +100,8 @@ pub struct EstimateBounds {
 ///   generator stays: it NACKs loss on publish legs upstream;
 /// - with send-side congestion control (`transport-cc`): outgoing packets get
 ///   transport-wide sequence numbers and the remote's TWCC feedback drives a
-///   GCC estimator whose target is published in the returned [`Estimate`].
+///   GCC-fed estimator ([`LinkEstimate`]) whose target is published in
+///   the returned [`Estimate`].
 ///   The engine's pacer is not installed: forwarding stays immediate.
 ///
 /// Each leg gets only the interceptors its direction uses (the SDP
@@ -189,10 +143,7 @@ pub fn server_interceptors(
     )?;
     let estimate = Estimate::default();
     let registry = if sends_media {
-        let gcc = WatchedGcc {
-            gcc: Gcc::new(bounds.initial, bounds.min, bounds.max),
-            out: estimate.clone(),
-        };
+        let gcc = estimate::SubscriberEstimator::new(bounds, estimate.clone());
         Registry::new()
             .with(Slot::TwccSender, TwccSenderBuilder::new().build())
             .with(

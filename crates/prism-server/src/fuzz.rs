@@ -288,6 +288,7 @@ impl Bench {
                     send(senders, now, sink, out, &sp, &pkt.payload, Some(&mut rtx));
                     resent += 1;
                 }
+                true
             });
             self.reached.resent += resent;
             self.reached.rtx += rtx;

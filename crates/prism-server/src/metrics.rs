@@ -156,6 +156,9 @@ pub struct ShardStats {
     /// Simulcast tracks paused for a subscriber because their lowest layer
     /// did not fit its bandwidth.
     pub tracks_paused: u64,
+    /// Subscribe legs allocated again at once because congestion lowered
+    /// their estimate (between the once-a-second allocations).
+    pub congestion_reallocations: u64,
     /// Packets of simulcast layers a subscriber leg did not take.
     pub layer_skips: u64,
     /// Subscriber legs' layer switches: up, down.
@@ -208,6 +211,7 @@ impl Default for ShardStats {
             dead_publishers: 0,
             byes_sent: 0,
             tracks_paused: 0,
+            congestion_reallocations: 0,
             layer_skips: 0,
             layer_switches: [0; 2],
             estimated_bps: 0,
@@ -253,6 +257,7 @@ impl ShardStats {
             dead_publishers,
             byes_sent,
             tracks_paused,
+            congestion_reallocations,
             layer_skips,
             estimated_bps,
             allocated_bps
@@ -472,6 +477,7 @@ impl Collector for ShardCollector {
             family("prism_layer_switches_total", "Simulcast layer switches of subscriber legs (at the target layer's keyframe), by direction.", COUNTER, vec![counter(t.layer_switches[0], &[("direction", "up")]), counter(t.layer_switches[1], &[("direction", "down")])]),
             family("prism_layer_skipped_packets_total", "Packets of simulcast layers a subscriber leg does not take (the normal cost of simulcast, not drops).", COUNTER, vec![counter(t.layer_skips, &[])]),
             family("prism_tracks_paused_total", "Simulcast tracks paused for a subscriber because their lowest layer did not fit its bandwidth estimate (the subscriber is sent track_paused).", COUNTER, vec![counter(t.tracks_paused, &[])]),
+            family("prism_congestion_reallocations_total", "Subscribe legs allocated again at once because congestion (loss or a growing queue in their transport-cc feedback) lowered their bandwidth estimate.", COUNTER, vec![counter(t.congestion_reallocations, &[])]),
             family("prism_allocator_estimate_bps", "Subscribe legs' bandwidth estimates at the last allocation, summed (bits/s).", GAUGE, vec![gauge(t.estimated_bps, &[])]),
             family("prism_allocator_allocated_bps", "Bitrate the allocator gave out at the last allocation, summed over subscribe legs (bits/s).", GAUGE, vec![gauge(t.allocated_bps, &[])]),
             family("prism_rtcp_byes_sent_total", "RTCP BYE packets sent to subscribers: one of their streams ended (track gone, or broadcast ended).", COUNTER, vec![counter(t.byes_sent, &[])]),

@@ -410,15 +410,16 @@ impl Room {
     /// Answers a subscriber's NACK for its sequence numbers `seqs` on `track`
     /// from the shared history of the layer each was sent from: `resend` is
     /// called with the rewritten fields and the publisher's packet for each
-    /// one still held. Duplicates (asked again within `nack_min_interval`)
-    /// and misses are counted, not sent.
+    /// one still held; it returns false when the leg's retransmission budget
+    /// refuses it (counted as a `retransmit_budget` drop). Duplicates (asked
+    /// again within `nack_min_interval`) and misses are counted, not sent.
     pub fn nack(
         &mut self,
         now: Instant,
         track: TrackId,
         subscriber: ParticipantId,
         seqs: impl IntoIterator<Item = u16>,
-        mut resend: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet),
+        mut resend: impl FnMut(SinkId, &SinkParams, SendParams, &rtc::rtp::Packet) -> bool,
     ) {
         let min_interval = self.cfg.nack_min_interval;
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -438,6 +439,10 @@ impl Room {
                     out_ts,
                     layer,
                 } => {
+                    if d.fwd.layers().current() != Some(layer) {
+                        self.counters.drops.inc(crate::DropReason::StaleLayer);
+                        continue;
+                    }
                     let held = t
                         .streams
                         .get(layer.index())
@@ -451,7 +456,6 @@ impl Room {
                         self.counters.nack_misses += 1;
                         continue;
                     };
-                    self.counters.retransmits += 1;
                     let sp = SendParams {
                         ssrc: params.ssrc,
                         payload_type: pt,
@@ -459,7 +463,11 @@ impl Room {
                         timestamp: out_ts,
                         vp8: None,
                     };
-                    resend(d.sink, params, sp, p);
+                    if resend(d.sink, params, sp, p) {
+                        self.counters.retransmits += 1;
+                    } else {
+                        self.counters.drops.inc(crate::DropReason::RetransmitBudget);
+                    }
                 }
             }
         }

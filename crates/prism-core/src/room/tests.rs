@@ -550,6 +550,7 @@ mod lossy {
                             if let Some(d) = sim.link(sub_loss) {
                                 sim.at(t + d, Ev::Arrive(sp.seq, src | ((s as u32) << 24)));
                             }
+                            true
                         },
                     );
                 }

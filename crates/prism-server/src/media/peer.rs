@@ -110,6 +110,11 @@ pub struct Peer {
     pub pc: RTCPeerConnection,
     /// Subscribe leg: shares its bandwidth estimate over its tracks' layers.
     pub allocator: prism_core::Allocator,
+    /// The estimate's congestion count at the last allocation: when it
+    /// moves, the leg is allocated again at once.
+    pub congestions_seen: u64,
+    /// Subscribe leg: what its NACKs may be answered with.
+    pub retransmit_budget: prism_core::RetransmitBudget,
     pub room: usize,
     pub participant: ParticipantId,
     pub leg: Leg,
@@ -405,6 +410,8 @@ impl Peer {
                 pacer: prism_core::BurstPacer::new(PACE_PACKETS, PACE_WINDOW),
                 pace_at: None,
                 allocator: prism_core::Allocator::new(prism_core::AllocatorConfig::default()),
+                congestions_seen: 0,
+                retransmit_budget: prism_core::RetransmitBudget::default(),
             },
             candidates,
         ))

@@ -488,6 +488,7 @@ impl Shard {
         let now = Instant::now();
         let mut reads = std::mem::take(&mut self.reads);
         let mut events = std::mem::take(&mut self.events);
+        let congested;
         {
             let Some(peer) = self.peers.get_mut(key) else {
                 return;
@@ -518,6 +519,11 @@ impl Shard {
                 peer.pc.poll_timeout(),
                 key,
             );
+            congested =
+                peer.leg == Leg::Subscribe && peer.estimate.congestions() != peer.congestions_seen;
+        }
+        if congested {
+            self.reallocate_congested(now, key);
         }
         for ev in events.drain(..) {
             self.on_peer_event(now, key, ev);

@@ -74,79 +74,10 @@ impl Shard {
         let mut tell: Vec<(usize, ParticipantId, ServerMessage)> = Vec::new();
         let (mut total_used, mut total_estimate) = (0u64, 0u64);
         for key in legs {
-            let Some(p) = self.peers.get_mut(key) else {
-                continue;
-            };
-            let (rk, pid) = (p.room, p.participant);
-            let Some(r) = self.rooms.get_mut(rk) else {
-                continue;
-            };
-            let Some(m) = r.members.get(&pid) else {
-                continue;
-            };
-            tracks.clear();
-            for s in p.senders.iter().flatten() {
-                let Some(t) = r.core.track(s.track) else {
-                    continue;
-                };
-                let wish = m.wishes.get(&t.id).copied().unwrap_or(m.default_wish);
-                tracks.push(AllocTrack {
-                    id: t.id,
-                    kind: t.spec.kind,
-                    source: t.spec.source,
-                    priority: 0,
-                    wish: if t.spec.kind == MediaKind::Audio {
-                        CoreWish::MaxLayer(SpatialLayer::LOW)
-                    } else {
-                        wish.to_core()
-                    },
-                    layers: r.core.layer_infos(t.id),
-                });
+            if let Some((used, estimate)) = self.allocate_leg(now, key, &mut tracks, &mut tell) {
+                total_used += used;
+                total_estimate += estimate;
             }
-            let estimate = match p.available_bitrate() {
-                0 => NO_ESTIMATE,
-                bps => bps,
-            };
-            let allocs = p.allocator.allocate(now, Bitrate(estimate), &tracks);
-            let mut used = 0u64;
-            for (a, t) in allocs.iter().zip(&tracks) {
-                used += a.bitrate.bps();
-                let simulcast = t.layers.iter().flatten().count() > 1;
-                let target = match a.target {
-                    // Nothing lower to offer: it flows, unless hidden.
-                    Target::Paused if !simulcast && t.wish != CoreWish::Nothing => {
-                        Target::Layer(LayerTarget::spatial(SpatialLayer::LOW))
-                    }
-                    other => other,
-                };
-                r.core.set_target(a.track, pid, target);
-                if !simulcast || m.kind != MemberKind::Socket {
-                    continue;
-                }
-                match a.transition {
-                    Some(Transition::Paused) => {
-                        self.stats.tracks_paused += 1;
-                        tell.push((
-                            rk,
-                            pid,
-                            ServerMessage::TrackPaused(sig::TrackPaused {
-                                track_id: a.track.to_string(),
-                                reason: "bandwidth".into(),
-                            }),
-                        ));
-                    }
-                    Some(Transition::Resumed) => tell.push((
-                        rk,
-                        pid,
-                        ServerMessage::TrackResumed(sig::TrackRef {
-                            track_id: a.track.to_string(),
-                        }),
-                    )),
-                    None => {}
-                }
-            }
-            total_used += used;
-            total_estimate += estimate;
         }
         self.stats.allocated_bps = total_used;
         self.stats.estimated_bps = total_estimate;
@@ -155,6 +86,102 @@ impl Shard {
         }
         if self.cfg.dynacast {
             self.dynacast(now);
+        }
+    }
+
+    /// Allocates one subscribe leg's estimate over its tracks and sets its
+    /// forwarders' targets; the pause/resume messages for its subscriber go
+    /// to `tell`. Returns (allocated, estimate) in bits per second.
+    fn allocate_leg(
+        &mut self,
+        now: Instant,
+        key: usize,
+        tracks: &mut Vec<AllocTrack>,
+        tell: &mut Vec<(usize, ParticipantId, ServerMessage)>,
+    ) -> Option<(u64, u64)> {
+        let p = self.peers.get_mut(key)?;
+        let (rk, pid) = (p.room, p.participant);
+        let r = self.rooms.get_mut(rk)?;
+        let m = r.members.get(&pid)?;
+        tracks.clear();
+        for s in p.senders.iter().flatten() {
+            let Some(t) = r.core.track(s.track) else {
+                continue;
+            };
+            let wish = m.wishes.get(&t.id).copied().unwrap_or(m.default_wish);
+            tracks.push(AllocTrack {
+                id: t.id,
+                kind: t.spec.kind,
+                source: t.spec.source,
+                priority: 0,
+                wish: if t.spec.kind == MediaKind::Audio {
+                    CoreWish::MaxLayer(SpatialLayer::LOW)
+                } else {
+                    wish.to_core()
+                },
+                layers: r.core.layer_infos(t.id),
+            });
+        }
+        let estimate = match p.available_bitrate() {
+            0 => NO_ESTIMATE,
+            bps => bps,
+        };
+        let allocs = p.allocator.allocate(now, Bitrate(estimate), tracks);
+        let mut used = 0u64;
+        for (a, t) in allocs.iter().zip(tracks.iter()) {
+            used += a.bitrate.bps();
+            let simulcast = t.layers.iter().flatten().count() > 1;
+            let target = match a.target {
+                // Nothing lower to offer: it flows, unless hidden.
+                Target::Paused if !simulcast && t.wish != CoreWish::Nothing => {
+                    Target::Layer(LayerTarget::spatial(SpatialLayer::LOW))
+                }
+                other => other,
+            };
+            r.core.set_target(a.track, pid, target);
+            if !simulcast || m.kind != MemberKind::Socket {
+                continue;
+            }
+            match a.transition {
+                Some(Transition::Paused) => {
+                    self.stats.tracks_paused += 1;
+                    tell.push((
+                        rk,
+                        pid,
+                        ServerMessage::TrackPaused(sig::TrackPaused {
+                            track_id: a.track.to_string(),
+                            reason: "bandwidth".into(),
+                        }),
+                    ));
+                }
+                Some(Transition::Resumed) => tell.push((
+                    rk,
+                    pid,
+                    ServerMessage::TrackResumed(sig::TrackRef {
+                        track_id: a.track.to_string(),
+                    }),
+                )),
+                None => {}
+            }
+        }
+        p.congestions_seen = p.estimate.congestions();
+        Some((used, estimate))
+    }
+
+    /// A subscribe leg's estimate fell for congestion: allocate it again now
+    /// rather than at the next tick, so its layers come down within a
+    /// feedback interval.
+    pub(super) fn reallocate_congested(&mut self, now: Instant, key: usize) {
+        let mut tracks = Vec::new();
+        let mut tell = Vec::new();
+        if self
+            .allocate_leg(now, key, &mut tracks, &mut tell)
+            .is_some()
+        {
+            self.stats.congestion_reallocations += 1;
+        }
+        for (rk, pid, msg) in tell {
+            self.send_to(rk, pid, ServerEnvelope::new(msg));
         }
     }
 

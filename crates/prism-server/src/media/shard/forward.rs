@@ -259,10 +259,24 @@ impl Shard {
             let Some(r) = self.rooms.get_mut(room) else {
                 return;
             };
-            let (sends, drops) = (&mut self.sends, &mut self.drops);
+            let Some(p) = self.peers.get_mut(key) else {
+                return;
+            };
+            // Over the leg's budget, a retransmission would take the place
+            // of a new packet on a full link (prism_core::budget).
+            let estimate = match p.available_bitrate() {
+                0 => super::SUBSCRIBER_MAX_ESTIMATE as u64,
+                bps => bps,
+            };
+            let (sends, drops, budget) =
+                (&mut self.sends, &mut self.drops, &mut p.retransmit_budget);
             r.core
                 .nack(now, track, pid, seqs, |sink, params, sp, original| {
-                    queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
+                    let allowed = budget.take(now, estimate, original.payload.len());
+                    if allowed {
+                        queue_rewritten(sends, drops, sink, original, sp, &params.extensions);
+                    }
+                    allowed
                 });
             self.flush_sends(now, SendKind::Retransmission);
         }
