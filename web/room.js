@@ -95,9 +95,10 @@ async function startMedia() {
     return;
   }
   try {
-    // 1280×720 when the camera can; with ?simulcast=1 sent as three
-    // simulcast layers (320×180, 640×360, 1280×720), each viewer getting the
-    // one that fits its tile and its bandwidth (prism.js, simulcastLayers).
+    // 1280×720 when the camera can, sent as three simulcast layers
+    // (320×180, 640×360, 1280×720), each viewer getting the one that fits
+    // its tile and its bandwidth (prism.js, simulcastLayers); ?simulcast=0
+    // sends one encoding.
     // ?video=640x360 asks for another size (a slow machine, a test).
     const [vw, vh] = (params.get("video") || "1280x720").split("x").map(Number);
     const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: { ideal: vw || 1280 }, height: { ideal: vh || 720 } } });
@@ -107,9 +108,7 @@ async function startMedia() {
     self.dataset.self = "true";
     self.querySelector("video").srcObject = new MediaStream([camTrack]);
     await room.publish(micTrack, "microphone", stream);
-    // Simulcast is opt-in (?simulcast=1) until a freeze seen in Chromium
-    // rooms with it (a viewer's picture stopping for seconds) is found.
-    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") === "1" });
+    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") !== "0" });
     await listDevices();
   } catch (e) {
     if (e.name === "NotAllowedError") {

@@ -90,6 +90,10 @@ crate::labelled_enum! {
         /// A NACKed packet over the leg's retransmission budget (a share of
         /// its bandwidth estimate; see `RetransmitBudget`).
         RetransmitBudget => "retransmit_budget",
+        /// A codec payload field (the VP8 descriptor's picture id) could not
+        /// be rewritten for the subscriber: the packet does not match the
+        /// descriptor parsed from it (should stay 0).
+        PayloadRewrite => "payload_rewrite",
     }
 }
 
@@ -322,6 +326,21 @@ impl Forwarder {
         vp8: Option<&Vp8Descriptor>,
         keyframe: bool,
     ) -> Forward {
+        // Padding-only packets probe the publisher's uplink: nothing for a
+        // subscriber (its leg probes on its own), and no sign of life of a
+        // layer — Chromium pads simulcast layers it has switched off, and a
+        // leg that took that padding for its layer's packets stayed on a
+        // layer sending no pictures (a frozen tile) instead of moving to one
+        // that did. In the stream being forwarded they close up their hole.
+        if p.payload_len == 0 {
+            return match self.layers.current() {
+                Some(l) if l == layer && self.source_ssrc == Some(p.ssrc) => {
+                    self.drop(true, p, DropReason::Padding)
+                }
+                Some(_) => Forward::Skip,
+                None => Forward::Drop(DropReason::Padding),
+            };
+        }
         // A new publisher stream behind the layer being forwarded (the
         // publisher restarted its encoder or renegotiated): its deltas
         // reference frames this subscriber never got, so the leg starts it
@@ -349,11 +368,6 @@ impl Forwarder {
         // continues seamlessly on unmute.
         if self.muted {
             return self.drop(flowing, p, DropReason::Muted);
-        }
-        // Padding-only packets probe the publisher's uplink; they carry nothing
-        // for a subscriber, and the subscriber leg does its own probing.
-        if p.payload_len == 0 {
-            return self.drop(flowing, p, DropReason::Padding);
         }
         let Some(pt) = params.map_pt(p.payload_type) else {
             return self.drop(flowing, p, DropReason::UnknownPayloadType);
@@ -405,6 +419,13 @@ impl Forwarder {
             }
             SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
         }
+    }
+
+    /// The descriptor values for a copy of an already forwarded packet of
+    /// the current source (a retransmission): the numbering it went out
+    /// with.
+    pub fn vp8_rewrite(&mut self, d: &Vp8Descriptor) -> Vp8Rewrite {
+        self.vp8.forward(d)
     }
 
     fn drop(&mut self, flowing: bool, p: &PacketMeta, reason: DropReason) -> Forward {

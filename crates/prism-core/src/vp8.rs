@@ -167,6 +167,20 @@ pub struct Vp8Rewrite {
 }
 
 impl Vp8Rewrite {
+    /// Whether [`Vp8Rewrite::apply`] would change `payload`: false for a
+    /// leg whose numbering never moved (its first source, no temporal
+    /// drops), which can then send the publisher's payload as it is,
+    /// without a copy.
+    pub fn changes(&self, payload: &[u8]) -> bool {
+        let len = usize::from(self.len);
+        let mut head = [0u8; 8];
+        if len > head.len() || payload.len() < len {
+            return true;
+        }
+        head[..len].copy_from_slice(&payload[..len]);
+        self.apply(&mut head[..len]).is_err() || head[..len] != payload[..len]
+    }
+
     /// Writes the new values into the payload the descriptor was parsed
     /// from (or a copy of it), in place: the length does not change.
     pub fn apply(&self, payload: &mut [u8]) -> Result<(), Vp8Error> {

@@ -31,7 +31,8 @@ struct Row {
     target: &'static str,
     /// Per layer: `K` where the layer's packet starts a keyframe.
     keyframes: [&'static str; MAX_SPATIAL_LAYERS],
-    /// Per layer: `-` where the layer sends nothing.
+    /// Per layer: `-` where the layer sends nothing, `p` where it sends
+    /// only padding.
     alive: [&'static str; MAX_SPATIAL_LAYERS],
     /// A digit where the server declares that layer gone.
     gone: &'static str,
@@ -86,7 +87,11 @@ fn run(r: &Row) {
                 timestamp: (l.index() as u32 * 1_000_000_007).wrapping_add(i as u32 * TICKS),
                 payload_type: 96,
                 marker: true,
-                payload_len: 1000,
+                payload_len: if at(r.alive[l.index()], i) == Some('p') {
+                    0
+                } else {
+                    1000
+                },
             };
             match f.decide_layer(now, &meta, l, None, keyframe) {
                 Forward::Send(s) => {
@@ -107,6 +112,7 @@ fn run(r: &Row) {
                 }
                 Forward::Drop(DropReason::Paused) => paused += 1,
                 Forward::Drop(DropReason::WaitingForKeyframe) => waits += 1,
+                Forward::Drop(DropReason::Padding) => {}
                 Forward::Drop(d) => panic!("{}: frame {i}: unexpected drop {d:?}", r.name),
                 Forward::Skip => {}
             }
@@ -189,6 +195,18 @@ fn simulcast_switching_table() {
             gone: "",
             // Silent from frame 6 (last seen at 165 ms); gone after 200 ms,
             // at frame 12; layer 1's keyframe at 14.
+            out: "222222........1111",
+            wants: "............11....",
+            paused: 0,
+            waits: 0,
+        },
+        Row {
+            name: "the current layer sends only padding (switched off): as if silent",
+            gated: true,
+            target: "2",
+            keyframes: ["K", "K.............K", "K"],
+            alive: ["1", "1", "111111p"],
+            gone: "",
             out: "222222........1111",
             wants: "............11....",
             paused: 0,

@@ -13,8 +13,9 @@ use crate::allocator::{Bitrate, LayerInfo};
 use crate::forwarder::{Forward, PacketMeta, SendParams, SinkParams};
 use crate::gop::GopCache;
 use crate::history::{NackLookup, PacketHistory};
-use crate::keyframe::is_keyframe_start;
+use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::layer::{SpatialLayer, Target, MAX_SPATIAL_LAYERS};
+use crate::vp8::Vp8Descriptor;
 
 /// One encoding of a published track: its own packets and keyframes.
 #[derive(Debug)]
@@ -117,6 +118,26 @@ impl Room {
         self.measured_at = now;
         let ms = elapsed.as_millis().max(1) as u64;
         for t in self.tracks.values_mut() {
+            if t.streams.len() > 1 && tracing::enabled!(tracing::Level::DEBUG) {
+                // A timeline of each layer and each leg, for diagnosing a
+                // subscriber's stalled picture (debug level only).
+                let kbps: Vec<u64> = t.streams.iter().map(|s| s.bytes * 8 / ms).collect();
+                let legs: Vec<String> = t
+                    .downstream
+                    .iter()
+                    .map(|d| {
+                        let l = d.fwd.layers();
+                        format!(
+                            "{}:{:?}/{:?}/{:?}",
+                            d.subscriber,
+                            l.target(),
+                            l.aim(now),
+                            l.current()
+                        )
+                    })
+                    .collect();
+                tracing::debug!(track = %t.id, ?kbps, ?legs, "layers");
+            }
             for s in &mut t.streams {
                 if s.bytes > 0 {
                     s.bitrate = Bitrate(s.bytes * 8 * 1000 / ms);
@@ -133,6 +154,10 @@ impl Room {
             .get_mut(&track)
             .and_then(|t| t.downstream.iter_mut().find(|d| d.subscriber == subscriber))
         {
+            if d.fwd.layers().target() != target {
+                tracing::debug!(track = %track, subscriber = %subscriber, ?target,
+                    current = ?d.fwd.layers().current(), "layer target");
+            }
             d.fwd.set_target(target);
         }
     }
@@ -192,6 +217,14 @@ impl Room {
         t.counters.bytes_in += meta.payload_len as u64;
         stream.bytes += meta.payload_len as u64;
         let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
+        // VP8: each leg renumbers picture ids (and TL0PICIDX, KEYIDX) so a
+        // layer switch or a publisher's new encoder continues the numbers
+        // the subscriber has; Chromium's decoder drops pictures whose id
+        // jumps back (a frozen tile after a switch).
+        let vp8 = match t.codec {
+            VideoCodec::Vp8 => Vp8Descriptor::parse(payload).ok(),
+            _ => None,
+        };
         if t.codec.detects_keyframes() {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
@@ -199,7 +232,7 @@ impl Room {
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
             let before = d.fwd.layers().current();
-            let decision = d.fwd.decide_layer(now, meta, layer, None, keyframe);
+            let decision = d.fwd.decide_layer(now, meta, layer, vp8.as_ref(), keyframe);
             if let (Some(b), Forward::Send(_)) = (before, decision) {
                 if b != layer {
                     if layer > b {
@@ -447,6 +480,14 @@ impl Room {
                         .streams
                         .get(layer.index())
                         .and_then(|s| s.history.get(now, src_seq));
+                    // The copy carries the picture id the original went
+                    // out with.
+                    let vp8 = match (t.codec, held) {
+                        (VideoCodec::Vp8, Some(p)) => Vp8Descriptor::parse(&p.payload)
+                            .ok()
+                            .map(|desc| d.fwd.vp8_rewrite(&desc)),
+                        _ => None,
+                    };
                     let (Some(p), Some(params)) = (held, d.fwd.params()) else {
                         tracing::trace!(track = %track, src_seq, out_seq, "NACKed packet not in history");
                         self.counters.nack_expired += 1;
@@ -461,7 +502,7 @@ impl Room {
                         payload_type: pt,
                         seq: out_seq,
                         timestamp: out_ts,
-                        vp8: None,
+                        vp8,
                     };
                     if resend(d.sink, params, sp, p) {
                         self.counters.retransmits += 1;

@@ -320,3 +320,31 @@ fn a_rewrite_refuses_a_payload_it_was_not_made_for() {
         "too short"
     );
 }
+
+#[test]
+fn a_rewrite_that_changes_nothing_says_so() {
+    // A leg's first source: its numbers go out as they came, no copy needed.
+    let mut m = Vp8Munger::new();
+    let p = build(Some((1000, true)), Some(7), Some((0, false)), Some(3));
+    let d = Vp8Descriptor::parse(&p).unwrap();
+    assert!(!m.forward(&d).changes(&p));
+    // After a switch to a source numbered elsewhere: every packet changes.
+    m.restart();
+    let q = build(Some((20_000, true)), Some(200), Some((0, false)), Some(9));
+    let d = Vp8Descriptor::parse(&q).unwrap();
+    let rw = m.forward(&d);
+    assert!(rw.changes(&q));
+    let mut copy = q.clone();
+    rw.apply(&mut copy).unwrap();
+    assert_eq!(
+        Vp8Descriptor::parse(&copy)
+            .unwrap()
+            .picture_id
+            .unwrap()
+            .value,
+        1001
+    );
+    // A payload the rewrite was not made for counts as a change (apply
+    // then refuses it).
+    assert!(rw.changes(&[0x10, 0x9d]));
+}

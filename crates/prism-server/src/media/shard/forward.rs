@@ -405,8 +405,16 @@ pub fn rewrite(
                 .map_err(|_| DropReason::ExtensionRewrite)?;
         }
     }
-    Ok(rtp::Packet {
-        header,
-        payload: src.payload.clone(),
-    })
+    // The VP8 descriptor renumbered for this leg; a copy of the payload only
+    // where that changes it.
+    let payload = match sp.vp8 {
+        Some(rw) if rw.changes(&src.payload) => {
+            let mut copy = bytes::BytesMut::from(&src.payload[..]);
+            rw.apply(&mut copy)
+                .map_err(|_| DropReason::PayloadRewrite)?;
+            copy.freeze()
+        }
+        _ => src.payload.clone(),
+    };
+    Ok(rtp::Packet { header, payload })
 }
