@@ -96,6 +96,9 @@ pub struct SendParams {
     pub payload_type: u8,
     pub seq: u16,
     pub timestamp: u32,
+    /// The RTP marker bit: the publisher's, except on an SVC leg, where it
+    /// ends the picture at the highest spatial layer the leg forwards.
+    pub marker: bool,
     /// New VP8 descriptor values to write into this subscriber's copy of the
     /// payload (simulcast legs given the packet's descriptor only).
     pub vp8: Option<Vp8Rewrite>,
@@ -384,7 +387,7 @@ impl Forwarder {
             SeqOutcome::Send(seq) => {
                 let timestamp = self.ts.rewrite(now, p.timestamp);
                 if let Some(m) = &mut self.sent {
-                    m.record(seq, p.seq, timestamp, layer);
+                    m.record(seq, p.seq, timestamp, layer, p.marker);
                 }
                 self.packets_sent = self.packets_sent.wrapping_add(1);
                 self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
@@ -393,6 +396,7 @@ impl Forwarder {
                     payload_type: pt,
                     seq,
                     timestamp,
+                    marker: p.marker,
                     vp8: vp8.map(|d| self.vp8.forward(d)),
                 })
             }
@@ -588,5 +592,9 @@ mod tests {
     }
 }
 
+mod svc;
+
 #[cfg(test)]
 mod simulcast_tests;
+#[cfg(test)]
+mod svc_tests;

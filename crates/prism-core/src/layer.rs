@@ -151,6 +151,14 @@ pub struct LayerSelector {
     /// Switches wait for a keyframe (video whose keyframes are recognised).
     gated: bool,
     last_keyframe_request: Option<Instant>,
+    /// The track is spatially scalable in one stream (VP9 k-SVC): the
+    /// current layer is the highest one forwarded, lower ones flow with it,
+    /// and only a switch up needs a keyframe (see `layer/svc.rs`).
+    svc: bool,
+    /// The timestamp of the newest picture seen, and when its first packet
+    /// came (SVC: changes of layer are taken at a picture's start).
+    picture_ts: Option<u32>,
+    picture_at: Option<Instant>,
 }
 
 impl LayerSelector {
@@ -167,6 +175,9 @@ impl LayerSelector {
             layer_timeout: DEFAULT_LAYER_TIMEOUT,
             gated,
             last_keyframe_request: None,
+            svc: false,
+            picture_ts: None,
+            picture_at: None,
         }
     }
 
@@ -240,7 +251,17 @@ impl LayerSelector {
     /// that is not the one flowing. `None` when keyframes are not recognised.
     pub fn wants_keyframe(&self, now: Instant) -> Option<SpatialLayer> {
         let aim = self.aim(now)?;
+        if self.svc {
+            // Lower layers of one SVC stream depend on no higher one: a
+            // switch down happens at the next picture, with no keyframe.
+            return (self.gated && self.current.is_none_or(|c| aim > c)).then_some(aim);
+        }
         (self.gated && self.current != Some(aim)).then_some(aim)
+    }
+
+    /// The track is spatially scalable in one stream (VP9 k-SVC).
+    pub fn is_svc(&self) -> bool {
+        self.svc
     }
 
     /// [`LayerSelector::wants_keyframe`], at most once per `min_interval`:
@@ -334,6 +355,9 @@ impl LayerSelector {
         self.temporal
     }
 }
+
+pub(crate) mod svc;
+pub(crate) use svc::SvcStep;
 
 #[cfg(test)]
 mod tests {

@@ -4,17 +4,21 @@
 //!
 //! A track without simulcast has one layer ([`SpatialLayer::LOW`]); a
 //! simulcast track has one [`LayerStream`] per encoding, lowest first, each
-//! with its own sequence numbers, history, keyframes and bitrate.
+//! with its own sequence numbers, history, keyframes and bitrate. A VP9
+//! k-SVC track has one stream holding every spatial layer: its legs decide
+//! by the packet's VP9 descriptor (`Forwarder::decide_svc`), and its layers'
+//! bitrates and sizes come from the descriptors (`room/svc.rs`).
 
 use std::time::{Duration, Instant};
 
 use super::{ntp_duration, MediaKind, ParticipantId, Room, SenderReportValues, SinkId, TrackId};
 use crate::allocator::{Bitrate, LayerInfo};
-use crate::forwarder::{Forward, PacketMeta, SendParams, SinkParams};
+use crate::forwarder::{Forward, Forwarder, PacketMeta, SendParams, SinkParams};
 use crate::gop::GopCache;
 use crate::history::{NackLookup, PacketHistory};
-use crate::keyframe::is_keyframe_start;
+use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::layer::{SpatialLayer, Target, MAX_SPATIAL_LAYERS};
+use crate::vp9::Vp9Descriptor;
 
 /// One encoding of a published track: its own packets and keyframes.
 #[derive(Debug)]
@@ -88,7 +92,15 @@ impl Room {
 
     /// How many layers `track` has (1 without simulcast).
     pub fn layer_count(&self, track: TrackId) -> usize {
-        self.tracks.get(&track).map_or(0, |t| t.streams.len())
+        self.tracks
+            .get(&track)
+            .map_or(0, |t| t.streams.len().max(t.svc.count()))
+    }
+
+    /// `track` is spatially scalable in one stream (VP9 k-SVC with more
+    /// than one spatial layer seen).
+    pub fn is_svc(&self, track: TrackId) -> bool {
+        self.tracks.get(&track).is_some_and(|t| t.svc.active())
     }
 
     /// The layers of `track` as the allocator sees them: measured bitrate
@@ -96,6 +108,9 @@ impl Room {
     pub fn layer_infos(&self, track: TrackId) -> [Option<LayerInfo>; MAX_SPATIAL_LAYERS] {
         let mut out = [None; MAX_SPATIAL_LAYERS];
         if let Some(t) = self.tracks.get(&track) {
+            if t.svc.active() {
+                return t.svc.infos();
+            }
             for (o, s) in out.iter_mut().zip(&t.streams) {
                 *o = Some(LayerInfo {
                     bitrate: s.bitrate,
@@ -123,6 +138,7 @@ impl Room {
                 }
                 s.bytes = 0;
             }
+            t.svc.measure(ms);
         }
     }
 
@@ -195,18 +211,20 @@ impl Room {
         if t.codec.detects_keyframes() {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
+        let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload);
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
             let before = d.fwd.layers().current();
-            let decision = d.fwd.decide_layer(now, meta, layer, None, keyframe);
-            if let (Some(b), Forward::Send(_)) = (before, decision) {
-                if b != layer {
-                    if layer > b {
-                        self.counters.layer_switches_up += 1;
-                    } else {
-                        self.counters.layer_switches_down += 1;
-                    }
+            let decision = decide(&mut d.fwd, now, meta, layer, svc.as_ref(), keyframe);
+            // A leg changes layers only with a packet it sends (simulcast)
+            // or at a picture start (SVC): either way its current layer
+            // moved from one to another.
+            if let (Some(b), Some(a)) = (before, d.fwd.layers().current()) {
+                if a > b {
+                    self.counters.layer_switches_up += 1;
+                } else if a < b {
+                    self.counters.layer_switches_down += 1;
                 }
             }
             // A leg whose packet went out is flowing; only the others (a
@@ -366,7 +384,11 @@ impl Room {
         if !d.fwd.waiting_for_keyframe() || d.fwd.params().is_none() {
             return 0;
         }
-        let layer = d.fwd.wants_keyframe(now).unwrap_or(SpatialLayer::LOW);
+        // An SVC track's layers are all in its one stream.
+        let layer = match t.svc.active() {
+            true => SpatialLayer::LOW,
+            false => d.fwd.wants_keyframe(now).unwrap_or(SpatialLayer::LOW),
+        };
         let Some(stream) = t.streams.get(layer.index()) else {
             return 0;
         };
@@ -385,7 +407,11 @@ impl Room {
                 break;
             };
             let meta = PacketMeta::of(p);
-            let decision = d.fwd.decide_layer(now, &meta, layer, None, i == 0);
+            let svc = match t.svc.active() {
+                true => Vp9Descriptor::parse(&p.payload).ok(),
+                false => None,
+            };
+            let decision = decide(&mut d.fwd, now, &meta, layer, svc.as_ref(), i == 0);
             match (decision, d.fwd.params()) {
                 (Forward::Send(sp), Some(params)) => {
                     apply(d.sink, params, sp, p);
@@ -437,6 +463,7 @@ impl Room {
                     out_seq,
                     out_ts,
                     layer,
+                    marker,
                 } => {
                     let held = t
                         .streams
@@ -457,6 +484,7 @@ impl Room {
                         payload_type: pt,
                         seq: out_seq,
                         timestamp: out_ts,
+                        marker,
                         vp8: None,
                     };
                     resend(d.sink, params, sp, p);
@@ -516,6 +544,11 @@ impl Room {
         if !t.codec.detects_keyframes() && t.spec.kind == MediaKind::Audio {
             return;
         }
+        // An SVC track's keyframe comes in its one stream, for all layers.
+        let layer = match t.svc.active() {
+            true => SpatialLayer::LOW,
+            false => layer,
+        };
         let Some(s) = t.streams.get_mut(layer.index()) else {
             return;
         };
@@ -568,5 +601,40 @@ impl Room {
             }
         }
         self.kf_due = next;
+    }
+}
+
+/// A VP9 packet's descriptor, noted in the track's SVC layers; returned
+/// only when the track is SVC (its legs then decide by it). Once per
+/// packet, not per leg.
+fn svc_descriptor(
+    svc: &mut super::svc::SvcLayers,
+    codec: VideoCodec,
+    meta: &PacketMeta,
+    payload: &[u8],
+) -> Option<Vp9Descriptor> {
+    if codec != VideoCodec::Vp9 {
+        return None;
+    }
+    // A payload too short for its descriptor is forwarded as it came (the
+    // subscriber's decoder judges it), as for any codec.
+    let d = Vp9Descriptor::parse(payload).ok()?;
+    svc.on_packet(&d, meta.payload_len);
+    svc.active().then_some(d)
+}
+
+/// One leg's decision: by the VP9 descriptor on an SVC track, else by the
+/// packet's (simulcast) layer.
+fn decide(
+    fwd: &mut Forwarder,
+    now: Instant,
+    meta: &PacketMeta,
+    layer: SpatialLayer,
+    svc: Option<&Vp9Descriptor>,
+    keyframe: bool,
+) -> Forward {
+    match svc {
+        Some(d) => fwd.decide_svc(now, meta, d),
+        None => fwd.decide_layer(now, meta, layer, None, keyframe),
     }
 }

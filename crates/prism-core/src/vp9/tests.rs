@@ -5,7 +5,9 @@ use super::*;
 
 /// A layer frame's packet as a k-SVC publisher sends it (non-flexible
 /// mode, 15-bit picture id, layer indices, TL0PICIDX), with two bytes of
-/// frame data. `ss`: the SS with these sizes and no picture group.
+/// frame data. `ss`: the SS with these sizes and no picture group. (One
+/// argument per descriptor field, in wire order: rows read like packets.)
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn svc_packet(
     pid: u16,
     sid: u8,
