@@ -109,7 +109,8 @@ async function startMedia() {
     await room.publish(micTrack, "microphone", stream);
     // Simulcast is opt-in (?simulcast=1) until a freeze seen in Chromium
     // rooms with it (a viewer's picture stopping for seconds) is found.
-    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") === "1" });
+    // ?svc=L3T3_KEY sends the camera as VP9 SVC instead (docs/web-client.md).
+    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") === "1", svc: params.get("svc") });
     await listDevices();
   } catch (e) {
     if (e.name === "NotAllowedError") {
