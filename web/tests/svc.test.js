@@ -1,0 +1,119 @@
+// A Chromium room page that publishes its 960×540 camera as VP9 SVC
+// (`?svc=L3T3_KEY`: spatial layers 240×135, 480×270 and 960×540 in one
+// SSRC) and two WHEP watch pages that ask for different sizes: each decodes
+// the spatial layer that fits it, keeps decoding, and reports no decode
+// errors. Before Prism forwarded SVC per subscriber, every viewer got the
+// whole stream (and the top layer's size).
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startPrism, launchBrowser, waitFor, sleep } from "./harness.js";
+
+let prism, browser;
+before(async () => {
+  prism = await startPrism();
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  prism?.stop();
+});
+
+/** The watch page's inbound video: codec, decoded frames, size, errors. */
+const inbound = (page) =>
+  page.evaluate(async () => {
+    if (!window.prismWatch) return null;
+    const report = await window.prismWatch.pc.getStats();
+    let out = null;
+    report.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        out = {
+          frames: s.framesDecoded || 0,
+          width: s.frameWidth,
+          height: s.frameHeight,
+          dropped: s.framesDropped || 0,
+          codec: report.get(s.codecId)?.mimeType,
+          keyframes: s.keyFramesDecoded || 0,
+          plis: s.pliCount || 0,
+          freezes: s.freezeCount || 0,
+        };
+      }
+    });
+    return out;
+  });
+
+/** The room page's outbound camera: codec, scalability mode, size. */
+const outbound = (page) =>
+  page.evaluate(async () => {
+    const l = window.prismRoom?.local.find((x) => x.source === "camera");
+    if (!l?.transceiver) return null;
+    const report = await l.transceiver.sender.getStats();
+    let out = null;
+    report.forEach((s) => {
+      if (s.type === "outbound-rtp") {
+        out = {
+          codec: report.get(s.codecId)?.mimeType,
+          mode: s.scalabilityMode,
+          width: s.frameWidth,
+          height: s.frameHeight,
+          frames: s.framesEncoded || 0,
+        };
+      }
+    });
+    return out;
+  });
+
+test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (t) => {
+  const publisher = await (await browser.newContext()).newPage();
+  await publisher.goto(`${prism.http}/room/svc?name=pub&video=960x540&svc=L3T3_KEY`);
+  const sent = await waitFor("the camera goes out as VP9 L3T3_KEY", async () => {
+    const o = await outbound(publisher);
+    return o && o.frames > 10 && o;
+  }, 30000);
+  t.diagnostic(`publisher: ${JSON.stringify(sent)}`);
+  assert.equal(sent.codec, "video/VP9", "the server's answer kept VP9");
+  assert.equal(sent.mode, "L3T3_KEY");
+  assert.equal(`${sent.width}x${sent.height}`, "960x540");
+
+  const viewers = [];
+  for (const q of ["?max_width=240", ""]) {
+    const p = await (await browser.newContext()).newPage();
+    await p.goto(`${prism.http}/watch/svc${q}`);
+    viewers.push(p);
+  }
+  // Chromium reports the 240×135 layer as 240×136 (VP9's frame height is
+  // rounded up to even): heights within a row.
+  const wants = [[240, 135], [960, 540]];
+  const fits = (s, [w, h]) => !!s && s.width === w && Math.abs(s.height - h) <= 1;
+  for (const [i, v] of viewers.entries()) {
+    await waitFor(`viewer ${i} decodes ${wants[i].join("x")}`, async () => {
+      const s = await inbound(v);
+      return s?.frames > 30 && fits(s, wants[i]);
+    }, 40000);
+  }
+  const samples = viewers.map(() => []);
+  for (let s = 0; s < 6; s++) {
+    for (const [i, v] of viewers.entries()) samples[i].push(await inbound(v));
+    await sleep(1000);
+  }
+  for (const [i, seen] of samples.entries()) {
+    t.diagnostic(`viewer ${i}: ${JSON.stringify(seen)}`);
+    assert.equal(seen.at(-1).codec, "video/VP9", `viewer ${i} is offered VP9`);
+    for (let s = 1; s < seen.length; s++) {
+      assert.ok(seen[s].frames > seen[s - 1].frames, `viewer ${i} keeps decoding: ${JSON.stringify(seen)}`);
+      assert.ok(fits(seen[s], wants[i]), `viewer ${i} stays at ${wants[i].join("x")}: ${JSON.stringify(seen)}`);
+    }
+    const fps = (seen.at(-1).frames - seen[0].frames) / (seen.length - 1);
+    assert.ok(fps >= 10, `viewer ${i} decodes ${fps} frames/s: ${JSON.stringify(seen)}`);
+  }
+  // No decode errors: a decoder that cannot decode what it gets asks for
+  // a keyframe again and again (PLI); these ask at most once in the window.
+  for (const [i, seen] of samples.entries()) {
+    const plis = seen.at(-1).plis - seen[0].plis;
+    assert.ok(plis <= 1, `viewer ${i} sent ${plis} PLIs while watching: ${JSON.stringify(seen)}`);
+  }
+  // The low viewer's upper layers were skipped (not counted as drops).
+  const metrics = await (await fetch(`${prism.http}/metrics`)).text();
+  const skipped = Number(/^prism_layer_skipped_packets_total (\d+)/m.exec(metrics)?.[1] || 0);
+  t.diagnostic(`prism_layer_skipped_packets_total ${skipped}`);
+  assert.ok(skipped > 100, "the low viewer's upper layers were skipped");
+});
