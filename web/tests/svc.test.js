@@ -65,9 +65,12 @@ const outbound = (page) =>
 test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (t) => {
   const publisher = await (await browser.newContext()).newPage();
   await publisher.goto(`${prism.http}/room/svc?name=pub&video=960x540&svc=L3T3_KEY`);
-  const sent = await waitFor("the camera goes out as VP9 L3T3_KEY", async () => {
+  // Chromium starts with the layers its first bandwidth estimate allows
+  // and adds the top one as the estimate grows (REMB from Prism: an SVC
+  // publisher is asked for up to max_publish_bitrate).
+  const sent = await waitFor("the camera goes out as VP9 L3T3_KEY at 960x540", async () => {
     const o = await outbound(publisher);
-    return o && o.frames > 10 && o;
+    return o && o.frames > 10 && o.width === 960 && o;
   }, 30000);
   t.diagnostic(`publisher: ${JSON.stringify(sent)}`);
   assert.equal(sent.codec, "video/VP9", "the server's answer kept VP9");
@@ -112,6 +115,24 @@ test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (
     assert.ok(plis <= 1, `viewer ${i} sent ${plis} PLIs while watching: ${JSON.stringify(seen)}`);
   }
   // The low viewer's upper layers were skipped (not counted as drops).
+  // A room page viewer (the WebSocket subscribe leg, offered by the
+  // server with every codec): its answer keeps VP9 and its tile decodes.
+  const member = await (await browser.newContext()).newPage();
+  await member.goto(`${prism.http}/room/svc?name=viewer&publish=none`);
+  const got = await waitFor("the room page viewer decodes VP9", () =>
+    member.evaluate(async () => {
+      const pc = window.prismRoom?.sub;
+      if (!pc) return null;
+      let out = null;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "video" && s.framesDecoded > 30) out = s;
+      });
+      if (!out) return null;
+      const report = await pc.getStats();
+      return { codec: report.get(out.codecId)?.mimeType, frames: out.framesDecoded, width: out.frameWidth };
+    }), 40000);
+  t.diagnostic(`room page viewer: ${JSON.stringify(got)}`);
+  assert.equal(got.codec, "video/VP9");
   const metrics = await (await fetch(`${prism.http}/metrics`)).text();
   const skipped = Number(/^prism_layer_skipped_packets_total (\d+)/m.exec(metrics)?.[1] || 0);
   t.diagnostic(`prism_layer_skipped_packets_total ${skipped}`);
