@@ -296,3 +296,85 @@ fn skipped_layers_are_counted_as_skips_and_drops_keep_their_reasons() {
     );
     assert_eq!(f.decide_svc(t, &delta[2].meta, &delta[2].d), Forward::Skip);
 }
+
+#[test]
+fn a_new_publisher_stream_starts_at_its_keyframe_and_switches_as_before() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(90_000, true);
+    f.set_params(Some(params()));
+    f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)));
+    let mut p = Publisher {
+        seq: 100,
+        ts: 3_000_000_000,
+        pid: 0,
+        n: 0,
+    };
+    let mut last = None;
+    let mut feed = |f: &mut Forwarder, pkts: Vec<Pkt>, ssrc: u32, at: Instant| {
+        let mut top = None;
+        for mut k in pkts {
+            k.meta.ssrc = ssrc;
+            if let Forward::Send(s) = f.decide_svc(at, &k.meta, &k.d) {
+                if let Some(l) = last {
+                    assert_eq!(s.seq, u16::wrapping_add(l, 1), "numbering continues");
+                }
+                last = Some(s.seq);
+                top = Some(k.d.sid());
+            }
+        }
+        top
+    };
+    assert_eq!(feed(&mut f, p.picture(true, 3), SSRC, t0), Some(2));
+    assert_eq!(feed(&mut f, p.picture(false, 3), SSRC, t0 + FRAME), Some(2));
+    // The encoder restarts: a new SSRC whose timestamps are far "behind".
+    p.ts = 2_000_000_000;
+    p.seq = 40_000;
+    let at = |i: u32| t0 + FRAME * (2 + i);
+    assert_eq!(
+        feed(&mut f, p.picture(false, 3), SSRC + 1, at(0)),
+        None,
+        "waits"
+    );
+    assert_eq!(feed(&mut f, p.picture(true, 3), SSRC + 1, at(1)), Some(2));
+    // A switch down still happens at the next picture.
+    f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::LOW)));
+    assert_eq!(feed(&mut f, p.picture(false, 3), SSRC + 1, at(2)), Some(0));
+}
+
+#[test]
+fn a_late_keyframe_packet_is_no_switching_point() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(90_000, true);
+    f.set_params(Some(params()));
+    f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::LOW)));
+    let mut p = Publisher {
+        seq: 0,
+        ts: 0,
+        pid: 0,
+        n: 0,
+    };
+    let key = p.picture(true, 3);
+    for k in &key {
+        f.decide_svc(t0, &k.meta, &k.d);
+    }
+    let delta = p.picture(false, 3);
+    for k in &delta {
+        f.decide_svc(t0 + FRAME, &k.meta, &k.d);
+    }
+    f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)));
+    // The keyframe's first packet again (a late repair): no switch up.
+    f.decide_svc(t0 + FRAME * 2, &key[0].meta, &key[0].d);
+    let next = p.picture(false, 3);
+    let sent: Vec<u8> = next
+        .iter()
+        .filter(|k| {
+            matches!(
+                f.decide_svc(t0 + FRAME * 2, &k.meta, &k.d),
+                Forward::Send(_)
+            )
+        })
+        .map(|k| k.d.sid())
+        .collect();
+    assert_eq!(sent, [0, 0], "still layer 0 only, waiting for a keyframe");
+    assert_eq!(f.wants_keyframe(t0 + FRAME * 2), Some(SpatialLayer::HIGH));
+}

@@ -69,7 +69,11 @@ impl LayerSelector {
     pub(crate) fn step_svc(&mut self, now: Instant, p: SvcPacket) -> SvcStep {
         self.svc = true;
         let layer = SpatialLayer::new(p.sid);
-        let picture_start = self.picture_ts.is_none_or(|ts| newer_ts(p.timestamp, ts));
+        // A picture starts with a later timestamp; and a leg that waits
+        // (a new leg, or a new publisher stream whose timestamps start
+        // anywhere) takes a keyframe's first packet as one.
+        let picture_start = self.picture_ts.is_none_or(|ts| newer_ts(p.timestamp, ts))
+            || (p.keyframe_start && self.current.is_none());
         if picture_start {
             if let Some(prev) = self.picture_at {
                 // The whole stream was silent (a network outage, a paused
@@ -107,7 +111,9 @@ impl LayerSelector {
             return if had { SvcStep::Paused } else { SvcStep::Skip };
         };
         let mut start = false;
-        if picture_start || p.keyframe_start {
+        // Only at a picture start: a late keyframe packet (reordered, or a
+        // repair) is no place to switch at.
+        if picture_start {
             let keyframe_ok = p.keyframe_start || !self.gated;
             match self.current {
                 None if keyframe_ok && p.can_start => {
