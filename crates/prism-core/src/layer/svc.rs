@@ -102,37 +102,42 @@ impl LayerSelector {
                 self.gone[i] = false;
             }
         }
-        let Some(aim) = self.aim(now) else {
-            // Paused: count the layers the leg had as paused drops, once
-            // per packet it would have sent.
-            let had = self
-                .paused_from
-                .is_some_and(|f| layer.is_some_and(|l| l <= f));
-            return if had { SvcStep::Paused } else { SvcStep::Skip };
-        };
         let mut start = false;
-        // Only at a picture start: a late keyframe packet (reordered, or a
-        // repair) is no place to switch at.
-        if picture_start {
-            let keyframe_ok = p.keyframe_start || !self.gated;
-            match self.current {
-                None if keyframe_ok && p.can_start => {
-                    self.current = Some(aim);
-                    self.paused_from = None;
-                    self.last_keyframe_request = None;
-                    start = true;
+        // The layer to aim at is worked out only where it can matter: at a
+        // picture start (the only place a leg switches: a late keyframe
+        // packet, reordered or a repair, is no place to), and while nothing
+        // flows (waiting, or paused). Inside a picture a flowing leg only
+        // compares the packet's layers with its own.
+        if picture_start || self.current.is_none() {
+            let Some(aim) = self.aim(now) else {
+                // Paused: count the layers the leg had as paused drops,
+                // once per packet it would have sent.
+                let had = self
+                    .paused_from
+                    .is_some_and(|f| layer.is_some_and(|l| l <= f));
+                return if had { SvcStep::Paused } else { SvcStep::Skip };
+            };
+            if picture_start {
+                let keyframe_ok = p.keyframe_start || !self.gated;
+                match self.current {
+                    None if keyframe_ok && p.can_start => {
+                        self.current = Some(aim);
+                        self.paused_from = None;
+                        self.last_keyframe_request = None;
+                        start = true;
+                    }
+                    // Up: the higher layer's frames reference only its own
+                    // earlier ones outside keyframes.
+                    Some(c) if aim > c && keyframe_ok => {
+                        self.current = Some(aim);
+                        self.last_keyframe_request = None;
+                    }
+                    // Down: lower layers never reference higher ones.
+                    Some(c) if aim < c => self.current = Some(aim),
+                    _ => {}
                 }
-                // Up: the higher layer's frames reference only its own
-                // earlier ones outside keyframes.
-                Some(c) if aim > c && keyframe_ok => {
-                    self.current = Some(aim);
-                    self.last_keyframe_request = None;
-                }
-                // Down: lower layers never reference higher ones.
-                Some(c) if aim < c => self.current = Some(aim),
-                _ => {}
+                self.retune_temporal(&p);
             }
-            self.retune_temporal(&p);
         }
         let Some(current) = self.current else {
             return SvcStep::Wait;

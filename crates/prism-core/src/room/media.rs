@@ -212,6 +212,7 @@ impl Room {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
         let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload);
+        let svc_picture_start = svc.as_ref().map(|d| d.begin && d.sid() == 0);
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
@@ -228,8 +229,15 @@ impl Room {
                 }
             }
             // A leg whose packet went out is flowing; only the others (a
-            // new leg waiting, a switch pending) can need a keyframe.
-            if !matches!(decision, Forward::Send(_)) {
+            // new leg waiting, a switch pending) can need a keyframe. On an
+            // SVC track a flowing leg can want a higher layer too; asked
+            // once per picture, at its first packet (requests are
+            // throttled far longer anyway).
+            let check = match svc_picture_start {
+                Some(first) => first,
+                None => !matches!(decision, Forward::Send(_)),
+            };
+            if check {
                 if let Some(l) = d.fwd.wants_keyframe(now) {
                     wanted |= 1 << l.index();
                 }
