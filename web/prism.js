@@ -478,7 +478,9 @@ export class PrismRoom extends EventTarget {
       }));
     const answer = await this._request({ type: "offer", leg: "publish", sdp: this.pub.localDescription.sdp, tracks });
     await this.pub.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    for (const l of this.local) if (l.layers && l.layers.length && !l.keepsResolution) this._keepResolution(l);
+    // Simulcast and SVC alike: under CPU load Chromium would lower the input
+    // size and with it drop the top layers a viewer may be on.
+    for (const l of this.local) if (((l.layers && l.layers.length) || l.svc) && !l.keepsResolution) this._keepResolution(l);
     for (const t of answer.tracks) {
       const l = this.local.find((x) => x.transceiver && x.transceiver.mid === t.mid);
       if (l && l.trackId !== t.track_id) {

@@ -56,6 +56,7 @@ const outbound = (page) =>
           width: s.frameWidth,
           height: s.frameHeight,
           frames: s.framesEncoded || 0,
+          limited: s.qualityLimitationReason,
         };
       }
     });
@@ -94,10 +95,13 @@ test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (
     }, 40000);
   }
   const samples = viewers.map(() => []);
+  const sending = [];
   for (let s = 0; s < 6; s++) {
     for (const [i, v] of viewers.entries()) samples[i].push(await inbound(v));
+    sending.push(await outbound(publisher));
     await sleep(1000);
   }
+  t.diagnostic(`publisher while sampled: ${JSON.stringify(sending)}`);
   for (const [i, seen] of samples.entries()) {
     t.diagnostic(`viewer ${i}: ${JSON.stringify(seen)}`);
     assert.equal(seen.at(-1).codec, "video/VP9", `viewer ${i} is offered VP9`);
