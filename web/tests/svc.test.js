@@ -88,11 +88,17 @@ test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (
   // rounded up to even): heights within a row.
   const wants = [[240, 135], [960, 540]];
   const fits = (s, [w, h]) => !!s && s.width === w && Math.abs(s.height - h) <= 1;
+  // A new viewer starts on the lowest layer and climbs as its bandwidth
+  // estimate grows (from ~1 Mbit/s, about 8% a second; the top layer with
+  // the two below costs ~1.1 Mbit/s): wait until each holds its layer for
+  // three seconds, so the window below sees the steady state.
   for (const [i, v] of viewers.entries()) {
-    await waitFor(`viewer ${i} decodes ${wants[i].join("x")}`, async () => {
+    let held = 0;
+    await waitFor(`viewer ${i} holds ${wants[i].join("x")} for 3 s`, async () => {
       const s = await inbound(v);
-      return s?.frames > 30 && fits(s, wants[i]);
-    }, 40000);
+      held = s?.frames > 30 && fits(s, wants[i]) ? held + 1 : 0;
+      return held >= 4;
+    }, 60000, 1000);
   }
   const samples = viewers.map(() => []);
   const sending = [];
@@ -102,6 +108,10 @@ test("VP9 SVC: each WHEP viewer decodes the spatial layer that fits it", async (
     await sleep(1000);
   }
   t.diagnostic(`publisher while sampled: ${JSON.stringify(sending)}`);
+  const counters = (await (await fetch(`${prism.http}/metrics`)).text())
+    .split("\n")
+    .filter((l) => /^prism_(layer_switches_total|allocator_\w+_bps|keyframe_requests_total\{direction="out")/.test(l));
+  t.diagnostic(`server: ${counters.join(", ")}`);
   for (const [i, seen] of samples.entries()) {
     t.diagnostic(`viewer ${i}: ${JSON.stringify(seen)}`);
     assert.equal(seen.at(-1).codec, "video/VP9", `viewer ${i} is offered VP9`);
