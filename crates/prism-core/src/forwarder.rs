@@ -68,6 +68,9 @@ crate::labelled_enum! {
         /// Video for a subscriber that has not had a keyframe yet: it could not
         /// decode it.
         WaitingForKeyframe => "waiting_for_keyframe",
+        /// A packet of a VP9 SVC track whose payload descriptor does not
+        /// parse: no leg can tell which layer it belongs to.
+        BadPayload => "bad_payload",
         /// A publisher's packet whose SSRC belongs to none of its published
         /// tracks (a stream the negotiation did not announce).
         UnknownSsrc => "unknown_ssrc",

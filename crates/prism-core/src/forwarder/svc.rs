@@ -24,6 +24,19 @@ use crate::seq::SeqOutcome;
 use crate::vp9::Vp9Descriptor;
 
 impl Forwarder {
+    /// A packet of an SVC track without a VP9 descriptor: padding (a
+    /// bandwidth probe), or a payload too short for the descriptor its
+    /// bits announce. No leg can place it in a layer; a flowing leg closes
+    /// up its sequence number, as for any packet dropped on purpose.
+    pub fn decide_svc_unparsed(&mut self, p: &PacketMeta) -> Forward {
+        let flowing = self.layers.current().is_some() && self.source_ssrc == Some(p.ssrc);
+        let reason = match p.payload_len {
+            0 => DropReason::Padding,
+            _ => DropReason::BadPayload,
+        };
+        self.drop(flowing, p, reason)
+    }
+
     /// Decide what to do with one packet of an SVC track, given its VP9
     /// descriptor. See the module doc.
     pub fn decide_svc(&mut self, now: Instant, p: &PacketMeta, d: &Vp9Descriptor) -> Forward {

@@ -212,12 +212,12 @@ impl Room {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
         let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload);
-        let svc_picture_start = svc.as_ref().map(|d| d.begin && d.sid() == 0);
+        let svc_picture_start = svc.picture_start();
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
             let before = d.fwd.layers().current();
-            let decision = decide(&mut d.fwd, now, meta, layer, svc.as_ref(), keyframe);
+            let decision = decide(&mut d.fwd, now, meta, layer, &svc, keyframe);
             // A leg changes layers only with a packet it sends (simulcast)
             // or at a picture start (SVC): either way its current layer
             // moved from one to another.
@@ -415,11 +415,12 @@ impl Room {
                 break;
             };
             let meta = PacketMeta::of(p);
-            let svc = match t.svc.active() {
-                true => Vp9Descriptor::parse(&p.payload).ok(),
-                false => None,
+            let svc = match (t.svc.active(), Vp9Descriptor::parse(&p.payload)) {
+                (false, _) => SvcPacket::No,
+                (true, Ok(d)) => SvcPacket::Layers(d),
+                (true, Err(_)) => SvcPacket::Unparsed,
             };
-            let decision = decide(&mut d.fwd, now, &meta, layer, svc.as_ref(), i == 0);
+            let decision = decide(&mut d.fwd, now, &meta, layer, &svc, i == 0);
             match (decision, d.fwd.params()) {
                 (Forward::Send(sp), Some(params)) => {
                     apply(d.sink, params, sp, p);
@@ -612,23 +613,53 @@ impl Room {
     }
 }
 
-/// A VP9 packet's descriptor, noted in the track's SVC layers; returned
-/// only when the track is SVC (its legs then decide by it). Once per
+/// How the legs of a track decide on one packet.
+#[derive(Debug, Clone, Copy)]
+enum SvcPacket {
+    /// Not an SVC track: by the packet's (simulcast) layer.
+    No,
+    /// An SVC track: by the packet's VP9 descriptor.
+    Layers(Vp9Descriptor),
+    /// An SVC track, and the packet has no descriptor (padding, or one
+    /// that does not parse).
+    Unparsed,
+}
+
+impl SvcPacket {
+    /// The first packet of a picture (or not an SVC track: `None`).
+    fn picture_start(&self) -> Option<bool> {
+        match self {
+            SvcPacket::No => None,
+            SvcPacket::Layers(d) => Some(d.begin && d.sid() == 0),
+            SvcPacket::Unparsed => Some(false),
+        }
+    }
+}
+
+/// A VP9 packet's descriptor, noted in the track's SVC layers. Once per
 /// packet, not per leg.
 fn svc_descriptor(
     svc: &mut super::svc::SvcLayers,
     codec: VideoCodec,
     meta: &PacketMeta,
     payload: &[u8],
-) -> Option<Vp9Descriptor> {
+) -> SvcPacket {
     if codec != VideoCodec::Vp9 {
-        return None;
+        return SvcPacket::No;
     }
-    // A payload too short for its descriptor is forwarded as it came (the
-    // subscriber's decoder judges it), as for any codec.
-    let d = Vp9Descriptor::parse(payload).ok()?;
-    svc.on_packet(&d, meta.payload_len);
-    svc.active().then_some(d)
+    match Vp9Descriptor::parse(payload) {
+        Ok(d) => {
+            svc.on_packet(&d, meta.payload_len);
+            match svc.active() {
+                true => SvcPacket::Layers(d),
+                false => SvcPacket::No,
+            }
+        }
+        Err(_) if svc.active() => SvcPacket::Unparsed,
+        // Before the track shows layers a bad payload is forwarded as it
+        // came (the subscriber's decoder judges it), as for any codec.
+        Err(_) => SvcPacket::No,
+    }
 }
 
 /// One leg's decision: by the VP9 descriptor on an SVC track, else by the
@@ -638,11 +669,12 @@ fn decide(
     now: Instant,
     meta: &PacketMeta,
     layer: SpatialLayer,
-    svc: Option<&Vp9Descriptor>,
+    svc: &SvcPacket,
     keyframe: bool,
 ) -> Forward {
     match svc {
-        Some(d) => fwd.decide_svc(now, meta, d),
-        None => fwd.decide_layer(now, meta, layer, None, keyframe),
+        SvcPacket::Layers(d) => fwd.decide_svc(now, meta, d),
+        SvcPacket::Unparsed => fwd.decide_svc_unparsed(meta),
+        SvcPacket::No => fwd.decide_layer(now, meta, layer, None, keyframe),
     }
 }

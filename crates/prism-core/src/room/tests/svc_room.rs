@@ -188,3 +188,57 @@ fn a_late_subscriber_starts_from_the_cached_keyframe_with_its_layers_only() {
         "one marker per picture"
     );
 }
+
+#[test]
+fn padding_and_bad_descriptors_leave_no_hole_and_no_switch() {
+    let t0 = Instant::now();
+    let mut room = Room::new("svc", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, vp9_spec()).unwrap();
+    let (s, _) = room.join(t0, "sub", "sub");
+    room.attach(track, s, SinkId(1), Some(sink_params(11)))
+        .unwrap();
+    room.set_target(
+        track,
+        s,
+        Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)),
+    );
+    let mut got = Vec::new();
+    for (meta, payload) in picture(0, true) {
+        room.forward(t0, track, &meta, &payload, |_, _, f| got.push(f));
+    }
+    // Between two pictures: a padding packet (a probe) and one whose
+    // descriptor announces a picture id it does not carry.
+    let mut pad = picture(1, false)[0].0;
+    pad.seq = 3;
+    pad.payload_len = 0;
+    room.forward(t0, track, &pad, &[], |_, _, f| got.push(f));
+    let mut bad = pad;
+    bad.seq = 4;
+    bad.payload_len = 1;
+    room.forward(t0, track, &bad, &[0x80], |_, _, f| got.push(f));
+    assert_eq!(
+        got[3..],
+        [
+            Forward::Drop(DropReason::Padding),
+            Forward::Drop(DropReason::BadPayload)
+        ]
+    );
+    let at = t0 + Duration::from_millis(50);
+    for (mut meta, payload) in picture(1, false) {
+        meta.seq += 2;
+        room.forward(at, track, &meta, &payload, |_, _, f| got.push(f));
+    }
+    let seqs: Vec<u16> = got
+        .iter()
+        .filter_map(|f| match f {
+            Forward::Send(sp) => Some(sp.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs.len(), 6, "both pictures whole: {got:?}");
+    for w in seqs.windows(2) {
+        assert_eq!(w[1], w[0].wrapping_add(1), "no hole: {seqs:?}");
+    }
+    assert_eq!(room.counters.layer_switches_down, 0);
+}
