@@ -14,6 +14,28 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const TILE_DEBOUNCE_MS = 250;
 
 /**
+ * The one encoding and the codec order to send a video track as VP9 SVC
+ * (`mode`: a scalability mode such as "L3T3_KEY": 3 spatial layers, each
+ * half the size of the next, 3 temporal layers, layers predicting from the
+ * one below only at keyframes). `codecs`: the browser's VP9 first (profile 0
+ * when it has several), then every other codec; empty when the browser has
+ * no VP9, and then the encoding carries no scalability mode either.
+ */
+export function svcEncoding(mode) {
+  const caps = (typeof RTCRtpSender !== "undefined" && RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities("video")) || { codecs: [] };
+  const isVp9 = (c) => c.mimeType.toLowerCase() === "video/vp9";
+  const vp9 = caps.codecs.filter(isVp9).sort((a, b) => profile(a) - profile(b));
+  if (!vp9.length) return { encoding: {}, codecs: [] };
+  return { encoding: { scalabilityMode: mode }, codecs: [...vp9, ...caps.codecs.filter((c) => !isVp9(c))] };
+}
+
+/** A VP9 codec capability's profile-id (0 when its fmtp does not say). */
+function profile(c) {
+  const m = /profile-id=(\d+)/.exec(c.sdpFmtpLine || "");
+  return m ? Number(m[1]) : 0;
+}
+
+/**
  * The simulcast encodings to send a video track as, lowest first:
  * [{rid, scaleResolutionDownBy, width, height, maxBitrate}], or [] for one
  * plain encoding.
@@ -389,9 +411,13 @@ export class PrismRoom extends EventTarget {
    * Publishes a local track. `source`: camera, microphone, screen, screen_audio.
    * Resolves with the server's track id. A camera or screen track is sent as
    * simulcast layers (see `simulcastLayers`) unless `{simulcast: false}`.
+   * `{svc: "L3T3_KEY"}` (a video track) sends it instead as VP9 with
+   * spatial and temporal layers in one stream (see `svcEncoding`); the
+   * server forwards each subscriber the layers that fit it. Where the
+   * browser cannot send that, the track goes out as one plain encoding.
    */
-  async publish(track, source, stream = new MediaStream([track]), { simulcast = true } = {}) {
-    const entry = { track, source, stream, simulcast };
+  async publish(track, source, stream = new MediaStream([track]), { simulcast = true, svc = null } = {}) {
+    const entry = { track, source, stream, simulcast, svc: track.kind === "video" ? svc : null };
     this.local.push(entry);
     if (this.state === "connected") await this._negotiatePublish();
     return entry.trackId;
@@ -423,11 +449,17 @@ export class PrismRoom extends EventTarget {
       if (!l.transceiver || l.transceiver.currentDirection === "stopped") {
         const init = { direction: "sendonly", streams: [l.stream] };
         const size = l.track.kind === "video" && l.track.getSettings ? l.track.getSettings() : {};
-        l.layers = l.simulcast && l.track.kind === "video" ? simulcastLayers(l.source, size.width, size.height) : [];
+        const svc = l.svc ? svcEncoding(l.svc) : null;
+        l.layers = !svc && l.simulcast && l.track.kind === "video" ? simulcastLayers(l.source, size.width, size.height) : [];
         if (l.layers.length) {
           init.sendEncodings = l.layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate }));
+        } else if (svc) {
+          init.sendEncodings = [svc.encoding];
         }
         l.transceiver = this.pub.addTransceiver(l.track, init);
+        // VP9 first, so the offer (and the server's answer) picks it for
+        // the SVC encoding; the other codecs stay as fallbacks.
+        if (svc && svc.codecs.length) l.transceiver.setCodecPreferences(svc.codecs);
         l.setParams = Promise.resolve();
         l.keepsResolution = false;
       }
@@ -446,7 +478,9 @@ export class PrismRoom extends EventTarget {
       }));
     const answer = await this._request({ type: "offer", leg: "publish", sdp: this.pub.localDescription.sdp, tracks });
     await this.pub.setRemoteDescription({ type: "answer", sdp: answer.sdp });
-    for (const l of this.local) if (l.layers && l.layers.length && !l.keepsResolution) this._keepResolution(l);
+    // Simulcast and SVC alike: under CPU load Chromium would lower the input
+    // size and with it drop the top layers a viewer may be on.
+    for (const l of this.local) if (((l.layers && l.layers.length) || l.svc) && !l.keepsResolution) this._keepResolution(l);
     for (const t of answer.tracks) {
       const l = this.local.find((x) => x.transceiver && x.transceiver.mid === t.mid);
       if (l && l.trackId !== t.track_id) {

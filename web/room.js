@@ -108,7 +108,8 @@ async function startMedia() {
     self.dataset.self = "true";
     self.querySelector("video").srcObject = new MediaStream([camTrack]);
     await room.publish(micTrack, "microphone", stream);
-    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") !== "0" });
+    // ?svc=L3T3_KEY sends the camera as VP9 SVC instead (docs/web-client.md).
+    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") !== "0", svc: params.get("svc") });
     await listDevices();
   } catch (e) {
     if (e.name === "NotAllowedError") {

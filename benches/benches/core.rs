@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use prism_core::{
-    is_keyframe_start, ExtensionMap, MediaKind, PacketHistory, PacketMeta, PtMap, Room, RoomConfig,
-    SinkId, SinkParams, Source, TrackId, TrackSpec, VideoCodec,
+    is_keyframe_start, ExtensionMap, LayerTarget, MediaKind, PacketHistory, PacketMeta, PtMap,
+    Room, RoomConfig, SinkId, SinkParams, Source, SpatialLayer, Target, TrackId, TrackSpec,
+    VideoCodec,
 };
 use rtc::rtp;
 
@@ -87,6 +88,75 @@ fn forward(c: &mut Criterion) {
                 seq = seq.wrapping_add(1);
                 let mut sent = 0u32;
                 room.forward(now, track, &meta(seq), &[0x10, 0x01], |_, _, f| {
+                    sent += matches!(f, prism_core::Forward::Send(_)) as u32;
+                    black_box(f);
+                });
+                sent
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A VP9 k-SVC packet's descriptor (I, L, 15-bit picture id, TID/U/SID/D,
+/// TL0PICIDX; B and E: one packet per layer frame), and two bytes of data.
+fn vp9(pid: u16, sid: u8, key: bool) -> [u8; 7] {
+    let b0 = 0xAC | if key { 0 } else { 0x40 };
+    let l = 0x10 | sid << 1 | u8::from(key && sid > 0);
+    [b0, 0x80 | (pid >> 8) as u8, pid as u8, l, 0, 0x82, 0x49]
+}
+
+/// One packet of a VP9 SVC track (three spatial layers in one SSRC) to
+/// `n` subscribers, a third of them at each spatial layer: the descriptor
+/// parsed once, each leg forwarding or skipping it.
+fn forward_svc(c: &mut Criterion) {
+    let mut g = c.benchmark_group("forward_vp9_svc");
+    for n in [10usize, 100] {
+        let t0 = Instant::now();
+        let mut room = Room::new("bench", RoomConfig::default(), t0);
+        let (p, _) = room.join(t0, "pub", "pub");
+        let track = room
+            .publish(
+                p,
+                TrackSpec {
+                    kind: MediaKind::Video,
+                    source: Source::Camera,
+                    mid: "0".into(),
+                    codec: "video/VP9".into(),
+                    clock_rate: 90_000,
+                },
+            )
+            .unwrap();
+        for i in 0..n {
+            let (s, _) = room.join(t0, &format!("s{i}"), "s");
+            let params = SinkParams {
+                ssrc: 1000 + i as u32,
+                payload_types: prism_core::payload_type_table([PtMap { from: 96, to: 100 }]).0,
+                extensions: ExtensionMap::default(),
+            };
+            room.attach(track, s, SinkId(i as u64), Some(params))
+                .unwrap();
+            let layer = SpatialLayer::ALL[i % 3];
+            room.set_target(track, s, Target::Layer(LayerTarget::spatial(layer)));
+        }
+        while room.poll_event().is_some() {}
+        // Every leg starts at a keyframe picture.
+        for sid in 0..3u8 {
+            let mut m = meta(u16::from(sid));
+            m.timestamp = 0;
+            room.forward(t0, track, &m, &vp9(0, sid, true), |_, _, _| {});
+        }
+        let mut i = 3u32;
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_with_input(BenchmarkId::new("subscribers", n), &n, |b, _| {
+            b.iter(|| {
+                i += 1;
+                let (picture, sid) = (i / 3, (i % 3) as u8);
+                let mut m = meta(i as u16);
+                m.timestamp = picture * 3000;
+                let payload = vp9((picture & 0x7FFF) as u16, sid, false);
+                let mut sent = 0u32;
+                room.forward(t0, track, &m, &payload, |_, _, f| {
                     sent += matches!(f, prism_core::Forward::Send(_)) as u32;
                     black_box(f);
                 });
@@ -231,5 +301,14 @@ fn signaling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, forward, history, nack, keyframes, srtp, signaling);
+criterion_group!(
+    benches,
+    forward,
+    forward_svc,
+    history,
+    nack,
+    keyframes,
+    srtp,
+    signaling
+);
 criterion_main!(benches);

@@ -68,6 +68,9 @@ crate::labelled_enum! {
         /// Video for a subscriber that has not had a keyframe yet: it could not
         /// decode it.
         WaitingForKeyframe => "waiting_for_keyframe",
+        /// A packet of a VP9 SVC track whose payload descriptor does not
+        /// parse: no leg can tell which layer it belongs to.
+        BadPayload => "bad_payload",
         /// A publisher's packet whose SSRC belongs to none of its published
         /// tracks (a stream the negotiation did not announce).
         UnknownSsrc => "unknown_ssrc",
@@ -107,6 +110,9 @@ pub struct SendParams {
     pub payload_type: u8,
     pub seq: u16,
     pub timestamp: u32,
+    /// The RTP marker bit: the publisher's, except on an SVC leg, where it
+    /// ends the picture at the highest spatial layer the leg forwards.
+    pub marker: bool,
     /// New VP8 descriptor values to write into this subscriber's copy of the
     /// payload (simulcast legs given the packet's descriptor only).
     pub vp8: Option<Vp8Rewrite>,
@@ -405,7 +411,7 @@ impl Forwarder {
             SeqOutcome::Send(seq) => {
                 let timestamp = self.ts.rewrite(now, p.timestamp);
                 if let Some(m) = &mut self.sent {
-                    m.record(seq, p.seq, timestamp, layer);
+                    m.record(seq, p.seq, timestamp, layer, p.marker);
                 }
                 self.packets_sent = self.packets_sent.wrapping_add(1);
                 self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
@@ -414,6 +420,7 @@ impl Forwarder {
                     payload_type: pt,
                     seq,
                     timestamp,
+                    marker: p.marker,
                     vp8: vp8.map(|d| self.vp8.forward(d)),
                 })
             }
@@ -616,5 +623,9 @@ mod tests {
     }
 }
 
+mod svc;
+
 #[cfg(test)]
 mod simulcast_tests;
+#[cfg(test)]
+mod svc_tests;

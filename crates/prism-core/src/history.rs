@@ -128,6 +128,8 @@ struct Sent {
     out_ts: u32,
     /// The simulcast layer `src_seq` belongs to (each has its own numbers).
     layer: SpatialLayer,
+    /// The marker bit it was sent with (an SVC leg sets its own).
+    marker: bool,
     /// Milliseconds (wrapping) since the map's epoch of the last
     /// retransmission, 0 = never.
     resent_ms: u32,
@@ -154,6 +156,8 @@ pub enum NackLookup {
         out_seq: u16,
         out_ts: u32,
         layer: SpatialLayer,
+        /// The marker bit it was sent with.
+        marker: bool,
     },
     /// Never sent, or sent too long ago to know.
     Unknown,
@@ -169,6 +173,7 @@ impl SentMap {
                 src_seq: 0,
                 out_ts: 0,
                 layer: SpatialLayer::LOW,
+                marker: false,
                 resent_ms: 0,
             }; SENT_MAP_LEN],
         );
@@ -180,12 +185,20 @@ impl SentMap {
     }
 
     #[inline]
-    pub fn record(&mut self, out_seq: u16, src_seq: u16, out_ts: u32, layer: SpatialLayer) {
+    pub fn record(
+        &mut self,
+        out_seq: u16,
+        src_seq: u16,
+        out_ts: u32,
+        layer: SpatialLayer,
+        marker: bool,
+    ) {
         self.entries[out_seq as usize % SENT_MAP_LEN] = Sent {
             out_seq,
             src_seq,
             out_ts,
             layer,
+            marker,
             resent_ms: 0,
         };
     }
@@ -206,6 +219,7 @@ impl SentMap {
             out_seq,
             out_ts: e.out_ts,
             layer: e.layer,
+            marker: e.marker,
         }
     }
 }
@@ -289,7 +303,7 @@ mod tests {
             "fresh map"
         );
         assert_eq!(m.lookup(t0, 7, Duration::ZERO), NackLookup::Unknown);
-        m.record(7, 1007, 90_000, SpatialLayer::MID);
+        m.record(7, 1007, 90_000, SpatialLayer::MID, true);
         let r = m.lookup(t0, 7, Duration::from_millis(100));
         assert_eq!(
             r,
@@ -298,6 +312,7 @@ mod tests {
                 out_seq: 7,
                 out_ts: 90_000,
                 layer: SpatialLayer::MID,
+                marker: true,
             }
         );
         let t1 = t0 + Duration::from_millis(50);
@@ -311,7 +326,7 @@ mod tests {
             NackLookup::Resend { .. }
         ));
         // Overwritten by a sequence number SENT_MAP_LEN later.
-        m.record(7 + SENT_MAP_LEN as u16, 2000, 0, SpatialLayer::LOW);
+        m.record(7 + SENT_MAP_LEN as u16, 2000, 0, SpatialLayer::LOW, false);
         assert_eq!(m.lookup(t2, 7, Duration::ZERO), NackLookup::Unknown);
     }
 }

@@ -156,11 +156,22 @@ pub struct LayerSelector {
     /// paused drops, the others are skips.
     paused_from: Option<SpatialLayer>,
     last_seen: [Option<Instant>; MAX_SPATIAL_LAYERS],
+    /// Since when each layer has sent without a gap of
+    /// [`DEFAULT_LAYER_OVERTAKEN`] or more.
+    active_since: [Option<Instant>; MAX_SPATIAL_LAYERS],
     gone: [bool; MAX_SPATIAL_LAYERS],
     layer_timeout: Duration,
     /// Switches wait for a keyframe (video whose keyframes are recognised).
     gated: bool,
     last_keyframe_request: Option<Instant>,
+    /// The track is spatially scalable in one stream (VP9 k-SVC): the
+    /// current layer is the highest one forwarded, lower ones flow with it,
+    /// and only a switch up needs a keyframe (see `layer/svc.rs`).
+    svc: bool,
+    /// The timestamp of the newest picture seen, and when its first packet
+    /// came (SVC: changes of layer are taken at a picture's start).
+    picture_ts: Option<u32>,
+    picture_at: Option<Instant>,
 }
 
 impl LayerSelector {
@@ -173,10 +184,14 @@ impl LayerSelector {
             current: None,
             paused_from: None,
             last_seen: [None; MAX_SPATIAL_LAYERS],
+            active_since: [None; MAX_SPATIAL_LAYERS],
             gone: [false; MAX_SPATIAL_LAYERS],
             layer_timeout: DEFAULT_LAYER_TIMEOUT,
             gated,
             last_keyframe_request: None,
+            svc: false,
+            picture_ts: None,
+            picture_at: None,
         }
     }
 
@@ -229,11 +244,20 @@ impl LayerSelector {
         let Some(seen) = self.last_seen[layer.index()] else {
             return false;
         };
+        // Another layer that was already sending when this one stopped
+        // and went on for the whole delay (a layer that merely resumed
+        // first after a silence of the whole stream overtakes nothing).
         let overtaken = self
             .last_seen
             .iter()
-            .flatten()
-            .any(|&other| other.saturating_duration_since(seen) >= DEFAULT_LAYER_OVERTAKEN);
+            .zip(&self.active_since)
+            .any(|(other, since)| match (other, since) {
+                (Some(other), Some(since)) => {
+                    *since <= seen
+                        && other.saturating_duration_since(seen) >= DEFAULT_LAYER_OVERTAKEN
+                }
+                _ => false,
+            });
         !self.gone[layer.index()]
             && !overtaken
             && now.saturating_duration_since(seen) < self.layer_timeout
@@ -260,7 +284,17 @@ impl LayerSelector {
     /// that is not the one flowing. `None` when keyframes are not recognised.
     pub fn wants_keyframe(&self, now: Instant) -> Option<SpatialLayer> {
         let aim = self.aim(now)?;
+        if self.svc {
+            // Lower layers of one SVC stream depend on no higher one: a
+            // switch down happens at the next picture, with no keyframe.
+            return (self.gated && self.current.is_none_or(|c| aim > c)).then_some(aim);
+        }
         (self.gated && self.current != Some(aim)).then_some(aim)
+    }
+
+    /// The track is spatially scalable in one stream (VP9 k-SVC).
+    pub fn is_svc(&self) -> bool {
+        self.svc
     }
 
     /// [`LayerSelector::wants_keyframe`], at most once per `min_interval`:
@@ -304,8 +338,7 @@ impl LayerSelector {
 
     /// Classifies one packet of `layer` (and notes that the layer is alive).
     pub(crate) fn step(&mut self, now: Instant, layer: SpatialLayer, keyframe: bool) -> Step {
-        self.last_seen[layer.index()] = Some(now);
-        self.gone[layer.index()] = false;
+        self.note_seen(now, layer);
         // The steady state, first and without working out the aim: a
         // paused leg has no current layer (see `set_target`).
         if self.current == Some(layer) {
@@ -333,6 +366,19 @@ impl LayerSelector {
         }
     }
 
+    /// A packet of `layer` arrived: it is alive (and active since now if it
+    /// had been silent).
+    pub(crate) fn note_seen(&mut self, now: Instant, layer: SpatialLayer) {
+        let i = layer.index();
+        if self.last_seen[i]
+            .is_none_or(|at| now.saturating_duration_since(at) >= DEFAULT_LAYER_OVERTAKEN)
+        {
+            self.active_since[i] = Some(now);
+        }
+        self.last_seen[i] = Some(now);
+        self.gone[i] = false;
+    }
+
     /// The packet that [`Step::Switch`] announced is being sent: `layer` is
     /// now the current layer.
     pub(crate) fn commit(&mut self, layer: SpatialLayer) {
@@ -354,6 +400,9 @@ impl LayerSelector {
         self.temporal
     }
 }
+
+pub(crate) mod svc;
+pub(crate) use svc::SvcStep;
 
 #[cfg(test)]
 mod tests {
@@ -431,5 +480,10 @@ mod tests {
         // Every layer silent (the publisher paused): none is overtaken, and
         // the aim stays until the timeout.
         assert_eq!(s.aim(at(ms + 1000)), Some(SpatialLayer::HIGH));
+        // The stream resumes after 1 s, the lowest layer's packet first:
+        // it overtakes nothing.
+        s.step(at(ms + 1000), SpatialLayer::LOW, false);
+        s.step(at(ms + 1300), SpatialLayer::LOW, false);
+        assert_eq!(s.aim(at(ms + 1300)), Some(SpatialLayer::HIGH));
     }
 }

@@ -21,6 +21,7 @@ pub mod room;
 pub mod seq;
 pub mod timestamp;
 pub mod vp8;
+pub mod vp9;
 
 pub use allocator::{
     AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation, Transition, Wish,
@@ -46,3 +47,4 @@ pub use room::{
 pub use seq::{SeqOutcome, SeqRewriter};
 pub use timestamp::TsRewriter;
 pub use vp8::{PictureId, Vp8Descriptor, Vp8Error, Vp8Munger, Vp8Rewrite};
+pub use vp9::{Vp9Descriptor, Vp9Error, Vp9Layers, Vp9Ss, VP9_MAX_SPATIAL};

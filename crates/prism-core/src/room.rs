@@ -36,6 +36,7 @@ use crate::keyframe::VideoCodec;
 use crate::layer::SpatialLayer;
 
 mod media;
+mod svc;
 
 /// A participant's id within its room. On the wire: `PA_<n>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -193,6 +194,9 @@ pub struct Track {
     downstream: Vec<Downstream>,
     /// Its layers (one without simulcast), lowest first.
     streams: Vec<media::LayerStream>,
+    /// Spatial layers inside its one stream (VP9 k-SVC), as its packets
+    /// show them.
+    svc: svc::SvcLayers,
     /// The publisher's latest sender report per stream (a simulcast layer
     /// each): (NTP time, RTP time, SSRC, when it arrived).
     sender_reports: [Option<(u64, u32, u32, Instant)>; crate::layer::MAX_SPATIAL_LAYERS],
@@ -524,6 +528,7 @@ impl Room {
                     age,
                     self.cfg.keyframe_cache_packets,
                 )],
+                svc: svc::SvcLayers::default(),
                 sender_reports: [None; crate::layer::MAX_SPATIAL_LAYERS],
             },
         );

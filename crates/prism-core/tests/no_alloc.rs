@@ -2,7 +2,9 @@
 //! global allocator watches `Room::forward` for 100 subscribers, with mutes,
 //! drops, reordering and a source change in the mix; and a simulcast leg
 //! (three layers, switches, a pause, a temporal cap, VP8 renumbering) with
-//! its allocator in the steady state.
+//! its allocator in the steady state; and a VP9 k-SVC track (three spatial
+//! layers in one stream) through a room to legs at different targets that
+//! switch up, down and pause, with the room's measurement and allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -253,4 +255,175 @@ fn a_simulcast_leg_and_its_allocator_allocate_nothing_once_warm() {
     let allocs = ALLOCS.swap(0, Ordering::SeqCst);
     assert_eq!(allocs, 0, "{allocs} allocations on a simulcast leg");
     assert!(sent > 1000, "packets were forwarded: {sent}");
+}
+
+/// A k-SVC packet's VP9 descriptor on the stack: I, L (15-bit picture id,
+/// TID/U/SID/D, TL0PICIDX), B/E, P on deltas, and on a keyframe's first
+/// packet an SS with three sizes.
+fn vp9_descriptor(
+    pid: u16,
+    sid: u8,
+    tid: u8,
+    key: bool,
+    begin: bool,
+    end: bool,
+) -> ([u8; 18], usize) {
+    let mut b = [0u8; 18];
+    b[0] = 0xA0
+        | if key { 0 } else { 0x40 }
+        | if begin { 0x08 } else { 0 }
+        | if end { 0x04 } else { 0 };
+    b[1] = 0x80 | (pid >> 8) as u8;
+    b[2] = pid as u8;
+    b[3] = tid << 5 | 0x10 | sid << 1 | u8::from(key && sid > 0);
+    b[4] = 0;
+    let mut n = 5;
+    if key && sid == 0 && begin {
+        b[0] |= 0x02;
+        b[5] = (2 << 5) | 0x10;
+        let sizes: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
+        for (i, (w, h)) in sizes.iter().enumerate() {
+            b[6 + i * 4..8 + i * 4].copy_from_slice(&w.to_be_bytes());
+            b[8 + i * 4..10 + i * 4].copy_from_slice(&h.to_be_bytes());
+        }
+        n = 18;
+    }
+    (b, n)
+}
+
+#[test]
+fn a_vp9_svc_track_allocates_nothing_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut room = Room::new("svc", RoomConfig::default(), t0);
+    let (publisher, _) = room.join(t0, "pub", "pub");
+    let track = room
+        .publish(
+            publisher,
+            TrackSpec {
+                kind: MediaKind::Video,
+                source: Source::Camera,
+                mid: "0".into(),
+                codec: "video/VP9".into(),
+                clock_rate: 90_000,
+            },
+        )
+        .unwrap();
+    let mut subs = Vec::new();
+    for i in 0..20u32 {
+        let (s, _) = room.join(t0, &format!("sub{i}"), "s");
+        let params = SinkParams {
+            ssrc: 1000 + i,
+            payload_types: prism_core::payload_type_table([PtMap { from: 98, to: 98 }]).0,
+            extensions: ExtensionMap::default(),
+        };
+        room.attach(track, s, SinkId(u64::from(i)), Some(params))
+            .unwrap();
+        subs.push(s);
+    }
+    while room.poll_event().is_some() {}
+    let mut alloc = Allocator::new(AllocatorConfig::default());
+    let mut tracks = [AllocTrack {
+        id: track,
+        kind: MediaKind::Video,
+        source: Source::Camera,
+        priority: 0,
+        wish: Wish::MaxLayer(SpatialLayer::HIGH),
+        layers: [None; 3],
+    }];
+    // Two packets per layer frame, three layers per picture.
+    let pictures = 1200u32;
+    let mut packets: Vec<Option<rtc::rtp::Packet>> = (0..pictures * 6)
+        .map(|i| {
+            Some(rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    ssrc: 7,
+                    sequence_number: i as u16,
+                    timestamp: (i / 6) * 3000,
+                    payload_type: 98,
+                    ..Default::default()
+                },
+                payload: bytes::Bytes::from_static(&[0x08, 0x00]),
+            })
+        })
+        .collect();
+    let mut sent = 0u64;
+    let mut skipped = 0u64;
+    let mut run = |room: &mut Room, alloc: &mut Allocator, from: u32, to: u32| {
+        for n in from..to {
+            let now = t0 + Duration::from_millis(u64::from(n) * 33);
+            // A keyframe half-way between two allocations: a switch up
+            // waits for it.
+            let key = n % 30 == 15;
+            if n % 30 == 0 {
+                // Once a second: measure, allocate (an estimate swinging
+                // between the layers and a pause), and every leg its own
+                // target around it.
+                room.measure(now);
+                tracks[0].layers = room.layer_infos(track);
+                let kbps = [5000, 5000, 400, 400, 50, 5000][(n / 30 % 6) as usize];
+                let a = alloc.allocate(now, Bitrate(kbps * 1000), &tracks);
+                for (i, s) in subs.iter().enumerate() {
+                    let target = match (i % 4, a[0].target) {
+                        (0, t) => t,
+                        (1, _) => Target::Layer(LayerTarget::spatial(SpatialLayer::LOW)),
+                        (2, _) => Target::Layer(LayerTarget {
+                            spatial: SpatialLayer::ALL[(n / 30 % 3) as usize],
+                            temporal: TemporalLayer::new((n / 60 % 3) as u8).unwrap(),
+                        }),
+                        _ => Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)),
+                    };
+                    room.set_target(track, *s, target);
+                }
+                room.handle_timeout(now);
+                while room.poll_keyframe_request().is_some() {}
+            }
+            let tid = if key {
+                0
+            } else {
+                [0u8, 2, 1, 2][n as usize % 4]
+            };
+            for sid in 0..3u8 {
+                for k in 0..2u32 {
+                    let i = n * 6 + u32::from(sid) * 2 + k;
+                    let (payload, len) =
+                        vp9_descriptor((n & 0x7FFF) as u16, sid, tid, key, k == 0, k == 1);
+                    let meta = PacketMeta {
+                        ssrc: 7,
+                        seq: i as u16,
+                        timestamp: n * 3000,
+                        payload_type: 98,
+                        marker: sid == 2 && k == 1,
+                        payload_len: 300 * (1 << sid),
+                    };
+                    room.forward(now, track, &meta, &payload[..len], |_, _, f| match f {
+                        Forward::Send(_) => sent += 1,
+                        Forward::Skip => skipped += 1,
+                        Forward::Drop(_) => {}
+                    });
+                    if let Some(p) = packets[i as usize].take() {
+                        room.store(now, track, p);
+                    }
+                }
+            }
+        }
+    };
+    run(&mut room, &mut alloc, 0, 200); // warm up
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    run(&mut room, &mut alloc, 200, pictures);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocs = ALLOCS.swap(0, Ordering::SeqCst);
+    assert_eq!(allocs, 0, "{allocs} allocations on a VP9 SVC track");
+    assert!(room.is_svc(track));
+    assert!(
+        sent > 50_000 && skipped > 20_000,
+        "sent {sent}, skipped {skipped}"
+    );
+    assert!(
+        room.counters.layer_switches_up > 0 && room.counters.layer_switches_down > 0,
+        "up {} down {}",
+        room.counters.layer_switches_up,
+        room.counters.layer_switches_down
+    );
 }

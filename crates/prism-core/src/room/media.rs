@@ -4,18 +4,22 @@
 //!
 //! A track without simulcast has one layer ([`SpatialLayer::LOW`]); a
 //! simulcast track has one [`LayerStream`] per encoding, lowest first, each
-//! with its own sequence numbers, history, keyframes and bitrate.
+//! with its own sequence numbers, history, keyframes and bitrate. A VP9
+//! k-SVC track has one stream holding every spatial layer: its legs decide
+//! by the packet's VP9 descriptor (`Forwarder::decide_svc`), and its layers'
+//! bitrates and sizes come from the descriptors (`room/svc.rs`).
 
 use std::time::{Duration, Instant};
 
 use super::{ntp_duration, MediaKind, ParticipantId, Room, SenderReportValues, SinkId, TrackId};
 use crate::allocator::{Bitrate, LayerInfo};
-use crate::forwarder::{Forward, PacketMeta, SendParams, SinkParams};
+use crate::forwarder::{Forward, Forwarder, PacketMeta, SendParams, SinkParams};
 use crate::gop::GopCache;
 use crate::history::{NackLookup, PacketHistory};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::layer::{SpatialLayer, Target, MAX_SPATIAL_LAYERS};
 use crate::vp8::Vp8Descriptor;
+use crate::vp9::Vp9Descriptor;
 
 /// One encoding of a published track: its own packets and keyframes.
 #[derive(Debug)]
@@ -89,7 +93,15 @@ impl Room {
 
     /// How many layers `track` has (1 without simulcast).
     pub fn layer_count(&self, track: TrackId) -> usize {
-        self.tracks.get(&track).map_or(0, |t| t.streams.len())
+        self.tracks
+            .get(&track)
+            .map_or(0, |t| t.streams.len().max(t.svc.count()))
+    }
+
+    /// `track` is spatially scalable in one stream (VP9 k-SVC with more
+    /// than one spatial layer seen).
+    pub fn is_svc(&self, track: TrackId) -> bool {
+        self.tracks.get(&track).is_some_and(|t| t.svc.active())
     }
 
     /// The layers of `track` as the allocator sees them: measured bitrate
@@ -97,6 +109,9 @@ impl Room {
     pub fn layer_infos(&self, track: TrackId) -> [Option<LayerInfo>; MAX_SPATIAL_LAYERS] {
         let mut out = [None; MAX_SPATIAL_LAYERS];
         if let Some(t) = self.tracks.get(&track) {
+            if t.svc.active() {
+                return t.svc.infos();
+            }
             for (o, s) in out.iter_mut().zip(&t.streams) {
                 *o = Some(LayerInfo {
                     bitrate: s.bitrate,
@@ -144,6 +159,7 @@ impl Room {
                 }
                 s.bytes = 0;
             }
+            t.svc.measure(ms);
         }
     }
 
@@ -228,23 +244,33 @@ impl Room {
         if t.codec.detects_keyframes() {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
+        let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload);
+        let svc_picture_start = svc.picture_start();
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
         for d in &mut t.downstream {
             let before = d.fwd.layers().current();
-            let decision = d.fwd.decide_layer(now, meta, layer, vp8.as_ref(), keyframe);
-            if let (Some(b), Forward::Send(_)) = (before, decision) {
-                if b != layer {
-                    if layer > b {
-                        self.counters.layer_switches_up += 1;
-                    } else {
-                        self.counters.layer_switches_down += 1;
-                    }
+            let decision = decide(&mut d.fwd, now, meta, layer, &svc, vp8.as_ref(), keyframe);
+            // A leg changes layers only with a packet it sends (simulcast)
+            // or at a picture start (SVC): either way its current layer
+            // moved from one to another.
+            if let (Some(b), Some(a)) = (before, d.fwd.layers().current()) {
+                if a > b {
+                    self.counters.layer_switches_up += 1;
+                } else if a < b {
+                    self.counters.layer_switches_down += 1;
                 }
             }
             // A leg whose packet went out is flowing; only the others (a
-            // new leg waiting, a switch pending) can need a keyframe.
-            if !matches!(decision, Forward::Send(_)) {
+            // new leg waiting, a switch pending) can need a keyframe. On an
+            // SVC track a flowing leg can want a higher layer too; asked
+            // once per picture, at its first packet (requests are
+            // throttled far longer anyway).
+            let check = match svc_picture_start {
+                Some(first) => first,
+                None => !matches!(decision, Forward::Send(_)),
+            };
+            if check {
                 if let Some(l) = d.fwd.wants_keyframe(now) {
                     wanted |= 1 << l.index();
                 }
@@ -399,7 +425,11 @@ impl Room {
         if !d.fwd.waiting_for_keyframe() || d.fwd.params().is_none() {
             return 0;
         }
-        let layer = d.fwd.wants_keyframe(now).unwrap_or(SpatialLayer::LOW);
+        // An SVC track's layers are all in its one stream.
+        let layer = match t.svc.active() {
+            true => SpatialLayer::LOW,
+            false => d.fwd.wants_keyframe(now).unwrap_or(SpatialLayer::LOW),
+        };
         let Some(stream) = t.streams.get(layer.index()) else {
             return 0;
         };
@@ -418,7 +448,16 @@ impl Room {
                 break;
             };
             let meta = PacketMeta::of(p);
-            let decision = d.fwd.decide_layer(now, &meta, layer, None, i == 0);
+            let svc = match (t.svc.active(), Vp9Descriptor::parse(&p.payload)) {
+                (false, _) => SvcPacket::No,
+                (true, Ok(d)) => SvcPacket::Layers(d),
+                (true, Err(_)) => SvcPacket::Unparsed,
+            };
+            let vp8 = match t.codec {
+                VideoCodec::Vp8 => Vp8Descriptor::parse(&p.payload).ok(),
+                _ => None,
+            };
+            let decision = decide(&mut d.fwd, now, &meta, layer, &svc, vp8.as_ref(), i == 0);
             match (decision, d.fwd.params()) {
                 (Forward::Send(sp), Some(params)) => {
                     apply(d.sink, params, sp, p);
@@ -471,6 +510,7 @@ impl Room {
                     out_seq,
                     out_ts,
                     layer,
+                    marker,
                 } => {
                     if d.fwd.layers().current() != Some(layer) {
                         self.counters.drops.inc(crate::DropReason::StaleLayer);
@@ -502,6 +542,7 @@ impl Room {
                         payload_type: pt,
                         seq: out_seq,
                         timestamp: out_ts,
+                        marker,
                         vp8,
                     };
                     if resend(d.sink, params, sp, p) {
@@ -565,6 +606,11 @@ impl Room {
         if !t.codec.detects_keyframes() && t.spec.kind == MediaKind::Audio {
             return;
         }
+        // An SVC track's keyframe comes in its one stream, for all layers.
+        let layer = match t.svc.active() {
+            true => SpatialLayer::LOW,
+            false => layer,
+        };
         let Some(s) = t.streams.get_mut(layer.index()) else {
             return;
         };
@@ -617,5 +663,72 @@ impl Room {
             }
         }
         self.kf_due = next;
+    }
+}
+
+/// How the legs of a track decide on one packet.
+#[derive(Debug, Clone, Copy)]
+enum SvcPacket {
+    /// Not an SVC track: by the packet's (simulcast) layer.
+    No,
+    /// An SVC track: by the packet's VP9 descriptor.
+    Layers(Vp9Descriptor),
+    /// An SVC track, and the packet has no descriptor (padding, or one
+    /// that does not parse).
+    Unparsed,
+}
+
+impl SvcPacket {
+    /// The first packet of a picture (or not an SVC track: `None`).
+    fn picture_start(&self) -> Option<bool> {
+        match self {
+            SvcPacket::No => None,
+            SvcPacket::Layers(d) => Some(d.begin && d.sid() == 0),
+            SvcPacket::Unparsed => Some(false),
+        }
+    }
+}
+
+/// A VP9 packet's descriptor, noted in the track's SVC layers. Once per
+/// packet, not per leg.
+fn svc_descriptor(
+    svc: &mut super::svc::SvcLayers,
+    codec: VideoCodec,
+    meta: &PacketMeta,
+    payload: &[u8],
+) -> SvcPacket {
+    if codec != VideoCodec::Vp9 {
+        return SvcPacket::No;
+    }
+    match Vp9Descriptor::parse(payload) {
+        Ok(d) => {
+            svc.on_packet(&d, meta.payload_len);
+            match svc.active() {
+                true => SvcPacket::Layers(d),
+                false => SvcPacket::No,
+            }
+        }
+        Err(_) if svc.active() => SvcPacket::Unparsed,
+        // Before the track shows layers a bad payload is forwarded as it
+        // came (the subscriber's decoder judges it), as for any codec.
+        Err(_) => SvcPacket::No,
+    }
+}
+
+/// One leg's decision: by the VP9 descriptor on an SVC track, else by the
+/// packet's (simulcast) layer.
+fn decide(
+    fwd: &mut Forwarder,
+    now: Instant,
+    meta: &PacketMeta,
+    layer: SpatialLayer,
+    svc: &SvcPacket,
+    vp8: Option<&Vp8Descriptor>,
+    keyframe: bool,
+) -> Forward {
+    match svc {
+        SvcPacket::Layers(d) => fwd.decide_svc(now, meta, d),
+        SvcPacket::Unparsed => fwd.decide_svc_unparsed(meta),
+        SvcPacket::No => fwd.decide_layer(now, meta, layer, vp8, keyframe),
     }
 }

@@ -1133,3 +1133,6 @@ fn hidden_viewers_are_not_announced() {
     assert!(room.leave(t0, v, LeaveCause::Left));
     assert_eq!(drain(&mut room), vec![], "no left event");
 }
+
+#[cfg(test)]
+mod svc_room;

@@ -356,7 +356,8 @@ fn queue_rewritten(
 }
 
 /// The packet a subscriber gets: the publisher's payload with this leg's
-/// SSRC, payload type, sequence number and timestamp, and the extensions it
+/// SSRC, payload type, sequence number, timestamp and marker bit (an SVC
+/// leg ends pictures at its own top layer), and the extensions it
 /// negotiated under its own ids. Rebuilt through `set_extension` so the
 /// header's padding bookkeeping stays right.
 ///
@@ -373,7 +374,7 @@ pub fn rewrite(
 ) -> Result<rtp::Packet, DropReason> {
     let mut header = rtp::header::Header {
         version: 2,
-        marker: src.header.marker,
+        marker: sp.marker,
         payload_type: sp.payload_type,
         sequence_number: sp.seq,
         timestamp: sp.timestamp,
