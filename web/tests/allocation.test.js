@@ -1,7 +1,8 @@
 // Issue 13's acceptance: one viewer's weak link must not lower anyone
-// else's picture. A room-page publisher sends its 1280×720 camera as three
-// simulcast layers (320×180, 640×360, 1280×720; prism.js); two room-page
-// viewers show it full width, so both want the full layer. One viewer's
+// else's picture. A room-page publisher — Chromium, then Firefox — sends its
+// 1280×720 camera as three simulcast layers (320×180, 640×360, 1280×720;
+// prism.js); two Chromium room-page viewers show it full width, so both
+// want the full layer. One viewer's
 // Chromium runs in a network namespace whose downlink the test throttles to
 // 300 kbit/s with tc: it must drop to the low layer within seconds, while
 // the other keeps the full layer at its bitrate. With the throttle gone the
@@ -14,13 +15,14 @@ import { randomBytes } from "node:crypto";
 import { writeFileSync } from "node:fs";
 import { startPrism, launchBrowser, waitFor, sleep } from "./harness.js";
 import { createThrottledNamespace } from "./netns.js";
+import { launchFirefox, firefoxPage, startProxy } from "./firefox.js";
 
 // Bounds of the assertions (the measured values are printed as diagnostics).
 const DOWN_WITHIN_MS = 4500; // the aim is 3 s: estimate drop + the next allocation + a keyframe
 const OTHER_BITRATE_RATIO = 0.7;
 const RECOVER_WITHIN_MS = Number(process.env.PRISM_RECOVER_WITHIN_MS || 15000);
 
-let ns, prism, rootBrowser, nsBrowser;
+let ns, prism, rootBrowser, nsBrowser, firefox, proxy;
 const keys = randomBytes(48).toString("base64");
 
 before(async () => {
@@ -29,6 +31,12 @@ before(async () => {
   // The publisher needs a secure context for its camera on this origin.
   rootBrowser = await launchBrowser([`--unsafely-treat-insecure-origin-as-secure=${prism.http}`]);
   nsBrowser = await launchBrowser([], { executablePath: ns.chromium });
+  // The Firefox publisher's pages come through a loopback proxy (a secure
+  // context for its camera); its media goes to prism's address directly
+  // (an address of this host's veth end, which Firefox can pair with).
+  const [host, port] = [prism.http.replace(/^http:\/\//, "").replace(/:\d+$/, ""), Number(prism.http.split(":").pop())];
+  proxy = await startProxy(host, port);
+  firefox = await launchFirefox();
 });
 
 after(async () => {
@@ -37,6 +45,8 @@ after(async () => {
   if (process.env.PRISM_LOG_FILE && prism) writeFileSync(process.env.PRISM_LOG_FILE, prism.log());
   await rootBrowser?.close().catch(() => {});
   await nsBrowser?.close().catch(() => {});
+  await firefox?.close().catch(() => {});
+  proxy?.stop();
   prism?.stop();
   ns?.remove();
   assert.ok(!ns || !ns.exists(), "the test namespace is gone");
@@ -48,11 +58,25 @@ const token = (room, identity) =>
     stdio: ["ignore", "pipe", "pipe"],
   }).toString().trim();
 
-async function openRoom(browser, name, query = "") {
+async function openRoom(browser, room, name, query = "") {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`[${name}] page error: ${e.message}`));
-  await page.goto(`${prism.http}/room/bw?name=${name}&token=${token("bw", name)}${query}`);
+  await page.goto(`${prism.http}/room/${room}?name=${name}&token=${token(room, name)}${query}`);
+  await prepareRoomPage(page);
+  return page;
+}
+
+/** A room page in Firefox (puppeteer over WebDriver BiDi): the publisher. */
+async function openFirefoxRoom(room, name) {
+  const errors = [];
+  const page = await firefoxPage(firefox, `http://127.0.0.1:${proxy.port}/room/${room}?name=${name}&token=${token(room, name)}`, errors, name);
+  await page.setViewport({ width: 1280, height: 800 });
+  await prepareRoomPage(page);
+  return page;
+}
+
+async function prepareRoomPage(page) {
   // One tile per row (a spotlight layout): each viewer also shows the other
   // viewer's (empty) tile, and two side by side would want the middle layer.
   await page.addStyleTag({ content: ".grid { grid-template-columns: 1fr !important; }" });
@@ -64,7 +88,6 @@ async function openRoom(browser, name, query = "") {
       window.prismRoom.addEventListener(type, (e) => window.roomEvents.push({ type, at: Date.now(), trackId: e.detail.trackId }));
     }
   });
-  return page;
 }
 
 /** The page's received video: bytes, decoded size, frames, at the stats' time. */
@@ -111,7 +134,19 @@ async function timeTo(page, want, since, limitMs) {
 }
 
 test("a throttled viewer drops to the low layer, the other keeps the full one, and the throttled one recovers", async (t) => {
-  const publisher = await openRoom(rootBrowser, "pub", "&simulcast=1");
+  await throttleScenario(t, "bw", await openRoom(rootBrowser, "bw", "pub"));
+});
+
+test("the same with a Firefox publisher", async (t) => {
+  await throttleScenario(t, "bwff", await openFirefoxRoom("bwff", "ffpub"));
+});
+
+/**
+ * `publisher` (a room page) sends its camera as q/h/f; a steady and a weak
+ * viewer watch it full width in `room`; the weak one's downlink is
+ * throttled, then freed.
+ */
+async function throttleScenario(t, room, publisher) {
   // Keep the publisher's resolution fixed under CPU load, so a change a
   // viewer sees can only come from a layer switch.
   await waitFor("the publisher's camera is published", () =>
@@ -126,8 +161,8 @@ test("a throttled viewer drops to the low layer, the other keeps the full one, a
   assert.deepEqual(layers.map((l) => l.rid), ["q", "h", "f"], "a 1280×720 camera goes out as q/h/f");
   const full = `${layers[2].width}x${layers[2].height}`, low = `${layers[0].width}x${layers[0].height}`;
 
-  const steady = await openRoom(rootBrowser, "steady", "&publish=none");
-  const weak = await openRoom(nsBrowser, "weak", "&publish=none");
+  const steady = await openRoom(rootBrowser, room, "steady", "&publish=none");
+  const weak = await openRoom(nsBrowser, room, "weak", "&publish=none");
   const viewers = { steady, weak };
   for (const [name, page] of Object.entries(viewers)) {
     // The tile is full width (1248×702 device pixels): the wish names the
@@ -195,8 +230,15 @@ test("a throttled viewer drops to the low layer, the other keeps the full one, a
   if (paused.length) missed.push(`weak viewer paused ${paused.length}× (at ${paused.join(", ")} ms) instead of kept at ${low}`);
   if (!weakDuring.sizes.every((s) => s === low) || weakDuring.frames === 0) missed.push(`weak viewer during the throttle: ${weakDuring.sizes} with ${weakDuring.frames} frames (target: ${low}, decoding)`);
   if (up.ms > RECOVER_WITHIN_MS) missed.push(`recovery took ${up.ms} ms (target ≤ ${RECOVER_WITHIN_MS} ms)`);
+  for (const page of [steady, weak, publisher]) await closePage(page);
   if (missed.length) {
     if (process.env.PRISM_ALLOCATION_STRICT) assert.fail(missed.join("; "));
     t.todo(`allocation targets missed: ${missed.join("; ")}`);
   }
-});
+}
+
+/** Closes a Playwright or a puppeteer page with its own context. */
+async function closePage(page) {
+  const context = typeof page.browserContext === "function" ? page.browserContext() : page.context();
+  await context.close().catch(() => {});
+}
