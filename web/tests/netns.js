@@ -113,7 +113,7 @@ export function createThrottledNamespace() {
     hostIf,
     chromium,
     /** Limits what reaches the namespace (its downlink) to `rate`, e.g. "300kbit". */
-    throttle: (rate) => run("tc", "qdisc", "add", "dev", hostIf, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "400ms"),
+    throttle: (rate) => run("tc", "qdisc", "replace", "dev", hostIf, "root", "tbf", "rate", rate, "burst", "16kb", "latency", "400ms"),
     /**
      * Lifts the limit the way a link that widens does: the token bucket's
      * rate goes to 1 Gbit/s and what it holds drains. (Deleting the qdisc
