@@ -26,6 +26,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::error::Error;
 
 mod estimate;
+mod rtx_twcc;
 pub use estimate::{Estimate, EstimateBounds, Feedback, LinkEstimate};
 
 /// Where [`DeliverRtcp`] sits in the chain (the engine orders by slot).
@@ -144,11 +145,16 @@ pub fn server_interceptors(
     let estimate = Estimate::default();
     let registry = if sends_media {
         let gcc = estimate::SubscriberEstimator::new(bounds, estimate.clone());
+        // RTX retransmissions are tagged and counted like media
+        // (`rtx_twcc`): they take the same link.
         Registry::new()
-            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::TwccSender,
+                rtx_twcc::AlsoRtx(TwccSenderBuilder::new().build()),
+            )
             .with(
                 Slot::CongestionControl,
-                CongestionControlBuilder::new(gcc).build(),
+                rtx_twcc::AlsoRtx(CongestionControlBuilder::new(gcc).build()),
             )
     } else {
         // Receiver reports to publishers, yes; sender reports are Prism's
