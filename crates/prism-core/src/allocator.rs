@@ -22,13 +22,18 @@
 //! as an upgrade). A track on its lowest layer is paused only once that has
 //! not fitted for [`AllocatorConfig::pause_hold`].
 //!
+//! Temporal layers: where the lowest layer does not fit but its base
+//! temporal layer does ([`LayerInfo::base`], VP8 TID 0), the track gets the
+//! lowest layer at that reduced frame rate ([`TemporalLayer::BASE`])
+//! instead of a pause; back to the full frame rate counts as an upgrade.
+//!
 //! Dynacast (the layers nobody takes, switched off at the publisher) is
 //! read from the legs' forwarders, not from allocations: a leg keeps its
 //! current layer until the next one's keyframe (`Room::each_leg_layers`).
 
 use std::time::{Duration, Instant};
 
-use crate::layer::{LayerTarget, SpatialLayer, Target, MAX_SPATIAL_LAYERS};
+use crate::layer::{LayerTarget, SpatialLayer, Target, TemporalLayer, MAX_SPATIAL_LAYERS};
 use crate::room::{MediaKind, Source, TrackId};
 
 /// A bitrate in bits per second.
@@ -49,6 +54,11 @@ pub struct LayerInfo {
     pub bitrate: Bitrate,
     pub width: u32,
     pub height: u32,
+    /// The bitrate of its base temporal layer alone (VP8 TID 0: a quarter
+    /// of the frames of an L1T3 stream, Chromium's simulcast default) when
+    /// the layer has temporal layers: what the lowest layer costs at a
+    /// reduced frame rate, the step before a pause.
+    pub base: Option<Bitrate>,
 }
 
 /// What the subscriber asked for.
@@ -144,6 +154,9 @@ struct TrackState {
     better_since: Option<Instant>,
     /// Since when the budget has not covered even the lowest layer.
     short_since: Option<Instant>,
+    /// The lowest layer at its base temporal layer only (a reduced frame
+    /// rate): the budget covers that but not the whole layer.
+    reduced: bool,
 }
 
 /// One subscriber's allocation state (see the module doc).
@@ -199,6 +212,7 @@ impl Allocator {
                         paused_for_bandwidth: false,
                         better_since: None,
                         short_since: None,
+                        reduced: false,
                     });
                     self.state.len() - 1
                 }
@@ -227,6 +241,7 @@ impl Allocator {
                     paused_for_bandwidth: false,
                     better_since: None,
                     short_since: None,
+                    reduced: false,
                     ..*st
                 };
                 continue;
@@ -237,42 +252,72 @@ impl Allocator {
                 .rev()
                 .find(|l| t.layers[l.index()].is_some_and(|i| i.bitrate.0 <= left))
                 .copied();
-            let chosen = match (st.layer, fits) {
-                // A new track (or one un-hidden) starts at what fits.
-                (None, _) if fresh => fits,
-                // The layer given is no longer sent: whatever fits, at once.
-                (Some(cur), f) if t.layers[cur.index()].is_none() => f,
-                // Nothing fits, not even the lowest layer: the track goes
-                // down to that, and is paused once this has lasted the
-                // pause hold.
-                (Some(_), None) => {
+            // The lowest layer at its base temporal layer: the step before
+            // a pause when the whole layer does not fit but its base does.
+            let lowest = lowest_layer(t);
+            let base_fits = lowest
+                .and_then(|l| t.layers[l.index()])
+                .and_then(|i| i.base)
+                .is_some_and(|b| b.0 <= left);
+            let (chosen, reduced) = if fits.is_none() && base_fits && (st.layer.is_some() || fresh)
+            {
+                st.better_since = None;
+                st.short_since = None;
+                (lowest, true)
+            } else if st.reduced && fits.is_some() && st.layer.is_some() {
+                // Back to the full frame rate is an upgrade: after the hold.
+                let since = *st.better_since.get_or_insert(now);
+                if now.saturating_duration_since(since) >= self.cfg.upgrade_hold {
                     st.better_since = None;
-                    let since = *st.short_since.get_or_insert(now);
-                    lowest_layer(t)
-                        .filter(|_| now.saturating_duration_since(since) < self.cfg.pause_hold)
+                    (lowest, false)
+                } else {
+                    (lowest, true)
                 }
-                // Down at once: the layer given no longer fits (or is no
-                // longer wished or sent).
-                (Some(cur), f) if f.is_none_or(|f| f < cur) => {
-                    st.better_since = None;
-                    f
-                }
-                // Up, one layer at a time, once the budget has covered a
-                // higher layer for the whole hold.
-                (cur, Some(f)) if cur.is_none_or(|c| f > c) => {
-                    let since = *st.better_since.get_or_insert(now);
-                    if now.saturating_duration_since(since) >= self.cfg.upgrade_hold {
+            } else {
+                let chosen = match (st.layer, fits) {
+                    // A new track (or one un-hidden) starts at what fits.
+                    (None, _) if fresh => fits,
+                    // The layer given is no longer sent: whatever fits, at once.
+                    (Some(cur), f) if t.layers[cur.index()].is_none() => f,
+                    // Nothing fits, not even the lowest layer: the track goes
+                    // down to that, and is paused once this has lasted the
+                    // pause hold.
+                    (Some(_), None) => {
                         st.better_since = None;
-                        next_layer_up(t, cur, f)
-                    } else {
+                        let since = *st.short_since.get_or_insert(now);
+                        lowest_layer(t)
+                            .filter(|_| now.saturating_duration_since(since) < self.cfg.pause_hold)
+                    }
+                    // Down at once: the layer given no longer fits (or is no
+                    // longer wished or sent).
+                    (Some(cur), f) if f.is_none_or(|f| f < cur) => {
+                        st.better_since = None;
+                        f
+                    }
+                    // Up, one layer at a time, once the budget has covered a
+                    // higher layer for the whole hold.
+                    (cur, Some(f)) if cur.is_none_or(|c| f > c) => {
+                        let since = *st.better_since.get_or_insert(now);
+                        if now.saturating_duration_since(since) >= self.cfg.upgrade_hold {
+                            st.better_since = None;
+                            next_layer_up(t, cur, f)
+                        } else {
+                            cur
+                        }
+                    }
+                    // Steady.
+                    (cur, _) => {
+                        st.better_since = None;
                         cur
                     }
-                }
-                // Steady.
-                (cur, _) => {
-                    st.better_since = None;
-                    cur
-                }
+                };
+                // Through the pause hold (nothing fits, not even a base),
+                // the base rather than the whole layer: the least load on a
+                // link that is already too narrow.
+                let has_base = lowest
+                    .and_then(|l| t.layers[l.index()])
+                    .is_some_and(|i| i.base.is_some());
+                (chosen, fits.is_none() && has_base)
             };
             if fits.is_some() {
                 st.short_since = None;
@@ -284,14 +329,26 @@ impl Allocator {
                 _ => None,
             };
             st.layer = chosen;
+            st.reduced = reduced && chosen.is_some();
             st.paused_for_bandwidth = paused;
             a.paused_for_bandwidth = paused;
             if let Some(l) = chosen {
                 // `chosen` is a layer the track sends: `fits` and the steps
                 // up and down only pick such layers.
-                let rate = t.layers[l.index()].map_or(0, |i| i.bitrate.0);
+                let info = t.layers[l.index()];
+                let rate = match (st.reduced, info) {
+                    (true, Some(i)) => i.base.unwrap_or(i.bitrate).0,
+                    (_, i) => i.map_or(0, |i| i.bitrate.0),
+                };
                 left = left.saturating_sub(rate);
-                a.target = Target::Layer(LayerTarget::spatial(l));
+                a.target = Target::Layer(LayerTarget {
+                    spatial: l,
+                    temporal: if st.reduced {
+                        TemporalLayer::BASE
+                    } else {
+                        TemporalLayer::MAX
+                    },
+                });
                 a.bitrate = Bitrate(rate);
             }
         }

@@ -397,7 +397,9 @@ impl Forwarder {
                 // numbers and picture id taken out so the subscriber sees no
                 // loss.
                 if let Some(d) = vp8 {
-                    let cap = self.layers.temporal_cap_at(d.frame_start());
+                    let cap = self
+                        .layers
+                        .temporal_cap_at(d.frame_start(), d.temporal() == 0 || d.layer_sync);
                     if d.temporal() > cap.value() {
                         self.seq.drop_packet(p.seq);
                         self.vp8.drop_picture(d);

@@ -392,10 +392,19 @@ impl LayerSelector {
     }
 
     /// The temporal cap for a packet of the current layer; a new target cap
-    /// is taken over at a frame start.
-    pub(crate) fn temporal_cap_at(&mut self, frame_start: bool) -> TemporalLayer {
+    /// is taken over at a frame start — a higher one only at a frame that
+    /// references nothing above the base layer (`switch_point`: a VP8 TID 0
+    /// frame, or one with the layer-sync bit), else the first frames of the
+    /// higher layers would reference frames this leg never sent.
+    pub(crate) fn temporal_cap_at(
+        &mut self,
+        frame_start: bool,
+        switch_point: bool,
+    ) -> TemporalLayer {
         if let (true, Target::Layer(t)) = (frame_start, self.target) {
-            self.temporal = t.temporal;
+            if t.temporal < self.temporal || switch_point {
+                self.temporal = t.temporal;
+            }
         }
         self.temporal
     }

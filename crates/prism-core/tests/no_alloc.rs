@@ -187,6 +187,7 @@ fn a_simulcast_leg_and_its_allocator_allocate_nothing_once_warm() {
             bitrate: Bitrate(kbps * 1000),
             width: 0,
             height: 0,
+            base: Some(Bitrate(kbps * 500)),
         })
     };
     let tracks = [AllocTrack {

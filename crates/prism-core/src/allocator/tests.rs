@@ -10,6 +10,7 @@ fn layer(kbps: u64, width: u32, height: u32) -> Option<LayerInfo> {
         bitrate: Bitrate(kbps * KBPS),
         width,
         height,
+        base: None,
     })
 }
 
@@ -214,4 +215,44 @@ fn a_layer_that_stops_and_a_track_that_goes() {
     a.allocate(t0, Bitrate(3000 * KBPS), &[]);
     cam.layers[2] = layer(1500, 1280, 720);
     assert_eq!(show(a.allocate(t0, Bitrate(3000 * KBPS), &[cam])), "2");
+}
+
+#[test]
+fn the_lowest_layer_at_its_base_frame_rate_before_a_pause() {
+    let t0 = Instant::now();
+    let mut a = Allocator::new(AllocatorConfig {
+        upgrade_hold: Duration::from_millis(2000),
+        pause_hold: Duration::from_millis(2000),
+        ..AllocatorConfig::default()
+    });
+    // 150 kb/s at 320x180, of which 80 kb/s its base temporal layer.
+    let mut cam = camera(2, 0);
+    for l in cam.layers.iter_mut().flatten() {
+        l.base = Some(Bitrate(l.bitrate.0 * 8 / 15));
+    }
+    let tracks = [audio(1), cam];
+    let target = |g: &[TrackAllocation]| match g[1].target {
+        Target::Paused => "p".to_string(),
+        Target::Layer(t) => format!("{}t{}", t.spatial.index(), t.temporal.value()),
+    };
+    // (second, estimate kb/s, camera target, transition). The budget is
+    // 95 % of the estimate, audio takes 40: 190 → 140 left (base only),
+    // 100 → 55 (nothing).
+    let rows: [(u64, u64, &str, Option<Transition>); 10] = [
+        (0, 400, "0t3", None),
+        (1, 190, "0t0", None), // the whole layer no longer fits: its base
+        (2, 190, "0t0", None),
+        (3, 400, "0t0", None), // fits again: back to all frames after the hold
+        (4, 400, "0t0", None),
+        (5, 400, "0t3", None),
+        (6, 100, "0t0", None), // not even the base fits: kept through the pause hold
+        (7, 100, "0t0", None),
+        (8, 100, "p", Some(Transition::Paused)),
+        (9, 190, "p", None), // a pause ends only when the whole layer fits
+    ];
+    for (sec, kbps, want, transition) in rows {
+        let got = a.allocate(t0 + Duration::from_secs(sec), Bitrate(kbps * KBPS), &tracks);
+        assert_eq!(target(got), want, "second {sec}");
+        assert_eq!(got[1].transition, transition, "second {sec}");
+    }
 }

@@ -424,3 +424,49 @@ fn temporal_cap_and_layer_switch_keep_vp8_and_seq_continuous() {
     assert_eq!(o.picture_id.unwrap().value, (last_pid + 1) % (1 << 15));
     assert_eq!(o.tl0_pic_idx, Some(last_tl0.wrapping_add(1)));
 }
+
+#[test]
+fn a_raised_temporal_cap_waits_for_a_base_layer_frame() {
+    let t0 = Instant::now();
+    let mut f = Forwarder::new(90_000, true);
+    f.set_params(Some(params()));
+    const TIDS: [u8; 4] = [0, 2, 1, 2];
+    let cap = |t: u8| {
+        Target::Layer(LayerTarget {
+            spatial: SpatialLayer::LOW,
+            temporal: TemporalLayer::new(t).unwrap(),
+        })
+    };
+    let mut out = String::new();
+    for i in 0..12u16 {
+        // The base layer only from frame 2; every layer again from frame 5
+        // (a TID 2 frame: its references may be frames this leg skipped).
+        match i {
+            2 => f.set_target(cap(0)),
+            5 => f.set_target(cap(3)),
+            _ => {}
+        }
+        let tid = TIDS[usize::from(i) % 4];
+        let payload = vp8_payload(100 + i, 7 + (i / 4) as u8, tid);
+        let d = Vp8Descriptor::parse(&payload).unwrap();
+        let meta = PacketMeta {
+            ssrc: SSRC[0],
+            seq: 100 + i,
+            timestamp: u32::from(i) * TICKS,
+            payload_type: 96,
+            marker: true,
+            payload_len: payload.len(),
+        };
+        let now = t0 + FRAME * u32::from(i);
+        out.push(
+            match f.decide_layer(now, &meta, SpatialLayer::LOW, Some(&d), i == 0) {
+                Forward::Send(_) => char::from(b'0' + tid),
+                Forward::Skip => '.',
+                Forward::Drop(r) => panic!("frame {i}: {r:?}"),
+            },
+        );
+    }
+    // Down at once (frame 2, TID 1, skipped); up only at frame 8, the next
+    // TID 0 frame: 5 (TID 2), 6 (TID 1) and 7 (TID 2) stay skipped.
+    assert_eq!(out, "02..0...0212");
+}

@@ -38,6 +38,12 @@ pub(super) struct LayerStream {
     /// dynacast keeps its last known cost).
     bytes: u64,
     bitrate: Bitrate,
+    /// Payload bytes of base temporal layer frames (VP8 TID 0) since the
+    /// last measure, and whether any frame of a higher one came; the base
+    /// layer's bitrate when it has temporal layers.
+    base_bytes: u64,
+    upper_seen: bool,
+    base: Option<Bitrate>,
     /// The picture size the publisher declared (0: unknown).
     width: u32,
     height: u32,
@@ -52,6 +58,9 @@ impl LayerStream {
             kf_pending: false,
             bytes: 0,
             bitrate: Bitrate(0),
+            base_bytes: 0,
+            upper_seen: false,
+            base: None,
             width: 0,
             height: 0,
         }
@@ -117,6 +126,7 @@ impl Room {
                     bitrate: s.bitrate,
                     width: s.width,
                     height: s.height,
+                    base: s.base,
                 });
             }
         }
@@ -156,8 +166,12 @@ impl Room {
             for s in &mut t.streams {
                 if s.bytes > 0 {
                     s.bitrate = Bitrate(s.bytes * 8 * 1000 / ms);
+                    // Kept, like the bitrate, while the layer is silent.
+                    s.base = s.upper_seen.then(|| Bitrate(s.base_bytes * 8 * 1000 / ms));
                 }
                 s.bytes = 0;
+                s.base_bytes = 0;
+                s.upper_seen = false;
             }
             t.svc.measure(ms);
         }
@@ -241,6 +255,13 @@ impl Room {
             VideoCodec::Vp8 => Vp8Descriptor::parse(payload).ok(),
             _ => None,
         };
+        // Per temporal layer: what the base costs alone (the allocator's
+        // step before a pause).
+        match vp8.as_ref().and_then(|d| d.tid) {
+            Some(0) => stream.base_bytes += meta.payload_len as u64,
+            Some(_) => stream.upper_seen = true,
+            None => {}
+        }
         if t.codec.detects_keyframes() {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }

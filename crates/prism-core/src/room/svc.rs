@@ -73,6 +73,7 @@ impl SvcLayers {
                 bitrate: Bitrate(sum),
                 width: self.sizes[i].0,
                 height: self.sizes[i].1,
+                base: None,
             });
         }
         out
