@@ -287,6 +287,10 @@ pub struct RoomCounters {
     /// to a lower one.
     pub layer_switches_up: u64,
     pub layer_switches_down: u64,
+    /// Of those (up, down), the ones to a layer other than the leg's
+    /// target: its target's layer was not being sent (the publisher
+    /// switched it off, or it went silent).
+    pub layer_switches_fallback: [u64; 2],
     /// Keyframe requests asked for (merged or not) and sent upstream.
     pub keyframe_requests_in: u64,
     pub keyframe_requests_out: u64,
@@ -316,6 +320,13 @@ impl RoomCounters {
         self.layer_skips += o.layer_skips;
         self.layer_switches_up += o.layer_switches_up;
         self.layer_switches_down += o.layer_switches_down;
+        for (a, b) in self
+            .layer_switches_fallback
+            .iter_mut()
+            .zip(o.layer_switches_fallback)
+        {
+            *a += b;
+        }
         self.keyframe_requests_in += o.keyframe_requests_in;
         self.keyframe_requests_out += o.keyframe_requests_out;
         self.cache_starts += o.cache_starts;

@@ -161,8 +161,9 @@ pub struct ShardStats {
     pub congestion_reallocations: u64,
     /// Packets of simulcast layers a subscriber leg did not take.
     pub layer_skips: u64,
-    /// Subscriber legs' layer switches: up, down.
-    pub layer_switches: [u64; 2],
+    /// Subscriber legs' layer switches: up and down to their target, up and
+    /// down to another layer (the target's was not being sent).
+    pub layer_switches: [u64; 4],
     /// Gauges of the last allocation, summed over subscribe legs: their
     /// estimates, and the bitrate the allocator gave out.
     pub estimated_bps: u64,
@@ -213,7 +214,7 @@ impl Default for ShardStats {
             tracks_paused: 0,
             congestion_reallocations: 0,
             layer_skips: 0,
-            layer_switches: [0; 2],
+            layer_switches: [0; 4],
             estimated_bps: 0,
             allocated_bps: 0,
             forwarding_latency: Hist::new(LATENCY_BOUNDS),
@@ -474,7 +475,12 @@ impl Collector for ShardCollector {
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),
             family("prism_broadcasts_ended_total", "WHEP viewer sessions closed because their broadcast had no publisher for broadcast_grace.", COUNTER, vec![counter(t.broadcasts_ended, &[])]),
-            family("prism_layer_switches_total", "Simulcast layer switches of subscriber legs (at the target layer's keyframe), by direction.", COUNTER, vec![counter(t.layer_switches[0], &[("direction", "up")]), counter(t.layer_switches[1], &[("direction", "down")])]),
+            family("prism_layer_switches_total", "Simulcast and SVC layer switches of subscriber legs, by direction, and by reason: to the leg's target layer (target), or to another because the target's layer was not being sent (fallback).", COUNTER, vec![
+                counter(t.layer_switches[0], &[("direction", "up"), ("reason", "target")]),
+                counter(t.layer_switches[1], &[("direction", "down"), ("reason", "target")]),
+                counter(t.layer_switches[2], &[("direction", "up"), ("reason", "fallback")]),
+                counter(t.layer_switches[3], &[("direction", "down"), ("reason", "fallback")]),
+            ]),
             family("prism_layer_skipped_packets_total", "Packets of simulcast layers a subscriber leg does not take (the normal cost of simulcast, not drops).", COUNTER, vec![counter(t.layer_skips, &[])]),
             family("prism_tracks_paused_total", "Simulcast tracks paused for a subscriber because their lowest layer did not fit its bandwidth estimate (the subscriber is sent track_paused).", COUNTER, vec![counter(t.tracks_paused, &[])]),
             family("prism_congestion_reallocations_total", "Subscribe legs allocated again at once because congestion (loss or a growing queue in their transport-cc feedback) lowered their bandwidth estimate.", COUNTER, vec![counter(t.congestion_reallocations, &[])]),

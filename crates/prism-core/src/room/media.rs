@@ -276,10 +276,21 @@ impl Room {
             // or at a picture start (SVC): either way its current layer
             // moved from one to another.
             if let (Some(b), Some(a)) = (before, d.fwd.layers().current()) {
-                if a > b {
-                    self.counters.layer_switches_up += 1;
-                } else if a < b {
-                    self.counters.layer_switches_down += 1;
+                if a != b {
+                    if a > b {
+                        self.counters.layer_switches_up += 1;
+                    } else {
+                        self.counters.layer_switches_down += 1;
+                    }
+                    // To a layer other than its target's: the target's
+                    // layer was not being sent (switched off, or gone).
+                    let to_target = matches!(
+                        d.fwd.layers().target(),
+                        Target::Layer(t) if t.spatial == a
+                    );
+                    if !to_target {
+                        self.counters.layer_switches_fallback[usize::from(a < b)] += 1;
+                    }
                 }
             }
             // A leg whose packet went out is flowing; only the others (a

@@ -1135,4 +1135,5 @@ fn hidden_viewers_are_not_announced() {
 }
 
 #[cfg(test)]
+mod simulcast_room;
 mod svc_room;

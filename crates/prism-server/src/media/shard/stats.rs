@@ -156,7 +156,14 @@ impl Shard {
         s.keyframe_requests_out = rc.keyframe_requests_out;
         s.keyframe_cache_starts = rc.cache_starts;
         s.layer_skips = rc.layer_skips;
-        s.layer_switches = [rc.layer_switches_up, rc.layer_switches_down];
+        // (direction, reason): up/down × to the target / fallback.
+        let [fall_up, fall_down] = rc.layer_switches_fallback;
+        s.layer_switches = [
+            rc.layer_switches_up.saturating_sub(fall_up),
+            rc.layer_switches_down.saturating_sub(fall_down),
+            fall_up,
+            fall_down,
+        ];
         s.keyframe_cache_refusals = rc.cache_refusals;
         s.publish(&self.published);
     }
