@@ -18,7 +18,10 @@
 //!   packets of the last 300 ms lost, a queueing delay of 150 ms or more
 //!   (one-way delay above its lowest of the last 10–20 s) on three feedbacks
 //!   in a row, or GCC's delay-based half decreasing three times within a
-//!   second (a queue that keeps growing) — sets the
+//!   second (a queue that keeps growing) — the delay signals only while the
+//!   window's arrivals spread 10 % wider than its departures (the link
+//!   falls behind; a receiver whose busy CPU stamps packets late bunches
+//!   them instead) — sets the
 //!   estimate to 85 % of the rate the subscriber acknowledged in those
 //!   300 ms while it was losing: the rate its link carries, whatever the
 //!   estimate was before.
@@ -70,6 +73,9 @@ const DELAY_SPAN: Duration = Duration::from_secs(1);
 /// is found while it fills, a second or more before its loss shows.
 const QUEUE_CONGESTION: Duration = Duration::from_millis(150);
 const QUEUED_BATCHES: u32 = 3;
+/// How much wider than their departures the window's arrivals must spread
+/// for a delay signal to count (the link falls behind the sender).
+const SPREAD: f64 = 1.1;
 /// The baseline of the one-way delay is the lowest over one to two of
 /// these.
 const BASE_BUCKET: Duration = Duration::from_secs(10);
@@ -129,6 +135,12 @@ pub struct Feedback {
     /// arbitrary but fixed origin (receiver clock minus sender clock):
     /// only its changes mean something.
     pub one_way_ms: Option<f64>,
+    /// Over the arrived packets: from the first to the last departure
+    /// (sender clock) and from the first to the last arrival (receiver
+    /// clock). A queue that grows spreads arrivals wider than departures;
+    /// a receiver that stalled (a busy CPU stamping late) bunches them.
+    pub departure_span: Duration,
+    pub arrival_span: Duration,
 }
 
 /// One transport-cc feedback batch, summed.
@@ -140,6 +152,8 @@ struct Batch {
     bytes: u64,
     lost: u32,
     total: u32,
+    departure_span: Duration,
+    arrival_span: Duration,
 }
 
 /// The estimate's state (see the module doc). Pure: fed the feedback
@@ -245,6 +259,18 @@ impl LinkEstimate {
         base.map(|b| (one_way_ms - b).max(0.0))
     }
 
+    /// The window's arrivals spread over [`SPREAD`] times their departures
+    /// or more (and over at least 20 ms of departures).
+    fn falling_behind(&self) -> bool {
+        let (dep, arr) = self
+            .batches
+            .iter()
+            .fold((Duration::ZERO, Duration::ZERO), |(d, a), b| {
+                (d + b.departure_span, a + b.arrival_span)
+            });
+        dep >= Duration::from_millis(20) && arr.as_secs_f64() >= dep.as_secs_f64() * SPREAD
+    }
+
     /// Share of the window's packets reported lost; `None` below
     /// [`MIN_PACKETS`].
     pub fn loss(&self) -> Option<f64> {
@@ -263,6 +289,8 @@ impl LinkEstimate {
             lost,
             gcc_delay_target,
             one_way_ms,
+            departure_span,
+            arrival_span,
         } = f;
         let span = self
             .last_at
@@ -274,6 +302,8 @@ impl LinkEstimate {
             bytes: arrived_bytes,
             lost,
             total: arrived + lost,
+            departure_span,
+            arrival_span,
         });
         while self
             .batches
@@ -314,9 +344,15 @@ impl LinkEstimate {
         } else if queue_ms.is_some() {
             self.queued_batches = 0;
         }
+        // Delay alone is congestion only where the link falls behind: its
+        // arrivals spread wider than the departures. A receiver whose CPU
+        // stalled stamps its packets late too, but bunched; acting on that
+        // lowered the estimates of viewers on wide links under load.
+        let falling_behind = self.falling_behind();
         let congested = self.loss().is_some_and(|l| l >= CONGESTION_LOSS)
-            || self.delay_decreases.len() >= DELAY_DECREASES
-            || self.queued_batches >= QUEUED_BATCHES;
+            || (falling_behind
+                && (self.delay_decreases.len() >= DELAY_DECREASES
+                    || self.queued_batches >= QUEUED_BATCHES));
         let since_congestion = self
             .last_congestion
             .map(|at| now.saturating_duration_since(at));
@@ -410,11 +446,19 @@ impl BandwidthEstimator for SubscriberEstimator {
         self.gcc.on_reports(now, reports);
         let (mut bytes, mut arrived, mut lost) = (0u64, 0u32, 0u32);
         let (mut owd_sum, mut owd_n) = (0.0f64, 0u32);
+        let mut departures: Option<(Instant, Instant)> = None;
+        let mut arrivals: Option<(Duration, Duration)> = None;
         for r in reports {
             if r.arrived {
                 bytes += r.size as u64;
                 arrived += 1;
+                departures = Some(departures.map_or((r.departure, r.departure), |(a, b)| {
+                    (a.min(r.departure), b.max(r.departure))
+                }));
                 if let Some(arrival) = r.arrival {
+                    arrivals = Some(arrivals.map_or((arrival, arrival), |(a, b)| {
+                        (a.min(arrival), b.max(arrival))
+                    }));
                     let origin = *self.origin.get_or_insert(r.departure);
                     let sent = r.departure.saturating_duration_since(origin);
                     owd_sum += (arrival.as_secs_f64() - sent.as_secs_f64()) * 1000.0;
@@ -432,6 +476,8 @@ impl BandwidthEstimator for SubscriberEstimator {
                 lost,
                 gcc_delay_target: self.gcc.delay_based_bitrate(),
                 one_way_ms: (owd_n > 0).then(|| owd_sum / f64::from(owd_n)),
+                departure_span: departures.map_or(Duration::ZERO, |(a, b)| b - a),
+                arrival_span: arrivals.map_or(Duration::ZERO, |(a, b)| b - a),
             },
         );
         self.out

@@ -75,6 +75,12 @@ impl super::Track {
     }
 }
 
+/// What a forwarded packet carries besides its payload, as the subscribe
+/// leg's estimate counts it (transport-cc reports RTP packet sizes): the
+/// 12-byte header and the extensions Prism sends (one-byte form with
+/// `mid`, `abs-send-time`, transport-wide sequence number, padded to 4).
+const RTP_HEADER_BYTES: usize = 28;
+
 /// How often [`Room::measure`] is expected to run (its window).
 const MEASURE_MIN: Duration = Duration::from_millis(200);
 
@@ -245,7 +251,10 @@ impl Room {
         };
         t.counters.packets_in += 1;
         t.counters.bytes_in += meta.payload_len as u64;
-        stream.bytes += meta.payload_len as u64;
+        // A layer's cost as the subscriber's estimate counts it: the RTP
+        // packet, header and extensions included (audio's small packets
+        // cost a third more than their payload).
+        stream.bytes += (meta.payload_len + RTP_HEADER_BYTES) as u64;
         let keyframe = t.codec.detects_keyframes() && is_keyframe_start(t.codec, payload);
         // VP8: each leg renumbers picture ids (and TL0PICIDX, KEYIDX) so a
         // layer switch or a publisher's new encoder continues the numbers
@@ -258,7 +267,7 @@ impl Room {
         // Per temporal layer: what the base costs alone (the allocator's
         // step before a pause).
         match vp8.as_ref().and_then(|d| d.tid) {
-            Some(0) => stream.base_bytes += meta.payload_len as u64,
+            Some(0) => stream.base_bytes += (meta.payload_len + RTP_HEADER_BYTES) as u64,
             Some(_) => stream.upper_seen = true,
             None => {}
         }

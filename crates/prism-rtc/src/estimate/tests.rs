@@ -30,6 +30,8 @@ struct Sim {
     delay_target: f64,
     /// The one-way delay the feedback shows, milliseconds.
     one_way_ms: f64,
+    /// How much wider than their departures a feedback's arrivals spread.
+    spread: f64,
     /// (seconds since start, estimate) at each feedback.
     trace: Vec<(f64, f64)>,
 }
@@ -47,6 +49,7 @@ impl Sim {
             random_loss: 0.0,
             delay_target: 1_000_000.0,
             one_way_ms: 5_000.0,
+            spread: 1.0,
             trace: Vec::new(),
         }
     }
@@ -80,6 +83,11 @@ impl Sim {
                     lost: sent - arrived,
                     gcc_delay_target: self.delay_target,
                     one_way_ms: Some(self.one_way_ms),
+                    // Sent evenly over the tick; arriving over `spread`
+                    // times that (a queue growing: > 1; a receiver that
+                    // stalled and stamps late: < 1).
+                    departure_span: TICK,
+                    arrival_span: TICK.mul_f64(self.spread),
                 },
             );
             self.trace.push((self.secs(), self.est.target()));
@@ -170,7 +178,9 @@ fn a_growing_queue_seen_by_gcc_is_congestion() {
     let mut s = Sim::new(2_600_000.0, true);
     s.run(5.0);
     let before = s.est.target();
-    // GCC's delay half decreases on three feedbacks in a row: overuse.
+    // GCC's delay half decreases on three feedbacks in a row while the
+    // arrivals spread (a queue growing): overuse.
+    s.spread = 1.3;
     for _ in 0..2 {
         s.delay_target *= 0.85;
         s.run(0.1);
@@ -215,8 +225,10 @@ fn a_filling_queue_is_congestion_before_any_loss() {
     s.one_way_ms -= 300.0;
     s.run(1.0);
     assert_eq!(s.est.congestions(), 0, "a single spike");
-    // A shaper's queue filling: +60 ms per feedback, no loss yet.
+    // A shaper's queue filling: +60 ms per feedback, no loss yet, the
+    // arrivals spreading wider than the departures.
     let before = s.est.target();
+    s.spread = 1.6;
     for i in 1..=5 {
         s.one_way_ms += 60.0;
         s.run(0.1);
@@ -239,4 +251,20 @@ fn a_filling_queue_is_congestion_before_any_loss() {
         c,
         "a constant delay is no queue forever"
     );
+}
+
+#[test]
+fn a_stalled_receiver_is_not_congestion() {
+    // A receiver whose CPU is busy stamps its arrivals late — the delay
+    // grows as a queue's would — but bunched: nothing falls behind.
+    let mut s = Sim::new(2_600_000.0, true);
+    s.run(5.0);
+    s.spread = 0.4;
+    for _ in 0..6 {
+        s.one_way_ms += 80.0;
+        s.run(0.1);
+        s.delay_target *= 0.85;
+    }
+    assert_eq!(s.est.congestions(), 0);
+    assert!(s.est.target() >= 2_600_000.0);
 }
