@@ -1135,4 +1135,6 @@ fn hidden_viewers_are_not_announced() {
 }
 
 #[cfg(test)]
+mod av1_room;
+#[cfg(test)]
 mod svc_room;
