@@ -160,3 +160,64 @@ test("AV1 SVC: each WHEP viewer decodes the spatial layer that fits it", async (
   t.diagnostic(`prism_layer_skipped_packets_total ${skipped}`);
   assert.ok(skipped > 100, "the low viewer's upper layers were skipped");
 });
+
+/** Sets a room page's remote tile width (CSS pixels). */
+const tileWidth = (page, width) =>
+  page.evaluate((width) => {
+    let style = document.getElementById("test-tile");
+    if (!style) {
+      style = document.createElement("style");
+      style.id = "test-tile";
+      document.head.appendChild(style);
+    }
+    style.textContent = `.grid { grid-template-columns: ${width}px !important; } .tile { width: ${width}px; }`;
+  }, width);
+
+/** A room page's received video: frames decoded, size, PLIs sent. */
+const roomVideoIn = (page) =>
+  page.evaluate(async () => {
+    const pc = window.prismRoom?.sub;
+    let out = null;
+    if (!pc) return out;
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") {
+        out = { frames: s.framesDecoded || 0, width: s.frameWidth, height: s.frameHeight, plis: s.pliCount || 0 };
+      }
+    });
+    return out;
+  });
+
+test("AV1 SVC: a room tile switches up at a keyframe and down at once, decoding throughout", async (t) => {
+  const open = async (query) => {
+    const page = await (await browser.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    await page.goto(`${prism.http}/room/av1-tiles?${query}`);
+    return page;
+  };
+  const publisher = await open("name=pub&video=960x540&svc=L3T3_KEY&codec=av1");
+  await waitFor("the camera goes out with its top layer", async () => (await outbound(publisher))?.width === 960, 30000);
+  const viewer = await open("name=viewer&publish=none");
+  // A 250-pixel tile: the largest layer no wider is 240×135.
+  await tileWidth(viewer, 250);
+  await waitFor("the small tile decodes 240 wide", async () => (await roomVideoIn(viewer))?.width === 240, 30000);
+  // Full width: up one layer at a time (the allocator's hold), each at a
+  // keyframe the server asks for.
+  await tileWidth(viewer, 1248);
+  const enlarged = Date.now();
+  await waitFor("the enlarged tile decodes 960 wide", async () => (await roomVideoIn(viewer))?.width === 960, 40000);
+  t.diagnostic(`up to 960 after ${Date.now() - enlarged} ms`);
+  const a = await roomVideoIn(viewer);
+  await sleep(3000);
+  const b = await roomVideoIn(viewer);
+  assert.ok(b.frames - a.frames >= 30, `decodes after switching up: ${JSON.stringify([a, b])}`);
+  await tileWidth(viewer, 250);
+  const shrunk = Date.now();
+  await waitFor("the small tile decodes 240 wide again", async () => (await roomVideoIn(viewer))?.width === 240, 20000);
+  t.diagnostic(`down to 240 after ${Date.now() - shrunk} ms`);
+  const c = await roomVideoIn(viewer);
+  await sleep(3000);
+  const d = await roomVideoIn(viewer);
+  t.diagnostic(`after the switches: ${JSON.stringify([a, b, c, d])}`);
+  assert.ok(d.frames - c.frames >= 30, `decodes after switching down: ${JSON.stringify([c, d])}`);
+  assert.equal(d.width, 240);
+  assert.ok(d.plis - c.plis <= 1, `no decode trouble after switching down: ${JSON.stringify([c, d])}`);
+});
