@@ -514,7 +514,11 @@ fn an_av1_svc_track_allocates_nothing_once_warm() {
         let params = SinkParams {
             ssrc: 1000 + i,
             payload_types: prism_core::payload_type_table([PtMap { from: 45, to: 45 }]).0,
-            extensions: ExtensionMap::default(),
+            // The descriptor negotiated: without it a leg stays at layer 0.
+            extensions: ExtensionMap::build(
+                [(prism_core::DEPENDENCY_DESCRIPTOR_URI, 9u16)],
+                [(prism_core::DEPENDENCY_DESCRIPTOR_URI, 4u16)],
+            ),
         };
         room.attach(track, s, SinkId(u64::from(i)), Some(params))
             .unwrap();

@@ -175,12 +175,27 @@ impl Room {
     }
 
     /// Sets what `subscriber`'s leg of `track` forwards (from the allocator).
+    /// A leg of an AV1 SVC track whose subscriber did not negotiate the
+    /// dependency descriptor is held at the lowest spatial layer: without
+    /// it a receiver cannot tell the layers of one picture apart (Chromium
+    /// decodes nothing above the lowest).
     pub fn set_target(&mut self, track: TrackId, subscriber: ParticipantId, target: Target) {
-        if let Some(d) = self
-            .tracks
-            .get_mut(&track)
-            .and_then(|t| t.downstream.iter_mut().find(|d| d.subscriber == subscriber))
-        {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let av1_svc = t.svc.dd_targets().is_some();
+        if let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) {
+            let blind = d
+                .fwd
+                .params()
+                .is_some_and(|p| p.extensions.dependency_descriptor_id.is_none());
+            let target = match target {
+                Target::Layer(l) if av1_svc && blind => Target::Layer(crate::layer::LayerTarget {
+                    spatial: SpatialLayer::LOW,
+                    ..l
+                }),
+                other => other,
+            };
             if d.fwd.layers().target() != target {
                 tracing::debug!(track = %track, subscriber = %subscriber, ?target,
                     current = ?d.fwd.layers().current(), "layer target");

@@ -12,6 +12,15 @@ use crate::layer::{LayerTarget, Target};
 /// The publisher's id for the dependency descriptor.
 const DD_ID: u8 = 12;
 
+/// A subscriber's parameters with the dependency descriptor negotiated.
+fn av1_sink(ssrc: u32) -> SinkParams {
+    let dd = crate::av1_dd::DEPENDENCY_DESCRIPTOR_URI;
+    SinkParams {
+        extensions: ExtensionMap::build([(dd, u16::from(DD_ID))], [(dd, 4u16)]),
+        ..sink_params(ssrc)
+    }
+}
+
 fn av1_spec() -> TrackSpec {
     TrackSpec {
         codec: "video/AV1".into(),
@@ -87,9 +96,9 @@ fn two_subscribers_take_different_layers_and_announce_their_targets() {
     room.set_dependency_descriptor_id(track, Some(DD_ID));
     let (low, _) = room.join(t0, "low", "low");
     let (high, _) = room.join(t0, "high", "high");
-    room.attach(track, low, SinkId(1), Some(sink_params(11)))
+    room.attach(track, low, SinkId(1), Some(av1_sink(11)))
         .unwrap();
-    room.attach(track, high, SinkId(2), Some(sink_params(12)))
+    room.attach(track, high, SinkId(2), Some(av1_sink(12)))
         .unwrap();
     let spatial = |l| Target::Layer(LayerTarget::spatial(l));
     room.set_target(track, low, spatial(SpatialLayer::LOW));
@@ -192,7 +201,7 @@ fn without_the_extension_negotiated_av1_is_forwarded_whole() {
     let (p, _) = room.join(t0, "pub", "pub");
     let track = room.publish(p, av1_spec()).unwrap();
     let (s, _) = room.join(t0, "sub", "sub");
-    room.attach(track, s, SinkId(1), Some(sink_params(11)))
+    room.attach(track, s, SinkId(1), Some(av1_sink(11)))
         .unwrap();
     room.set_target(
         track,
@@ -224,7 +233,7 @@ fn a_late_subscriber_starts_from_the_cached_keyframe_with_its_layers_only() {
         }
     }
     let (s, _) = room.join(t0, "late", "late");
-    room.attach(track, s, SinkId(9), Some(sink_params(19)))
+    room.attach(track, s, SinkId(9), Some(av1_sink(19)))
         .unwrap();
     room.set_target(
         track,
@@ -241,5 +250,35 @@ fn a_late_subscriber_starts_from_the_cached_keyframe_with_its_layers_only() {
     assert!(
         got.iter().all(|(_, _, dd)| *dd == Some(0b000_111_111)),
         "S0 and S1's decode targets"
+    );
+}
+
+#[test]
+fn a_subscriber_without_the_descriptor_is_held_at_the_lowest_layer() {
+    let t0 = Instant::now();
+    let mut room = Room::new("av1", RoomConfig::default(), t0);
+    let (p, _) = room.join(t0, "pub", "pub");
+    let track = room.publish(p, av1_spec()).unwrap();
+    room.set_dependency_descriptor_id(track, Some(DD_ID));
+    let (with, _) = room.join(t0, "with", "with");
+    let (without, _) = room.join(t0, "without", "without");
+    room.attach(track, with, SinkId(1), Some(av1_sink(11)))
+        .unwrap();
+    room.attach(track, without, SinkId(2), Some(sink_params(12)))
+        .unwrap();
+    let mut sent = Sent::new();
+    forward(&mut room, track, &mut sent, &picture(0, true, true), t0);
+    let high = Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH));
+    room.set_target(track, with, high);
+    room.set_target(track, without, high);
+    let t1 = t0 + Duration::from_millis(50);
+    forward(&mut room, track, &mut sent, &picture(1, true, true), t1);
+    // Both start at the lowest layer; the allocator's target reaches them
+    // once the keyframe showed the layers.
+    assert_eq!(sent[&SinkId(1)].len(), 1 + 3, "then every layer");
+    assert_eq!(
+        sent[&SinkId(2)].len(),
+        2,
+        "S0 only: it could not decode more"
     );
 }
