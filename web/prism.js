@@ -14,24 +14,51 @@ const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const TILE_DEBOUNCE_MS = 250;
 
 /**
- * The one encoding and the codec order to send a video track as VP9 SVC
+ * The one encoding and the codec order to send a video track as SVC
  * (`mode`: a scalability mode such as "L3T3_KEY": 3 spatial layers, each
  * half the size of the next, 3 temporal layers, layers predicting from the
- * one below only at keyframes). `codecs`: the browser's VP9 first (profile 0
- * when it has several), then every other codec; empty when the browser has
- * no VP9, and then the encoding carries no scalability mode either.
+ * one below only at keyframes) in `codec` ("VP9", the default, or "AV1":
+ * its layers travel in the dependency descriptor header extension, which
+ * the server negotiates). `codecs`: the browser's codec of that name first
+ * (profile 0 when it has several), then every other codec; empty when the
+ * browser has no such codec, and then the encoding carries no scalability
+ * mode either.
  */
-export function svcEncoding(mode) {
+export function svcEncoding(mode, codec = "VP9") {
   const caps = (typeof RTCRtpSender !== "undefined" && RTCRtpSender.getCapabilities && RTCRtpSender.getCapabilities("video")) || { codecs: [] };
-  const isVp9 = (c) => c.mimeType.toLowerCase() === "video/vp9";
-  const vp9 = caps.codecs.filter(isVp9).sort((a, b) => profile(a) - profile(b));
-  if (!vp9.length) return { encoding: {}, codecs: [] };
-  return { encoding: { scalabilityMode: mode }, codecs: [...vp9, ...caps.codecs.filter((c) => !isVp9(c))] };
+  const mime = `video/${codec}`.toLowerCase();
+  const isIt = (c) => c.mimeType.toLowerCase() === mime;
+  const chosen = caps.codecs.filter(isIt).sort((a, b) => profile(a) - profile(b));
+  if (!chosen.length) return { encoding: {}, codecs: [] };
+  return { encoding: { scalabilityMode: mode }, codecs: [...chosen, ...caps.codecs.filter((c) => !isIt(c))] };
 }
 
-/** A VP9 codec capability's profile-id (0 when its fmtp does not say). */
+/** The AV1 dependency descriptor header extension (layers of AV1 SVC). */
+const DEPENDENCY_DESCRIPTOR = "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
+
+/**
+ * Lets a receiving video transceiver negotiate the dependency descriptor.
+ * Chromium offers it only on transceivers that send SVC and drops it from
+ * the answers of the others, and without it a receiver cannot tell an AV1
+ * SVC stream's spatial layers apart: a subscriber sent more than the lowest
+ * layer decodes nothing ("invalid spatial index order"). No-op where the
+ * browser lacks `setHeaderExtensionsToNegotiate` or the extension.
+ */
+export function negotiateDependencyDescriptor(transceiver) {
+  if (!transceiver.getHeaderExtensionsToNegotiate || !transceiver.setHeaderExtensionsToNegotiate) return;
+  const exts = transceiver.getHeaderExtensionsToNegotiate();
+  if (!exts.some((e) => e.uri === DEPENDENCY_DESCRIPTOR && e.direction === "stopped")) return;
+  try {
+    transceiver.setHeaderExtensionsToNegotiate(exts.map((e) => (e.uri === DEPENDENCY_DESCRIPTOR ? { ...e, direction: "sendrecv" } : e)));
+  } catch {
+    // An older browser that refuses the change: the stream still plays
+    // (as one layer for AV1 SVC).
+  }
+}
+
+/** A codec capability's profile (VP9 profile-id, AV1 profile; 0 when its fmtp does not say). */
 function profile(c) {
-  const m = /profile-id=(\d+)/.exec(c.sdpFmtpLine || "");
+  const m = /profile(?:-id)?=(\d+)/.exec(c.sdpFmtpLine || "");
   return m ? Number(m[1]) : 0;
 }
 
@@ -400,6 +427,8 @@ export class PrismRoom extends EventTarget {
     for (const t of m.tracks) this._subTracks.set(t.mid, t.track_id);
     try {
       await this.sub.setRemoteDescription({ type: "offer", sdp: m.sdp });
+      // The server offers the AV1 dependency descriptor; answer it.
+      for (const t of this.sub.getTransceivers()) if (t.receiver.track.kind === "video") negotiateDependencyDescriptor(t);
       await this.sub.setLocalDescription(await this.sub.createAnswer());
       this._send({ type: "answer", leg: "subscribe", sdp: this.sub.localDescription.sdp });
     } catch (e) {
@@ -412,12 +441,13 @@ export class PrismRoom extends EventTarget {
    * Resolves with the server's track id. A camera or screen track is sent as
    * simulcast layers (see `simulcastLayers`) unless `{simulcast: false}`.
    * `{svc: "L3T3_KEY"}` (a video track) sends it instead as VP9 with
-   * spatial and temporal layers in one stream (see `svcEncoding`); the
-   * server forwards each subscriber the layers that fit it. Where the
-   * browser cannot send that, the track goes out as one plain encoding.
+   * spatial and temporal layers in one stream (see `svcEncoding`), or as
+   * AV1 with `{svc: "L3T3_KEY", codec: "AV1"}`; the server forwards each
+   * subscriber the layers that fit it. Where the browser cannot send that,
+   * the track goes out as one plain encoding.
    */
-  async publish(track, source, stream = new MediaStream([track]), { simulcast = true, svc = null } = {}) {
-    const entry = { track, source, stream, simulcast, svc: track.kind === "video" ? svc : null };
+  async publish(track, source, stream = new MediaStream([track]), { simulcast = true, svc = null, codec = "VP9" } = {}) {
+    const entry = { track, source, stream, simulcast, svc: track.kind === "video" ? svc : null, svcCodec: codec };
     this.local.push(entry);
     if (this.state === "connected") await this._negotiatePublish();
     return entry.trackId;
@@ -449,7 +479,7 @@ export class PrismRoom extends EventTarget {
       if (!l.transceiver || l.transceiver.currentDirection === "stopped") {
         const init = { direction: "sendonly", streams: [l.stream] };
         const size = l.track.kind === "video" && l.track.getSettings ? l.track.getSettings() : {};
-        const svc = l.svc ? svcEncoding(l.svc) : null;
+        const svc = l.svc ? svcEncoding(l.svc, l.svcCodec) : null;
         l.layers = !svc && l.simulcast && l.track.kind === "video" ? simulcastLayers(l.source, size.width, size.height) : [];
         if (l.layers.length) {
           init.sendEncodings = l.layers.map(({ rid, scaleResolutionDownBy, maxBitrate }) => ({ rid, scaleResolutionDownBy, maxBitrate }));
@@ -457,8 +487,8 @@ export class PrismRoom extends EventTarget {
           init.sendEncodings = [svc.encoding];
         }
         l.transceiver = this.pub.addTransceiver(l.track, init);
-        // VP9 first, so the offer (and the server's answer) picks it for
-        // the SVC encoding; the other codecs stay as fallbacks.
+        // VP9 (or AV1) first, so the offer (and the server's answer) picks
+        // it for the SVC encoding; the other codecs stay as fallbacks.
         if (svc && svc.codecs.length) l.transceiver.setCodecPreferences(svc.codecs);
         l.setParams = Promise.resolve();
         l.keepsResolution = false;
@@ -799,7 +829,7 @@ export async function publishWhip(room, stream, { token, base = "" } = {}) {
 export async function watchWhep(room, { token, base = "", participant, quality, maxWidth, maxHeight, onstatus } = {}) {
   const pc = new RTCPeerConnection();
   pc.addTransceiver("audio", { direction: "recvonly" });
-  pc.addTransceiver("video", { direction: "recvonly" });
+  negotiateDependencyDescriptor(pc.addTransceiver("video", { direction: "recvonly" }));
   const stream = new MediaStream();
   pc.ontrack = (e) => stream.addTrack(e.track);
   await pc.setLocalDescription(await pc.createOffer());

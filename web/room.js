@@ -108,8 +108,13 @@ async function startMedia() {
     self.dataset.self = "true";
     self.querySelector("video").srcObject = new MediaStream([camTrack]);
     await room.publish(micTrack, "microphone", stream);
-    // ?svc=L3T3_KEY sends the camera as VP9 SVC instead (docs/web-client.md).
-    await room.publish(camTrack, "camera", stream, { simulcast: params.get("simulcast") !== "0", svc: params.get("svc") });
+    // ?svc=L3T3_KEY sends the camera as VP9 SVC instead, and
+    // ?svc=L3T3_KEY&codec=av1 as AV1 SVC (docs/web-client.md).
+    await room.publish(camTrack, "camera", stream, {
+      simulcast: params.get("simulcast") !== "0",
+      svc: params.get("svc"),
+      codec: (params.get("codec") || "VP9").toUpperCase(),
+    });
     await listDevices();
   } catch (e) {
     if (e.name === "NotAllowedError") {

@@ -90,7 +90,15 @@ fn forward(c: &mut Criterion) {
                 // A Chromium VP8 packet's descriptor: X, 15-bit picture
                 // id, TL0PICIDX, TID 0 (each leg renumbers it).
                 let pid = seq & 0x7FFF;
-                let payload = [0x90, 0xE0, 0x80 | (pid >> 8) as u8, pid as u8, seq as u8, 0x20, 0x9d];
+                let payload = [
+                    0x90,
+                    0xE0,
+                    0x80 | (pid >> 8) as u8,
+                    pid as u8,
+                    seq as u8,
+                    0x20,
+                    0x9d,
+                ];
                 room.forward(now, track, &meta(seq), &payload, |_, _, f| {
                     sent += matches!(f, prism_core::Forward::Send(_)) as u32;
                     black_box(f);

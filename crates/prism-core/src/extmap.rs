@@ -49,6 +49,9 @@ pub struct ExtensionMap {
     pub mid_id: Option<u8>,
     /// The subscriber leg's id for `abs-send-time`, if negotiated.
     pub abs_send_time_id: Option<u8>,
+    /// The publisher's id for the AV1 dependency descriptor, when both legs
+    /// negotiated it (an SVC leg rewrites its active decode targets).
+    pub dependency_descriptor_id: Option<u8>,
 }
 
 impl Default for ExtensionMap {
@@ -57,6 +60,7 @@ impl Default for ExtensionMap {
             map: [0; 256],
             mid_id: None,
             abs_send_time_id: None,
+            dependency_descriptor_id: None,
         }
     }
 }
@@ -88,6 +92,9 @@ impl ExtensionMap {
                 .find(|(u, id)| *u == uri && (1..=255).contains(id))
             {
                 m.map[pub_id as usize] = sub_id as u8;
+                if uri == crate::av1_dd::DEPENDENCY_DESCRIPTOR_URI {
+                    m.dependency_descriptor_id = Some(pub_id as u8);
+                }
             }
         }
         m
@@ -146,6 +153,16 @@ mod tests {
         assert_eq!(m.map(255), None);
         assert_eq!(m.mid_id, Some(9));
         assert_eq!(m.abs_send_time_id, Some(1), "the server stamps its own");
+        assert_eq!(m.dependency_descriptor_id, None, "not negotiated");
+        let dd = crate::av1_dd::DEPENDENCY_DESCRIPTOR_URI;
+        let m = ExtensionMap::build([(dd, 11u16)], [(dd, 4u16)]);
+        assert_eq!(
+            (m.map(11), m.dependency_descriptor_id),
+            (Some(4), Some(11)),
+            "forwarded by URI; the publisher's id is the one packets carry"
+        );
+        let m = ExtensionMap::build([(dd, 11u16)], [(level, 4u16)]);
+        assert_eq!(m.dependency_descriptor_id, None, "the subscriber lacks it");
         let none = ExtensionMap::build(publisher, [(SDES_MID_URI, 0u16), (abs, 256)]);
         assert_eq!((none.mid_id, none.abs_send_time_id), (None, None));
     }

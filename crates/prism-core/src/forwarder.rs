@@ -14,6 +14,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::av1_dd::DdRewrite;
 use crate::extmap::ExtensionMap;
 use crate::history::{NackLookup, SentMap};
 use crate::layer::{LayerSelector, SpatialLayer, Step, Target};
@@ -116,6 +117,9 @@ pub struct SendParams {
     /// New VP8 descriptor values to write into this subscriber's copy of the
     /// payload (simulcast legs given the packet's descriptor only).
     pub vp8: Option<Vp8Rewrite>,
+    /// The active decode targets to write into this subscriber's copy of
+    /// the AV1 dependency descriptor (legs of an AV1 SVC track).
+    pub dd: Option<DdRewrite>,
 }
 
 /// What to do with a packet for one subscriber.
@@ -424,6 +428,7 @@ impl Forwarder {
                     timestamp,
                     marker: p.marker,
                     vp8: vp8.map(|d| self.vp8.forward(d)),
+                    dd: None,
                 })
             }
             SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
@@ -626,6 +631,7 @@ mod tests {
 }
 
 mod svc;
+pub use svc::SvcFrame;
 
 #[cfg(test)]
 mod simulcast_tests;

@@ -8,6 +8,7 @@
 //! Bad input is an error value or a counted [`DropReason`]; a panic is a bug.
 
 pub mod allocator;
+pub mod av1_dd;
 pub mod budget;
 pub mod extmap;
 pub mod forwarder;
@@ -26,11 +27,15 @@ pub mod vp9;
 pub use allocator::{
     AllocTrack, Allocator, AllocatorConfig, Bitrate, LayerInfo, TrackAllocation, Transition, Wish,
 };
+pub use av1_dd::{
+    DdError, DdRewrite, DdStructure, DdTargets, DdTracker, DependencyDescriptor, Dti,
+    DEPENDENCY_DESCRIPTOR_URI,
+};
 pub use budget::RetransmitBudget;
 pub use extmap::ExtensionMap;
 pub use forwarder::{
     payload_type_table, DropCounts, DropReason, Forward, Forwarder, PacketMeta, PtMap, SendParams,
-    SinkParams, MAX_MAPPED_PAYLOAD_TYPES,
+    SinkParams, SvcFrame, MAX_MAPPED_PAYLOAD_TYPES,
 };
 pub use gop::{CacheRefusal, GopCache, RefusalCounts};
 pub use history::{NackLookup, PacketHistory, SentMap};

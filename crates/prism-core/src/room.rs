@@ -194,8 +194,8 @@ pub struct Track {
     downstream: Vec<Downstream>,
     /// Its layers (one without simulcast), lowest first.
     streams: Vec<media::LayerStream>,
-    /// Spatial layers inside its one stream (VP9 k-SVC), as its packets
-    /// show them.
+    /// Spatial layers inside its one stream (VP9 k-SVC, AV1 with the
+    /// dependency descriptor), as its packets show them.
     svc: svc::SvcLayers,
     /// The publisher's latest sender report per stream (a simulcast layer
     /// each): (NTP time, RTP time, SSRC, when it arrived).

@@ -4,7 +4,10 @@
 //! (three layers, switches, a pause, a temporal cap, VP8 renumbering) with
 //! its allocator in the steady state; and a VP9 k-SVC track (three spatial
 //! layers in one stream) through a room to legs at different targets that
-//! switch up, down and pause, with the room's measurement and allocator.
+//! switch up, down and pause, with the room's measurement and allocator;
+//! and the same for an AV1 SVC track, its layers read from the dependency
+//! descriptor (`Room::forward_packet`) and each leg's active decode targets
+//! worked out per packet.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -416,6 +419,199 @@ fn a_vp9_svc_track_allocates_nothing_once_warm() {
     COUNTING.store(false, Ordering::SeqCst);
     let allocs = ALLOCS.swap(0, Ordering::SeqCst);
     assert_eq!(allocs, 0, "{allocs} allocations on a VP9 SVC track");
+    assert!(room.is_svc(track));
+    assert!(
+        sent > 50_000 && skipped > 20_000,
+        "sent {sent}, skipped {skipped}"
+    );
+    assert!(
+        room.counters.layer_switches_up > 0 && room.counters.layer_switches_down > 0,
+        "up {} down {}",
+        room.counters.layer_switches_up,
+        room.counters.layer_switches_down
+    );
+}
+
+/// A dependency descriptor for an `L3T1_KEY`-shaped AV1 stream, built
+/// before counting: three decode targets (one per spatial layer), templates
+/// `2 × sid` (the keyframe's layer frame) and `2 × sid + 1` (a delta), no
+/// chains, resolutions; the structure on the keyframe's first packet.
+fn av1_descriptor(sid: u8, key: bool, begin: bool, end: bool, frame: u16) -> Vec<u8> {
+    let mut bits: Vec<bool> = Vec::new();
+    let mut put = |v: u32, n: u32| {
+        for i in (0..n).rev() {
+            bits.push((v >> i) & 1 == 1);
+        }
+    };
+    put(u32::from(begin), 1);
+    put(u32::from(end), 1);
+    put(u32::from(2 * sid + u8::from(!key)), 6);
+    put(u32::from(frame), 16);
+    if key && sid == 0 && begin {
+        put(0b10000, 5); // a structure, no mask, no custom fields
+        put(0, 6); // template id offset
+        put(2, 5); // 3 decode targets
+        for idc in [0, 2, 0, 2, 0, 3] {
+            put(idc, 2);
+        }
+        let dtis: [[u32; 3]; 6] = [
+            [2, 2, 2],
+            [2, 0, 0],
+            [0, 2, 2],
+            [0, 2, 0],
+            [0, 0, 2],
+            [0, 0, 2],
+        ];
+        for t in dtis {
+            for d in t {
+                put(d, 2);
+            }
+        }
+        for fdiff in [0, 3, 1, 3, 1, 3] {
+            if fdiff > 0 {
+                put(1, 1);
+                put(fdiff - 1, 4);
+            }
+            put(0, 1);
+        }
+        put(0, 2); // ns(4) = 0: no chains
+        put(1, 1);
+        for (w, h) in [(320, 180), (640, 360), (1280, 720)] {
+            put(w - 1, 16);
+            put(h - 1, 16);
+        }
+    }
+    bits.chunks(8)
+        .map(|c| {
+            c.iter()
+                .enumerate()
+                .fold(0u8, |b, (i, &bit)| b | u8::from(bit) << (7 - i))
+        })
+        .collect()
+}
+
+#[test]
+fn an_av1_svc_track_allocates_nothing_once_warm() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let t0 = Instant::now();
+    let mut room = Room::new("av1", RoomConfig::default(), t0);
+    let (publisher, _) = room.join(t0, "pub", "pub");
+    let track = room
+        .publish(
+            publisher,
+            TrackSpec {
+                kind: MediaKind::Video,
+                source: Source::Camera,
+                mid: "0".into(),
+                codec: "video/AV1".into(),
+                clock_rate: 90_000,
+            },
+        )
+        .unwrap();
+    room.set_dependency_descriptor_id(track, Some(9));
+    let mut subs = Vec::new();
+    for i in 0..20u32 {
+        let (s, _) = room.join(t0, &format!("sub{i}"), "s");
+        let params = SinkParams {
+            ssrc: 1000 + i,
+            payload_types: prism_core::payload_type_table([PtMap { from: 45, to: 45 }]).0,
+            // The descriptor negotiated: without it a leg stays at layer 0.
+            extensions: ExtensionMap::build(
+                [(prism_core::DEPENDENCY_DESCRIPTOR_URI, 9u16)],
+                [(prism_core::DEPENDENCY_DESCRIPTOR_URI, 4u16)],
+            ),
+        };
+        room.attach(track, s, SinkId(u64::from(i)), Some(params))
+            .unwrap();
+        subs.push(s);
+    }
+    while room.poll_event().is_some() {}
+    let mut alloc = Allocator::new(AllocatorConfig::default());
+    let mut tracks = [AllocTrack {
+        id: track,
+        kind: MediaKind::Video,
+        source: Source::Camera,
+        priority: 0,
+        wish: Wish::MaxLayer(SpatialLayer::HIGH),
+        layers: [None; 3],
+    }];
+    // Two packets per layer frame, three layers per picture; a keyframe
+    // half-way between two allocations (a switch up waits for it).
+    let pictures = 1200u32;
+    let mut packets: Vec<Option<rtc::rtp::Packet>> = (0..pictures * 6)
+        .map(|i| {
+            let (n, sid, k) = (i / 6, (i % 6 / 2) as u8, i % 2);
+            let key = n % 30 == 15;
+            let mut header = rtc::rtp::header::Header {
+                ssrc: 7,
+                sequence_number: i as u16,
+                timestamp: n * 3000,
+                payload_type: 45,
+                marker: sid == 2 && k == 1,
+                extension: true,
+                extension_profile: rtc::rtp::header::EXTENSION_PROFILE_TWO_BYTE,
+                ..Default::default()
+            };
+            let dd = av1_descriptor(sid, key, k == 0, k == 1, (n * 3 + u32::from(sid)) as u16);
+            header.set_extension(9, dd.into()).unwrap();
+            let agg: &'static [u8] = match key && sid == 0 && k == 0 {
+                true => &[0x18, 0x0a],
+                false => &[0x10, 0x00],
+            };
+            Some(rtc::rtp::Packet {
+                header,
+                payload: bytes::Bytes::from_static(agg),
+            })
+        })
+        .collect();
+    let mut sent = 0u64;
+    let mut skipped = 0u64;
+    let mut run = |room: &mut Room, alloc: &mut Allocator, from: u32, to: u32| {
+        for n in from..to {
+            let now = t0 + Duration::from_millis(u64::from(n) * 33);
+            if n % 30 == 0 {
+                room.measure(now);
+                tracks[0].layers = room.layer_infos(track);
+                let kbps = [5000, 5000, 400, 400, 50, 5000][(n / 30 % 6) as usize];
+                let a = alloc.allocate(now, Bitrate(kbps * 1000), &tracks);
+                for (i, s) in subs.iter().enumerate() {
+                    let target = match (i % 4, a[0].target) {
+                        (0, t) => t,
+                        (1, _) => Target::Layer(LayerTarget::spatial(SpatialLayer::LOW)),
+                        (2, _) => Target::Layer(LayerTarget::spatial(
+                            SpatialLayer::ALL[(n / 30 % 3) as usize],
+                        )),
+                        _ => Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)),
+                    };
+                    room.set_target(track, *s, target);
+                }
+                room.handle_timeout(now);
+                while room.poll_keyframe_request().is_some() {}
+            }
+            for j in 0..6 {
+                let i = (n * 6 + j) as usize;
+                let Some(p) = packets[i].take() else {
+                    continue;
+                };
+                room.forward_packet(now, track, SpatialLayer::LOW, &p, |_, _, f| match f {
+                    Forward::Send(s) => {
+                        assert!(s.dd.is_some(), "an AV1 SVC leg announces its targets");
+                        sent += 1
+                    }
+                    Forward::Skip => skipped += 1,
+                    Forward::Drop(_) => {}
+                });
+                room.store(now, track, p);
+            }
+        }
+    };
+    run(&mut room, &mut alloc, 0, 200); // warm up
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    run(&mut room, &mut alloc, 200, pictures);
+    COUNTING.store(false, Ordering::SeqCst);
+    let allocs = ALLOCS.swap(0, Ordering::SeqCst);
+    assert_eq!(allocs, 0, "{allocs} allocations on an AV1 SVC track");
     assert!(room.is_svc(track));
     assert!(
         sent > 50_000 && skipped > 20_000,

@@ -136,6 +136,16 @@ pub fn server_interceptors(
         RtpCodecKind::Video,
         None,
     )?;
+    // AV1 SVC: the dependency descriptor names each packet's layers (the
+    // publisher sends it only when negotiated), and subscribers need it to
+    // reassemble and decode AV1 frames the server forwards.
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability {
+            uri: DEPENDENCY_DESCRIPTOR_URI.to_owned(),
+        },
+        RtpCodecKind::Video,
+        None,
+    )?;
     // Receive side: record what arrives and send TWCC feedback to publishers
     // (their own estimators adapt); also registers transport-cc for the SDP.
     let receive = configure_twcc_receiver_only(
@@ -166,6 +176,10 @@ pub fn server_interceptors(
     let registry = registry.with(Slot::from(DELIVER_RTCP_SLOT), DeliverRtcp::default());
     Ok((registry, estimate))
 }
+
+/// The AV1 RTP specification's dependency descriptor extension.
+pub const DEPENDENCY_DESCRIPTOR_URI: &str =
+    "https://aomediacodec.github.io/av1-rtp-spec/#dependency-descriptor-rtp-header-extension";
 
 /// `http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time`.
 pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";

@@ -1,5 +1,12 @@
-//! The decision for one packet of a spatially scalable stream (VP9 k-SVC:
-//! every spatial layer in one SSRC), for one subscriber leg.
+//! The decision for one packet of a spatially scalable stream (VP9 k-SVC,
+//! or AV1 with the dependency descriptor: every spatial layer in one
+//! SSRC), for one subscriber leg.
+//!
+//! The codec only tells where a packet lies ([`SvcFrame`]: its frame's
+//! spatial and temporal layer, frame start and end, keyframe start); VP9
+//! reads it from the payload descriptor, AV1 from the dependency
+//! descriptor header extension and the track's template structure. The
+//! rules below are the same for both.
 //!
 //! The leg's [`LayerSelector`](crate::layer::LayerSelector) says which
 //! layer frames it takes (`layer/svc.rs`); the forwarder numbers what it
@@ -18,10 +25,105 @@
 use std::time::Instant;
 
 use super::{DropReason, Forward, Forwarder, PacketMeta, SendParams};
+use crate::av1_dd::{DdTargets, DdTracker, DependencyDescriptor, Dti};
 use crate::layer::svc::SvcPacket;
 use crate::layer::{SpatialLayer, SvcStep};
 use crate::seq::SeqOutcome;
 use crate::vp9::Vp9Descriptor;
+
+/// One packet's place in a spatially scalable stream, whatever codec
+/// described it: the VP9 payload descriptor ([`SvcFrame::from_vp9`]) or the
+/// AV1 dependency descriptor and its structure ([`SvcFrame::from_av1`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SvcFrame {
+    /// The spatial layer of the packet's frame (0: lowest resolution).
+    pub sid: u8,
+    /// Its temporal layer.
+    pub tid: u8,
+    /// The highest temporal layer a leg can start taking at this frame (0:
+    /// none above the base). VP9: the frame's TID when U is set (from it
+    /// on, that layer needs no earlier frame of the same or a higher one);
+    /// AV1: the highest temporal decode target of the frame's spatial
+    /// layer that the frame is a Switch indication of.
+    pub switch_up_to: u8,
+    /// The first packet of a keyframe picture.
+    pub keyframe_start: bool,
+    /// Spatial layers the packet announces (VP9 SS, AV1 attached
+    /// structure); 0: none.
+    pub announced: u8,
+    /// The packet starts its layer frame.
+    pub begin: bool,
+    /// The packet ends its layer frame.
+    pub end: bool,
+    /// AV1: the decode targets per layer, for the leg to announce its own
+    /// (the dependency descriptor's active decode targets).
+    pub dd_targets: Option<DdTargets>,
+}
+
+impl SvcFrame {
+    /// From a VP9 payload descriptor.
+    pub fn from_vp9(d: &Vp9Descriptor) -> Self {
+        SvcFrame {
+            sid: d.sid(),
+            tid: d.tid(),
+            switch_up_to: match d.switching_up() {
+                true => d.tid(),
+                false => 0,
+            },
+            keyframe_start: d.keyframe_start(),
+            announced: d.ss.map_or(0, |ss| ss.spatial_layers),
+            begin: d.begin,
+            end: d.end,
+            dd_targets: None,
+        }
+    }
+
+    /// From an AV1 dependency descriptor read against the track's
+    /// structure (`dd`, after reading it). `keyframe`: the payload starts
+    /// a new coded video sequence (the AV1 aggregation header's N bit); a
+    /// structure is attached to keyframes only, either tells.
+    pub fn from_av1(d: &DependencyDescriptor, dd: &DdTracker, keyframe: bool) -> Self {
+        let s = dd.structure();
+        let targets = dd.targets();
+        let (mut switch_up_to, mut active_layers) = (0, 0);
+        for (dt, &(spatial, temporal)) in s
+            .target_layers
+            .iter()
+            .enumerate()
+            .take(usize::from(s.decode_targets))
+        {
+            if spatial == d.spatial_id && d.dtis.get(dt) == Dti::Switch {
+                switch_up_to = switch_up_to.max(temporal);
+            }
+            // The publisher may send fewer layers than its structure
+            // describes (Chromium starts so while its estimate grows):
+            // its active decode targets say which it sends.
+            if targets.active >> dt & 1 == 1 {
+                active_layers = active_layers.max(spatial + 1);
+            }
+        }
+        SvcFrame {
+            sid: d.spatial_id,
+            tid: d.temporal_id,
+            switch_up_to,
+            keyframe_start: d.start_of_frame
+                && d.spatial_id == 0
+                && (d.structure_attached || keyframe),
+            announced: match d.structure_attached {
+                true => active_layers,
+                false => 0,
+            },
+            begin: d.start_of_frame,
+            end: d.end_of_frame,
+            dd_targets: Some(targets),
+        }
+    }
+
+    /// The first packet of a picture (of its lowest layer frame).
+    pub fn picture_start(&self) -> bool {
+        self.begin && self.sid == 0
+    }
+}
 
 impl Forwarder {
     /// A packet of an SVC track without a VP9 descriptor: padding (a
@@ -40,6 +142,12 @@ impl Forwarder {
     /// Decide what to do with one packet of an SVC track, given its VP9
     /// descriptor. See the module doc.
     pub fn decide_svc(&mut self, now: Instant, p: &PacketMeta, d: &Vp9Descriptor) -> Forward {
+        self.decide_svc_frame(now, p, &SvcFrame::from_vp9(d))
+    }
+
+    /// Decide what to do with one packet of an SVC track, given its place
+    /// in the stream (from a VP9 or an AV1 descriptor). See the module doc.
+    pub fn decide_svc_frame(&mut self, now: Instant, p: &PacketMeta, d: &SvcFrame) -> Forward {
         // A new publisher stream (encoder restart, renegotiation): its
         // frames reference nothing this leg sent; start it at a keyframe.
         if self.layers.current().is_some() && self.source_ssrc != Some(p.ssrc) {
@@ -51,11 +159,11 @@ impl Forwarder {
             now,
             SvcPacket {
                 timestamp: p.timestamp,
-                sid: d.sid(),
-                tid: d.tid(),
-                switching_up: d.switching_up(),
-                keyframe_start: d.keyframe_start(),
-                announced: d.ss.map_or(0, |ss| ss.spatial_layers),
+                sid: d.sid,
+                tid: d.tid,
+                switch_up_to: d.switch_up_to,
+                keyframe_start: d.keyframe_start,
+                announced: d.announced,
                 can_start: can_send,
             },
         );
@@ -95,7 +203,13 @@ impl Forwarder {
         // The picture ends for this leg at its highest layer's last packet
         // (or where the publisher ended it, lower).
         let top = self.layers.current().map(SpatialLayer::index);
-        let marker = p.marker || (d.end && top == Some(usize::from(d.sid())));
+        let marker = p.marker || (d.end && top == Some(usize::from(d.sid)));
+        // AV1: the subscriber is told which decode targets it can decode
+        // (those of its layers), not the publisher's every one.
+        let dd = d
+            .dd_targets
+            .zip(top)
+            .map(|(t, top)| t.for_leg(top as u8, self.layers.temporal_cap().value()));
         match self.seq.forward(p.seq) {
             SeqOutcome::Send(seq) => {
                 let timestamp = self.ts.rewrite(now, p.timestamp);
@@ -112,6 +226,7 @@ impl Forwarder {
                     timestamp,
                     marker,
                     vp8: None,
+                    dd,
                 })
             }
             SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),

@@ -5,9 +5,14 @@
 //! and missing layers picture by picture; every row checks which layers
 //! reached the subscriber, and that what it got is one stream: sequence
 //! numbers +1, one marker bit per picture on its last packet, timestamps
-//! advancing with the clock, picture ids as the publisher sent them.
+//! advancing with the clock, picture ids as the publisher sent them. The
+//! same table runs for AV1 (`L3T3_KEY` described by dependency descriptors
+//! read against the keyframe's structure), where each packet also carries
+//! the leg's active decode targets.
 
 use super::*;
+use crate::av1_dd::tests::{l3t3_key, tid_of, write, Extra};
+use crate::av1_dd::DdTracker;
 use crate::layer::{LayerTarget, TemporalLayer};
 use crate::vp9::tests::svc_packet;
 use crate::vp9::Vp9Descriptor;
@@ -31,12 +36,49 @@ struct Publisher {
     ts: u32,
     pid: u16,
     n: usize,
+    /// AV1: the structure its descriptors are read against (the room's
+    /// part), and the frame number.
+    av1: Option<Box<DdTracker>>,
+    frame: u16,
+}
+
+impl Publisher {
+    fn new(seq: u16, ts: u32, pid: u16) -> Self {
+        Publisher {
+            seq,
+            ts,
+            pid,
+            n: 0,
+            av1: None,
+            frame: 0,
+        }
+    }
+
+    /// An AV1 publisher whose stream the room has seen a keyframe of
+    /// before the leg (its structure is known from the first picture on).
+    fn av1(seq: u16, ts: u32) -> Self {
+        let mut dd = Box::<DdTracker>::default();
+        let structure = l3t3_key(7, Some(&[(320, 180), (640, 360), (1280, 720)]));
+        let x = Extra {
+            structure: Some(&structure),
+            ..Default::default()
+        };
+        dd.on_packet(&write(true, true, 7, 65_400, &x))
+            .expect("the writer writes valid descriptors");
+        Publisher {
+            av1: Some(dd),
+            frame: 65_500,
+            ..Publisher::new(seq, ts, 0)
+        }
+    }
 }
 
 /// One packet as the forwarder sees it.
 struct Pkt {
     meta: PacketMeta,
+    /// VP9 (for AV1 packets, what the same picture would be in VP9).
     d: Vp9Descriptor,
+    f: SvcFrame,
 }
 
 impl Publisher {
@@ -51,6 +93,31 @@ impl Publisher {
                 let ss: Option<&[(u16, u16)]> =
                     (key && sid == 0 && begin).then_some(&[(320, 180), (640, 360), (1280, 720)]);
                 let bytes = svc_packet(self.pid, sid, tid, true, begin, end, !key, ss);
+                let d = Vp9Descriptor::parse(&bytes).expect("the builder writes valid descriptors");
+                let f = match self.av1.as_deref_mut() {
+                    None => SvcFrame::from_vp9(&d),
+                    Some(dd) => {
+                        // Templates: 4 per spatial layer, the keyframe's
+                        // first, then T0, T1, T2.
+                        let template = match key {
+                            true => 4 * sid,
+                            false => 4 * sid + 1 + tid,
+                        };
+                        let structure = l3t3_key(7, Some(&[(320, 180), (640, 360), (1280, 720)]));
+                        let x = Extra {
+                            structure: (key && sid == 0 && begin).then_some(&structure),
+                            ..Default::default()
+                        };
+                        let ext = write(begin, end, tid_of(7, template), self.frame, &x);
+                        let read = dd
+                            .on_packet(&ext)
+                            .expect("the writer writes valid descriptors");
+                        SvcFrame::from_av1(&read, dd, key && sid == 0 && begin)
+                    }
+                };
+                if end {
+                    self.frame = self.frame.wrapping_add(1);
+                }
                 out.push(Pkt {
                     meta: PacketMeta {
                         ssrc: SSRC,
@@ -60,7 +127,8 @@ impl Publisher {
                         marker: end && sid + 1 == layers,
                         payload_len: 100,
                     },
-                    d: Vp9Descriptor::parse(&bytes).expect("the builder writes valid descriptors"),
+                    d,
+                    f,
                 });
                 self.seq = self.seq.wrapping_add(1);
             }
@@ -94,17 +162,12 @@ fn at(s: &str, i: usize) -> char {
     s.chars().nth(i).or_else(|| s.chars().last()).unwrap_or('.')
 }
 
-fn run(r: &Row, first_seq: u16, first_ts: u32, first_pid: u16) {
+fn run(r: &Row, mut publisher: Publisher) {
+    let first_pid = publisher.pid;
     let t0 = Instant::now();
     let mut f = Forwarder::new(90_000, true);
     f.set_params(Some(params()));
     f.layers.set_layer_timeout(Duration::from_millis(200));
-    let mut publisher = Publisher {
-        seq: first_seq,
-        ts: first_ts,
-        pid: first_pid,
-        n: 0,
-    };
     let (mut out, mut wants) = (String::new(), String::new());
     let mut last: Option<SendParams> = None;
     let mut last_at = t0;
@@ -124,7 +187,7 @@ fn run(r: &Row, first_seq: u16, first_ts: u32, first_pid: u16) {
         let mut sent_sids = Vec::new();
         let mut markers = Vec::new();
         for p in &packets {
-            if let Forward::Send(s) = f.decide_svc(now, &p.meta, &p.d) {
+            if let Forward::Send(s) = f.decide_svc_frame(now, &p.meta, &p.f) {
                 if let Some(l) = last {
                     assert_eq!(
                         s.seq,
@@ -137,12 +200,30 @@ fn run(r: &Row, first_seq: u16, first_ts: u32, first_pid: u16) {
                     assert_eq!(ticks, elapsed, "{}: picture {i}: timestamps", r.name);
                 }
                 assert_eq!(s.ssrc, 0xAAAA);
-                assert_eq!(
-                    p.d.picture_id.map(|p| p.value),
-                    Some(first_pid.wrapping_add(i as u16) & 0x7FFF),
-                    "picture ids pass through"
-                );
-                sent_sids.push(p.d.sid());
+                match publisher.av1.as_deref() {
+                    None => assert_eq!(
+                        p.d.picture_id.map(|p| p.value),
+                        Some(first_pid.wrapping_add(i as u16) & 0x7FFF),
+                        "picture ids pass through"
+                    ),
+                    // The leg announces the decode targets of its layers.
+                    Some(dd) => {
+                        let l = f.layers();
+                        let top = l.current().map_or(0, |c| c.index() as u8);
+                        let cap = match l.temporal_cap() {
+                            TemporalLayer::MAX => u8::MAX,
+                            c => c.value(),
+                        };
+                        let want = dd.structure().targets_up_to(top, cap);
+                        assert_eq!(
+                            s.dd.map(|d| (d.active, d.decode_targets)),
+                            Some((want, 9)),
+                            "{}: picture {i}: active decode targets",
+                            r.name
+                        );
+                    }
+                }
+                sent_sids.push(p.f.sid);
                 markers.push(s.marker);
                 last = Some(s);
                 last_at = now;
@@ -169,9 +250,8 @@ fn run(r: &Row, first_seq: u16, first_ts: u32, first_pid: u16) {
     assert_eq!(wants, r.wants, "{}: keyframe wanted", r.name);
 }
 
-#[test]
-fn svc_table() {
-    let rows = [
+fn rows() -> Vec<Row> {
+    vec![
         Row {
             name: "starts at a keyframe with the target's layers",
             target: "1",
@@ -255,14 +335,38 @@ fn svc_table() {
             out: "2...2.2.22",
             wants: "..........",
         },
-    ];
-    for r in &rows {
-        run(r, 1000, 90_000, 10);
+    ]
+}
+
+#[test]
+fn svc_table() {
+    for r in &rows() {
+        run(r, Publisher::new(1000, 90_000, 10));
     }
     // Every row again across the wraparound of sequence numbers, RTP
     // timestamps and 15-bit picture ids.
-    for r in &rows {
-        run(r, 65_530, u32::MAX - 3 * TICKS, 0x7FFE);
+    for r in &rows() {
+        run(r, Publisher::new(65_530, u32::MAX - 3 * TICKS, 0x7FFE));
+    }
+}
+
+#[test]
+fn av1_svc_table() {
+    for r in rows() {
+        // A T2 frame is a switch point for no decode target (`--D`): the
+        // cap rises to 2 only at a T0 or T1 frame (`SSS`, `-DS`), and
+        // none comes after picture 9 asks for it.
+        let r = match r.name.starts_with("temporal cap") {
+            true => Row {
+                out: "2...2.2.2.",
+                ..r
+            },
+            false => r,
+        };
+        run(&r, Publisher::av1(1000, 90_000));
+        // Across the wraparound of sequence numbers, timestamps and frame
+        // numbers.
+        run(&r, Publisher::av1(65_530, u32::MAX - 3 * TICKS));
     }
 }
 
@@ -270,12 +374,7 @@ fn svc_table() {
 fn skipped_layers_are_counted_as_skips_and_drops_keep_their_reasons() {
     let t = Instant::now();
     let mut f = Forwarder::new(90_000, true);
-    let mut p = Publisher {
-        seq: 0,
-        ts: 0,
-        pid: 0,
-        n: 0,
-    };
+    let mut p = Publisher::new(0, 0, 0);
     let key = p.picture(true, 3);
     assert_eq!(
         f.decide_svc(t, &key[0].meta, &key[0].d),
@@ -303,12 +402,7 @@ fn a_new_publisher_stream_starts_at_its_keyframe_and_switches_as_before() {
     let mut f = Forwarder::new(90_000, true);
     f.set_params(Some(params()));
     f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::HIGH)));
-    let mut p = Publisher {
-        seq: 100,
-        ts: 3_000_000_000,
-        pid: 0,
-        n: 0,
-    };
+    let mut p = Publisher::new(100, 3_000_000_000, 0);
     let mut last = None;
     let mut feed = |f: &mut Forwarder, pkts: Vec<Pkt>, ssrc: u32, at: Instant| {
         let mut top = None;
@@ -347,12 +441,7 @@ fn a_late_keyframe_packet_is_no_switching_point() {
     let mut f = Forwarder::new(90_000, true);
     f.set_params(Some(params()));
     f.set_target(Target::Layer(LayerTarget::spatial(SpatialLayer::LOW)));
-    let mut p = Publisher {
-        seq: 0,
-        ts: 0,
-        pid: 0,
-        n: 0,
-    };
+    let mut p = Publisher::new(0, 0, 0);
     let key = p.picture(true, 3);
     for k in &key {
         f.decide_svc(t0, &k.meta, &k.d);

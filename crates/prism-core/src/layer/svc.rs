@@ -18,8 +18,9 @@
 //!   before it count as available again when it resumes.
 //!
 //! The temporal cap goes down at a picture start and up at a switching-up
-//! point (U) of a temporal layer above it, one layer at a time, or at a
-//! keyframe. Decisions are a few comparisons, with no allocation.
+//! point of a temporal layer above it (VP9: a frame of that layer with U
+//! set, one layer at a time; AV1: a frame that is a Switch for that
+//! layer's decode target), or at a keyframe. Decisions are a few comparisons, with no allocation.
 
 use std::time::Instant;
 
@@ -32,8 +33,11 @@ pub(crate) struct SvcPacket {
     pub timestamp: u32,
     pub sid: u8,
     pub tid: u8,
-    /// U: a switching-up point of its temporal layer.
-    pub switching_up: bool,
+    /// The highest temporal layer a leg can start taking at this packet's
+    /// frame (0: none above the base): VP9, the frame's own TID when its U
+    /// bit is set; AV1, the highest decode target of the frame's spatial
+    /// layer it is a switch point of.
+    pub switch_up_to: u8,
     /// The first packet of a keyframe picture (B, not P, SID 0).
     pub keyframe_start: bool,
     /// Spatial layers its scalability structure announces (0: none).
@@ -161,11 +165,12 @@ impl LayerSelector {
         };
         if p.keyframe_start || t.temporal < self.temporal {
             self.temporal = t.temporal;
-        } else if t.temporal > self.temporal && p.switching_up && p.tid > self.temporal.value() {
-            // From a switching-up point of layer `tid` on, that layer's
-            // frames need nothing the leg skipped; the layers above it wait
-            // for their own.
-            self.temporal = TemporalLayer::new(p.tid).map_or(t.temporal, |l| l.min(t.temporal));
+        } else if t.temporal > self.temporal && p.switch_up_to > self.temporal.value() {
+            // From a switching-up point of layer `switch_up_to` on, that
+            // layer's frames need nothing the leg skipped; the layers above
+            // it wait for their own.
+            self.temporal =
+                TemporalLayer::new(p.switch_up_to).map_or(t.temporal, |l| l.min(t.temporal));
         }
     }
 }

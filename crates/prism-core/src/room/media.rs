@@ -5,12 +5,15 @@
 //! A track without simulcast has one layer ([`SpatialLayer::LOW`]); a
 //! simulcast track has one [`LayerStream`] per encoding, lowest first, each
 //! with its own sequence numbers, history, keyframes and bitrate. A VP9
-//! k-SVC track has one stream holding every spatial layer: its legs decide
-//! by the packet's VP9 descriptor (`Forwarder::decide_svc`), and its layers'
-//! bitrates and sizes come from the descriptors (`room/svc.rs`).
+//! k-SVC track, or an AV1 track whose dependency descriptor structure has
+//! several spatial layers, has one stream holding every spatial layer: its
+//! legs decide by the packet's place in it (`Forwarder::decide_svc_frame`,
+//! from the VP9 payload descriptor or the AV1 dependency descriptor), and
+//! its layers' bitrates and sizes come from the descriptors (`room/svc.rs`).
 
 use std::time::{Duration, Instant};
 
+use super::svc::{cached_svc_frame, extension, svc_descriptor, SvcPacket};
 use super::{ntp_duration, MediaKind, ParticipantId, Room, SenderReportValues, SinkId, TrackId};
 use crate::allocator::{Bitrate, LayerInfo};
 use crate::forwarder::{Forward, Forwarder, PacketMeta, SendParams, SinkParams};
@@ -19,7 +22,6 @@ use crate::history::{NackLookup, PacketHistory};
 use crate::keyframe::{is_keyframe_start, VideoCodec};
 use crate::layer::{SpatialLayer, Target, MAX_SPATIAL_LAYERS};
 use crate::vp8::Vp8Descriptor;
-use crate::vp9::Vp9Descriptor;
 
 /// One encoding of a published track: its own packets and keyframes.
 #[derive(Debug)]
@@ -113,8 +115,17 @@ impl Room {
             .map_or(0, |t| t.streams.len().max(t.svc.count()))
     }
 
-    /// `track` is spatially scalable in one stream (VP9 k-SVC with more
-    /// than one spatial layer seen).
+    /// The publisher negotiated the AV1 dependency descriptor extension
+    /// under `id` for `track` (None: not negotiated): its packets' layers
+    /// are read from it ([`Room::forward_packet`]).
+    pub fn set_dependency_descriptor_id(&mut self, track: TrackId, id: Option<u8>) {
+        if let Some(t) = self.tracks.get_mut(&track) {
+            t.svc.set_dd_ext_id(id);
+        }
+    }
+
+    /// `track` is spatially scalable in one stream (VP9 k-SVC or AV1 with
+    /// more than one spatial layer seen).
     pub fn is_svc(&self, track: TrackId) -> bool {
         self.tracks.get(&track).is_some_and(|t| t.svc.active())
     }
@@ -184,12 +195,27 @@ impl Room {
     }
 
     /// Sets what `subscriber`'s leg of `track` forwards (from the allocator).
+    /// A leg of an AV1 SVC track whose subscriber did not negotiate the
+    /// dependency descriptor is held at the lowest spatial layer: without
+    /// it a receiver cannot tell the layers of one picture apart (Chromium
+    /// decodes nothing above the lowest).
     pub fn set_target(&mut self, track: TrackId, subscriber: ParticipantId, target: Target) {
-        if let Some(d) = self
-            .tracks
-            .get_mut(&track)
-            .and_then(|t| t.downstream.iter_mut().find(|d| d.subscriber == subscriber))
-        {
+        let Some(t) = self.tracks.get_mut(&track) else {
+            return;
+        };
+        let av1_svc = t.svc.dd_targets().is_some();
+        if let Some(d) = t.downstream.iter_mut().find(|d| d.subscriber == subscriber) {
+            let blind = d
+                .fwd
+                .params()
+                .is_some_and(|p| p.extensions.dependency_descriptor_id.is_none());
+            let target = match target {
+                Target::Layer(l) if av1_svc && blind => Target::Layer(crate::layer::LayerTarget {
+                    spatial: SpatialLayer::LOW,
+                    ..l
+                }),
+                other => other,
+            };
             if d.fwd.layers().target() != target {
                 tracing::debug!(track = %track, subscriber = %subscriber, ?target,
                     current = ?d.fwd.layers().current(), "layer target");
@@ -232,7 +258,8 @@ impl Room {
     /// Decides, for every subscriber attached to `track`, what to do with one
     /// packet of its `layer`, and calls `apply` with each decision. A
     /// subscriber that needs a keyframe (to start, or to switch layers) has
-    /// one requested on the layer it aims at. No allocation.
+    /// one requested on the layer it aims at. No allocation. The packet's
+    /// header extensions are not looked at: see [`Room::forward_packet`].
     pub fn forward_layer(
         &mut self,
         now: Instant,
@@ -240,6 +267,37 @@ impl Room {
         layer: SpatialLayer,
         meta: &PacketMeta,
         payload: &[u8],
+        apply: impl FnMut(SinkId, &SinkParams, Forward),
+    ) -> bool {
+        self.forward_inner(now, track, layer, meta, payload, None, apply)
+    }
+
+    /// [`Room::forward_layer`] for a whole packet: an AV1 track's legs also
+    /// read its dependency descriptor extension (under the id given with
+    /// [`Room::set_dependency_descriptor_id`]). No allocation.
+    pub fn forward_packet(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        layer: SpatialLayer,
+        packet: &rtc::rtp::Packet,
+        apply: impl FnMut(SinkId, &SinkParams, Forward),
+    ) -> bool {
+        let dd_id = self.tracks.get(&track).and_then(|t| t.svc.dd_ext_id());
+        let dd = dd_id.and_then(|id| extension(packet, id));
+        let meta = PacketMeta::of(packet);
+        self.forward_inner(now, track, layer, &meta, &packet.payload, dd, apply)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn forward_inner(
+        &mut self,
+        now: Instant,
+        track: TrackId,
+        layer: SpatialLayer,
+        meta: &PacketMeta,
+        payload: &[u8],
+        dd: Option<&[u8]>,
         mut apply: impl FnMut(SinkId, &SinkParams, Forward),
     ) -> bool {
         let Some(t) = self.tracks.get_mut(&track) else {
@@ -274,7 +332,7 @@ impl Room {
         if t.codec.detects_keyframes() {
             stream.gop.on_packet(now, meta.ssrc, meta.seq, keyframe);
         }
-        let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload);
+        let svc = svc_descriptor(&mut t.svc, t.codec, meta, payload, dd, keyframe);
         let svc_picture_start = svc.picture_start();
         // Layers someone needs a keyframe of: a bit per layer.
         let mut wanted: u8 = 0;
@@ -489,10 +547,9 @@ impl Room {
                 break;
             };
             let meta = PacketMeta::of(p);
-            let svc = match (t.svc.active(), Vp9Descriptor::parse(&p.payload)) {
-                (false, _) => SvcPacket::No,
-                (true, Ok(d)) => SvcPacket::Layers(d),
-                (true, Err(_)) => SvcPacket::Unparsed,
+            let svc = match t.svc.active() {
+                false => SvcPacket::No,
+                true => cached_svc_frame(&mut t.svc, t.codec, p, i == 0),
             };
             let vp8 = match t.codec {
                 VideoCodec::Vp8 => Vp8Descriptor::parse(&p.payload).ok(),
@@ -578,6 +635,13 @@ impl Room {
                         self.counters.nack_misses += 1;
                         continue;
                     };
+                    // An AV1 SVC leg's copy announces its decode targets,
+                    // as the original did.
+                    let l = d.fwd.layers();
+                    let dd = t
+                        .svc
+                        .dd_targets()
+                        .map(|tg| tg.for_leg(layer.index() as u8, l.temporal_cap().value()));
                     let sp = SendParams {
                         ssrc: params.ssrc,
                         payload_type: pt,
@@ -585,6 +649,7 @@ impl Room {
                         timestamp: out_ts,
                         marker,
                         vp8,
+                        dd,
                     };
                     if resend(d.sink, params, sp, p) {
                         self.counters.retransmits += 1;
@@ -707,56 +772,7 @@ impl Room {
     }
 }
 
-/// How the legs of a track decide on one packet.
-#[derive(Debug, Clone, Copy)]
-enum SvcPacket {
-    /// Not an SVC track: by the packet's (simulcast) layer.
-    No,
-    /// An SVC track: by the packet's VP9 descriptor.
-    Layers(Vp9Descriptor),
-    /// An SVC track, and the packet has no descriptor (padding, or one
-    /// that does not parse).
-    Unparsed,
-}
-
-impl SvcPacket {
-    /// The first packet of a picture (or not an SVC track: `None`).
-    fn picture_start(&self) -> Option<bool> {
-        match self {
-            SvcPacket::No => None,
-            SvcPacket::Layers(d) => Some(d.begin && d.sid() == 0),
-            SvcPacket::Unparsed => Some(false),
-        }
-    }
-}
-
-/// A VP9 packet's descriptor, noted in the track's SVC layers. Once per
-/// packet, not per leg.
-fn svc_descriptor(
-    svc: &mut super::svc::SvcLayers,
-    codec: VideoCodec,
-    meta: &PacketMeta,
-    payload: &[u8],
-) -> SvcPacket {
-    if codec != VideoCodec::Vp9 {
-        return SvcPacket::No;
-    }
-    match Vp9Descriptor::parse(payload) {
-        Ok(d) => {
-            svc.on_packet(&d, meta.payload_len);
-            match svc.active() {
-                true => SvcPacket::Layers(d),
-                false => SvcPacket::No,
-            }
-        }
-        Err(_) if svc.active() => SvcPacket::Unparsed,
-        // Before the track shows layers a bad payload is forwarded as it
-        // came (the subscriber's decoder judges it), as for any codec.
-        Err(_) => SvcPacket::No,
-    }
-}
-
-/// One leg's decision: by the VP9 descriptor on an SVC track, else by the
+/// One leg's decision: by the packet's place in an SVC track, else by the
 /// packet's (simulcast) layer.
 fn decide(
     fwd: &mut Forwarder,
@@ -768,7 +784,7 @@ fn decide(
     keyframe: bool,
 ) -> Forward {
     match svc {
-        SvcPacket::Layers(d) => fwd.decide_svc(now, meta, d),
+        SvcPacket::Layers(f) => fwd.decide_svc_frame(now, meta, f),
         SvcPacket::Unparsed => fwd.decide_svc_unparsed(meta),
         SvcPacket::No => fwd.decide_layer(now, meta, layer, vp8, keyframe),
     }

@@ -1135,5 +1135,8 @@ fn hidden_viewers_are_not_announced() {
 }
 
 #[cfg(test)]
+mod av1_room;
+#[cfg(test)]
 mod simulcast_room;
+#[cfg(test)]
 mod svc_room;

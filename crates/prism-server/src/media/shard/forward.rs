@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use prism_core::{DropCounts, DropReason, Forward, PacketMeta, ParticipantId, SinkId, TrackId};
+use prism_core::{DropCounts, DropReason, Forward, ParticipantId, SinkId, TrackId};
 use prism_signal::Leg;
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::rtp;
@@ -59,7 +59,6 @@ impl Shard {
         let room_key = peer.room;
         self.stats.rtp_in_packets += 1;
         self.stats.rtp_in_bytes += packet.payload.len() as u64;
-        let meta = PacketMeta::of(&packet);
         let Some(room) = self.rooms.get_mut(room_key) else {
             // The peer outlived its room for this turn (it closes next).
             self.drops.inc(DropReason::RoomClosed);
@@ -67,18 +66,12 @@ impl Shard {
         };
         let sends = &mut self.sends;
         let drops = &mut self.drops;
-        room.core.forward_layer(
-            now,
-            track,
-            layer,
-            &meta,
-            &packet.payload,
-            |sink, params, decision| {
+        room.core
+            .forward_packet(now, track, layer, &packet, |sink, params, decision| {
                 if let Forward::Send(sp) = decision {
                     queue_rewritten(sends, drops, sink, &packet, sp, &params.extensions);
                 }
-            },
-        );
+            });
         // The packet itself moves into the track's shared retransmission history.
         room.core.store_layer(now, track, layer, packet);
         self.flush_sends(now, SendKind::Live);
@@ -382,11 +375,14 @@ pub fn rewrite(
         csrc: src.header.csrc.clone(),
         ..Default::default()
     };
+    // An AV1 SVC leg's dependency descriptor may grow by its active decode
+    // targets (a flag byte and up to 32 bits).
+    let is_dd = |id: u8| sp.dd.is_some() && ext.dependency_descriptor_id == Some(id);
     let mapped = || {
-        src.header
-            .extensions
-            .iter()
-            .filter_map(|e| ext.map(e.id).map(|id| (id, e.payload.len())))
+        src.header.extensions.iter().filter_map(|e| {
+            let grow = if is_dd(e.id) { 5 } else { 0 };
+            ext.map(e.id).map(|id| (id, e.payload.len() + grow))
+        })
     };
     let stamped = [ext.mid_id, ext.abs_send_time_id];
     if mapped().next().is_some() || stamped.iter().any(Option::is_some) {
@@ -401,8 +397,19 @@ pub fn rewrite(
     }
     for e in &src.header.extensions {
         if let Some(id) = ext.map(e.id) {
+            let payload = match sp.dd {
+                // The leg's own active decode targets (its layers).
+                Some(rw) if is_dd(e.id) && rw.changes(&e.payload) => {
+                    let mut out = [0u8; prism_core::av1_dd::DD_MAX_LEN];
+                    let n = rw
+                        .apply(&e.payload, &mut out)
+                        .map_err(|_| DropReason::ExtensionRewrite)?;
+                    bytes::Bytes::copy_from_slice(&out[..n])
+                }
+                _ => e.payload.clone(),
+            };
             header
-                .set_extension(id, e.payload.clone())
+                .set_extension(id, payload)
                 .map_err(|_| DropReason::ExtensionRewrite)?;
         }
     }
@@ -418,4 +425,75 @@ pub fn rewrite(
         _ => src.payload.clone(),
     };
     Ok(rtp::Packet { header, payload })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use prism_core::{DdRewrite, ExtensionMap, SendParams, DEPENDENCY_DESCRIPTOR_URI};
+
+    fn av1_packet(dd: &'static [u8]) -> rtp::Packet {
+        let mut header = rtp::header::Header {
+            version: 2,
+            payload_type: 45,
+            sequence_number: 7,
+            ssrc: 0x51,
+            extension: true,
+            extension_profile: rtp::header::EXTENSION_PROFILE_ONE_BYTE,
+            ..Default::default()
+        };
+        header
+            .set_extension(3, Bytes::from_static(dd))
+            .expect("fits the one-byte form");
+        rtp::Packet {
+            header,
+            payload: Bytes::from_static(&[0x10, 0xAA]),
+        }
+    }
+
+    fn send_params(dd: Option<DdRewrite>) -> SendParams {
+        SendParams {
+            ssrc: 0xA,
+            payload_type: 45,
+            seq: 100,
+            timestamp: 9000,
+            marker: true,
+            vp8: None,
+            dd,
+        }
+    }
+
+    #[test]
+    fn an_av1_legs_descriptor_carries_its_active_decode_targets() {
+        let ext = ExtensionMap::build(
+            [(DEPENDENCY_DESCRIPTOR_URI, 3u16)],
+            [(DEPENDENCY_DESCRIPTOR_URI, 5u16)],
+        );
+        let rw = DdRewrite {
+            active: 0b111,
+            decode_targets: 9,
+        };
+        // Mandatory fields only (start, end, template 2, frame 0x1234):
+        // the flags (no structure, a mask) and the 9-bit mask are added.
+        let mandatory: &[u8] = &[0xC2, 0x12, 0x34];
+        let out = rewrite(&av1_packet(mandatory), send_params(Some(rw)), &ext).expect("rewritten");
+        assert_eq!(
+            out.header.get_extension(5).as_deref(),
+            Some(&[0xC2, 0x12, 0x34, 0b0100_0000, 0b0001_1100][..])
+        );
+        assert_eq!(out.header.get_extension(3), None, "under the leg's id only");
+        // Not an AV1 SVC leg: as it came.
+        let out = rewrite(&av1_packet(mandatory), send_params(None), &ext).expect("forwarded");
+        assert_eq!(out.header.get_extension(5).as_deref(), Some(mandatory));
+        // 16 bytes (the most the one-byte form holds) grow past it: the
+        // header takes the two-byte form up front.
+        let long: &[u8] = &[0xC2, 0x12, 0x34, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let out = rewrite(&av1_packet(long), send_params(Some(rw)), &ext).expect("rewritten");
+        assert_eq!(
+            out.header.extension_profile,
+            rtp::header::EXTENSION_PROFILE_TWO_BYTE
+        );
+        assert!(out.header.get_extension(5).is_some_and(|d| d.len() > 16));
+    }
 }

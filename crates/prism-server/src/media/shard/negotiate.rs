@@ -182,6 +182,15 @@ impl Shard {
                 Vec::new()
             };
             let track = self.rooms[rk].core.publish(pid, spec).map_err(room_error)?;
+            // AV1 SVC: each packet's layers are in the dependency descriptor.
+            let dd_id = params
+                .header_extensions
+                .iter()
+                .find(|h| h.uri == prism_core::DEPENDENCY_DESCRIPTOR_URI)
+                .and_then(|h| u8::try_from(h.id).ok());
+            self.rooms[rk]
+                .core
+                .set_dependency_descriptor_id(track, dd_id);
             if !layers.is_empty() {
                 let sizes: Vec<(u32, u32)> = layers.iter().map(|l| (l.width, l.height)).collect();
                 self.rooms[rk].core.set_layers(track, &sizes);
