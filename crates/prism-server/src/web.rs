@@ -8,7 +8,7 @@
 //! | `/room/{room}` | room.html: the conference room (`?name=` joins at once) |
 //! | `/broadcast/{room}` | broadcast.html: go live over WHIP |
 //! | `/watch/{room}` | watch.html: watch over WHEP |
-//! | `/static/{file}` | prism.js, room.js, style.css |
+//! | `/static/{file}` | prism.js (with encodings.js), room.js, style.css |
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -30,6 +30,7 @@ const FILES: &[(&str, &str)] = embed!(
     "broadcast.html",
     "watch.html",
     "prism.js",
+    "encodings.js",
     "style.css",
 );
 
