@@ -142,9 +142,9 @@ test("the same with a Firefox publisher", async (t) => {
 });
 
 test("a link too narrow for the low layer gets it at its base frame rate instead of a pause", async (t) => {
-  // 170 kbit/s carries audio and the low layer's base temporal layer (a
+  // 200 kbit/s carries audio and the low layer's base temporal layer (a
   // quarter of its frames) but not the whole low layer.
-  await throttleScenario(t, "bwnarrow", await openRoom(rootBrowser, "bwnarrow", "pub"), { rate: "170kbit", reduced: true });
+  await throttleScenario(t, "bwnarrow", await openRoom(rootBrowser, "bwnarrow", "pub"), { rate: "200kbit", reduced: true });
 });
 
 /**

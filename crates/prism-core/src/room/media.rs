@@ -164,6 +164,11 @@ impl Room {
                 // A timeline of each layer and each leg, for diagnosing a
                 // subscriber's stalled picture (debug level only).
                 let kbps: Vec<u64> = t.streams.iter().map(|s| s.bytes * 8 / ms).collect();
+                let base_kbps: Vec<Option<u64>> = t
+                    .streams
+                    .iter()
+                    .map(|s| s.upper_seen.then(|| s.base_bytes * 8 / ms))
+                    .collect();
                 let legs: Vec<String> = t
                     .downstream
                     .iter()
@@ -178,7 +183,7 @@ impl Room {
                         )
                     })
                     .collect();
-                tracing::debug!(track = %t.id, ?kbps, ?legs, "layers");
+                tracing::debug!(track = %t.id, ?kbps, ?base_kbps, ?legs, "layers");
             }
             for s in &mut t.streams {
                 if s.bytes > 0 {

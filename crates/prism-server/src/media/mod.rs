@@ -16,6 +16,7 @@
 pub mod engine_log;
 pub mod peer;
 pub mod sdp;
+pub mod sdp_dd;
 pub mod shard;
 pub mod simulcast;
 pub mod stun;

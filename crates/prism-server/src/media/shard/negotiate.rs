@@ -37,8 +37,16 @@ impl Shard {
         pid: ParticipantId,
         offer_sdp: &'a str,
     ) -> Cow<'a, str> {
-        let Some(n) = sdp::narrow_simulcast(offer_sdp, self.cfg.simulcast) else {
-            return Cow::Borrowed(offer_sdp);
+        // The AV1 dependency descriptor only where AV1 is the codec
+        // (`sdp_dd`): elsewhere Chromium would move VP8's temporal layers
+        // out of the payload descriptor Prism reads them from.
+        let offer_sdp: Cow<'a, str> =
+            match super::super::sdp_dd::keep_dependency_descriptor_for_av1(offer_sdp) {
+                Some(s) => Cow::Owned(s),
+                None => Cow::Borrowed(offer_sdp),
+            };
+        let Some(n) = sdp::narrow_simulcast(&offer_sdp, self.cfg.simulcast) else {
+            return offer_sdp;
         };
         if !n.sections.is_empty() {
             for s in &n.sections {
