@@ -333,19 +333,34 @@ fn vp8_payload(pid: u16, tl0: u8, tid: u8) -> [u8; 7] {
     ]
 }
 
+/// Chromium's L1T3 pattern: TID 0 2 1 2 0 2 1 2 ...
+const TIDS: [u8; 4] = [0, 2, 1, 2];
+
+/// The lowest layer with temporal layers up to `t`.
+fn cap(t: u8) -> Target {
+    Target::Layer(LayerTarget {
+        spatial: SpatialLayer::LOW,
+        temporal: TemporalLayer::new(t).unwrap(),
+    })
+}
+
+/// A packet of layer 0 (one per frame `i`), its descriptor in `payload`.
+fn layer0_meta(seq: u16, i: u16, payload: &[u8]) -> PacketMeta {
+    PacketMeta {
+        ssrc: SSRC[0],
+        seq,
+        timestamp: u32::from(i) * TICKS,
+        payload_type: 96,
+        marker: true,
+        payload_len: payload.len(),
+    }
+}
+
 #[test]
 fn temporal_cap_and_layer_switch_keep_vp8_and_seq_continuous() {
     let t0 = Instant::now();
     let mut f = Forwarder::new(90_000, true);
     f.set_params(Some(params()));
-    // L1T3 pattern: TID 0 2 1 2 0 2 1 2 ...
-    const TIDS: [u8; 4] = [0, 2, 1, 2];
-    let cap = |t: u8| {
-        Target::Layer(LayerTarget {
-            spatial: SpatialLayer::LOW,
-            temporal: TemporalLayer::new(t).unwrap(),
-        })
-    };
     let mut sends = Vec::new();
     let mut skips = 0;
     for i in 0..24u16 {
@@ -361,14 +376,7 @@ fn temporal_cap_and_layer_switch_keep_vp8_and_seq_continuous() {
         let tl0 = 252u8.wrapping_add((i / 4) as u8);
         let mut payload = vp8_payload(pid, tl0, tid);
         let d = Vp8Descriptor::parse(&payload).unwrap();
-        let meta = PacketMeta {
-            ssrc: SSRC[0],
-            seq: 65_530u16.wrapping_add(i),
-            timestamp: u32::from(i) * TICKS,
-            payload_type: 96,
-            marker: true,
-            payload_len: payload.len(),
-        };
+        let meta = layer0_meta(65_530u16.wrapping_add(i), i, &payload);
         let now = t0 + FRAME * u32::from(i);
         match f.decide_layer(now, &meta, SpatialLayer::LOW, Some(&d), i == 0) {
             Forward::Send(s) => {
@@ -430,13 +438,6 @@ fn a_raised_temporal_cap_waits_for_a_base_layer_frame() {
     let t0 = Instant::now();
     let mut f = Forwarder::new(90_000, true);
     f.set_params(Some(params()));
-    const TIDS: [u8; 4] = [0, 2, 1, 2];
-    let cap = |t: u8| {
-        Target::Layer(LayerTarget {
-            spatial: SpatialLayer::LOW,
-            temporal: TemporalLayer::new(t).unwrap(),
-        })
-    };
     let mut out = String::new();
     for i in 0..12u16 {
         // The base layer only from frame 2; every layer again from frame 5
@@ -449,14 +450,7 @@ fn a_raised_temporal_cap_waits_for_a_base_layer_frame() {
         let tid = TIDS[usize::from(i) % 4];
         let payload = vp8_payload(100 + i, 7 + (i / 4) as u8, tid);
         let d = Vp8Descriptor::parse(&payload).unwrap();
-        let meta = PacketMeta {
-            ssrc: SSRC[0],
-            seq: 100 + i,
-            timestamp: u32::from(i) * TICKS,
-            payload_type: 96,
-            marker: true,
-            payload_len: payload.len(),
-        };
+        let meta = layer0_meta(100 + i, i, &payload);
         let now = t0 + FRAME * u32::from(i);
         out.push(
             match f.decide_layer(now, &meta, SpatialLayer::LOW, Some(&d), i == 0) {
