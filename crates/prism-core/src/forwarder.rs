@@ -413,26 +413,41 @@ impl Forwarder {
             }
             Step::Skip | Step::Paused => {}
         }
-        match self.seq.forward(p.seq) {
-            SeqOutcome::Send(seq) => {
-                let timestamp = self.ts.rewrite(now, p.timestamp);
-                if let Some(m) = &mut self.sent {
-                    m.record(seq, p.seq, timestamp, layer, p.marker);
-                }
-                self.packets_sent = self.packets_sent.wrapping_add(1);
-                self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
-                Forward::Send(SendParams {
-                    ssrc,
-                    payload_type: pt,
-                    seq,
-                    timestamp,
-                    marker: p.marker,
-                    vp8: vp8.map(|d| self.vp8.forward(d)),
-                    dd: None,
-                })
-            }
-            SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
+        let Some((seq, timestamp)) = self.number(now, p, layer, p.marker) else {
+            return Forward::Drop(DropReason::TooOld);
+        };
+        Forward::Send(SendParams {
+            ssrc,
+            payload_type: pt,
+            seq,
+            timestamp,
+            marker: p.marker,
+            vp8: vp8.map(|d| self.vp8.forward(d)),
+            dd: None,
+        })
+    }
+
+    /// Numbers a packet that goes out: the leg's next sequence number and
+    /// its timestamp, recorded for NACKs (with the layer it came from and
+    /// the marker it carries) and counted for sender reports. `None`: too
+    /// old to place.
+    fn number(
+        &mut self,
+        now: Instant,
+        p: &PacketMeta,
+        layer: SpatialLayer,
+        marker: bool,
+    ) -> Option<(u16, u32)> {
+        let SeqOutcome::Send(seq) = self.seq.forward(p.seq) else {
+            return None;
+        };
+        let timestamp = self.ts.rewrite(now, p.timestamp);
+        if let Some(m) = &mut self.sent {
+            m.record(seq, p.seq, timestamp, layer, marker);
         }
+        self.packets_sent = self.packets_sent.wrapping_add(1);
+        self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
+        Some((seq, timestamp))
     }
 
     /// The descriptor values for a copy of an already forwarded packet of

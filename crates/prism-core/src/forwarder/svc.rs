@@ -28,7 +28,6 @@ use super::{DropReason, Forward, Forwarder, PacketMeta, SendParams};
 use crate::av1_dd::{DdTargets, DdTracker, DependencyDescriptor, Dti};
 use crate::layer::svc::SvcPacket;
 use crate::layer::{SpatialLayer, SvcStep};
-use crate::seq::SeqOutcome;
 use crate::vp9::Vp9Descriptor;
 
 /// One packet's place in a spatially scalable stream, whatever codec
@@ -210,26 +209,18 @@ impl Forwarder {
             .dd_targets
             .zip(top)
             .map(|(t, top)| t.for_leg(top as u8, self.layers.temporal_cap().value()));
-        match self.seq.forward(p.seq) {
-            SeqOutcome::Send(seq) => {
-                let timestamp = self.ts.rewrite(now, p.timestamp);
-                if let Some(m) = &mut self.sent {
-                    // One stream: its history is the track's layer 0.
-                    m.record(seq, p.seq, timestamp, SpatialLayer::LOW, marker);
-                }
-                self.packets_sent = self.packets_sent.wrapping_add(1);
-                self.octets_sent = self.octets_sent.wrapping_add(p.payload_len as u32);
-                Forward::Send(SendParams {
-                    ssrc,
-                    payload_type: pt,
-                    seq,
-                    timestamp,
-                    marker,
-                    vp8: None,
-                    dd,
-                })
-            }
-            SeqOutcome::TooOld => Forward::Drop(DropReason::TooOld),
-        }
+        // One stream: its history is the track's layer 0.
+        let Some((seq, timestamp)) = self.number(now, p, SpatialLayer::LOW, marker) else {
+            return Forward::Drop(DropReason::TooOld);
+        };
+        Forward::Send(SendParams {
+            ssrc,
+            payload_type: pt,
+            seq,
+            timestamp,
+            marker,
+            vp8: None,
+            dd,
+        })
     }
 }
