@@ -282,22 +282,15 @@ const RID_LADDERS: &[&[&str]] = &[
 /// twice changes nothing the second time.
 pub fn narrow_simulcast(offer: &str, keep_rid_layers: bool) -> Option<NarrowedOffer> {
     let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
-    // Section bounds: [start, end) line ranges of each m-section.
-    let starts: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with("m="))
-        .map(|(i, _)| i)
-        .collect();
-    let mut out: Vec<String> = lines[..starts.first().copied().unwrap_or(lines.len())]
+    let sections = section_ranges(&lines);
+    let mut out: Vec<String> = lines[..sections.first().map_or(lines.len(), |r| r.start)]
         .iter()
         .map(|l| (*l).to_owned())
         .collect();
     let mut narrowed = Vec::new();
     let mut changed = false;
-    for (n, &start) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
-        let section = &lines[start..end];
+    for r in sections {
+        let section = &lines[r];
         let edit =
             narrow_rid_section(section, keep_rid_layers).or_else(|| narrow_sim_section(section));
         match edit {
@@ -318,6 +311,21 @@ pub fn narrow_simulcast(offer: &str, keep_rid_layers: bool) -> Option<NarrowedOf
         sdp,
         sections: narrowed,
     })
+}
+
+/// The `[start, end)` line ranges of each m-section of an SDP's lines.
+pub fn section_ranges(lines: &[&str]) -> Vec<std::ops::Range<usize>> {
+    let starts: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("m="))
+        .map(|(i, _)| i)
+        .collect();
+    starts
+        .iter()
+        .enumerate()
+        .map(|(n, &start)| start..starts.get(n + 1).copied().unwrap_or(lines.len()))
+        .collect()
 }
 
 fn mid_of(section: &[&str]) -> String {

@@ -15,17 +15,11 @@ use prism_core::DEPENDENCY_DESCRIPTOR_URI;
 /// payload type is not AV1; `None` when nothing changes. Pure text.
 pub fn keep_dependency_descriptor_for_av1(offer: &str) -> Option<String> {
     let lines: Vec<&str> = offer.lines().map(|l| l.trim_end_matches('\r')).collect();
-    let starts: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.starts_with("m="))
-        .map(|(i, _)| i)
-        .collect();
     let mut drop = vec![false; lines.len()];
     let mut changed = false;
-    for (n, &start) in starts.iter().enumerate() {
-        let end = starts.get(n + 1).copied().unwrap_or(lines.len());
-        let section = &lines[start..end];
+    for r in super::sdp::section_ranges(&lines) {
+        let start = r.start;
+        let section = &lines[r];
         // m=video 9 UDP/TLS/RTP/SAVPF 96 97 …: the first payload type.
         let Some(first_pt) = section[0].split_whitespace().nth(3) else {
             continue;
