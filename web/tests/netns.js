@@ -127,3 +127,20 @@ export function createThrottledNamespace() {
     exists: () => tryRun("ip", "netns", "list").split("\n").some((l) => l.split(" ")[0] === name),
   };
 }
+
+/**
+ * Drops every UDP datagram into and out of namespace `name` except on its
+ * loopback (nftables, counted): a network that allows only TCP. Returns a
+ * function that reads how many datagrams the rules dropped (in + out).
+ */
+export function blockUdp(name) {
+  const rules = `table inet prismreach {
+  chain in { type filter hook input priority 0; policy accept; iifname != "lo" meta l4proto udp counter drop; }
+  chain out { type filter hook output priority 0; policy accept; oifname != "lo" meta l4proto udp counter drop; }
+}
+`;
+  execFileSync("ip", ["netns", "exec", name, "nft", "-f", "-"], { input: rules, stdio: ["pipe", "pipe", "pipe"] });
+  return () =>
+    [...run("ip", "netns", "exec", name, "nft", "list", "table", "inet", "prismreach").matchAll(/counter packets (\d+)/g)]
+      .reduce((sum, m) => sum + Number(m[1]), 0);
+}

@@ -87,6 +87,12 @@ pub struct Config {
     pub media_ip: IpAddr,
     /// First media UDP port; shard i listens on `udp_port + i`. 0 picks free ports.
     pub udp_port: u16,
+    /// ICE-TCP (RFC 6544 passive candidates): each shard also accepts TCP
+    /// connections, for clients whose network blocks UDP.
+    pub ice_tcp: bool,
+    /// First ICE-TCP port; shard i listens on `tcp_port + i`. Unset: the same
+    /// numbers as `udp_port` (free ports when that is 0). 0 picks free ports.
+    pub tcp_port: Option<u16>,
     /// Addresses put in ICE candidates (NAT 1:1 / public IPs). Empty: `media_ip`.
     pub advertised_ips: Vec<IpAddr>,
     /// Media shards (one UDP socket and one thread each). 0: one per CPU core.
@@ -169,6 +175,8 @@ impl Default for Config {
             http_addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             media_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             udp_port: 50000,
+            ice_tcp: true,
+            tcp_port: None,
             advertised_ips: Vec::new(),
             shards: 1,
             peer_timeout: Duration::from_secs(15),
@@ -265,6 +273,12 @@ pub struct Overrides {
     /// First media UDP port; shard i uses port + i; 0 picks free ports [default: 50000].
     #[arg(long, env = "PRISM_UDP_PORT")]
     pub udp_port: Option<u16>,
+    /// Accept ICE over TCP on each shard (true/false) [default: true].
+    #[arg(long, env = "PRISM_ICE_TCP")]
+    pub ice_tcp: Option<bool>,
+    /// First ICE-TCP port; shard i uses port + i; 0 picks free ports [default: udp_port].
+    #[arg(long, env = "PRISM_TCP_PORT")]
+    pub tcp_port: Option<u16>,
     /// Comma-separated IPs advertised in ICE candidates [default: the media IP].
     #[arg(long, env = "PRISM_ADVERTISED_IPS", value_delimiter = ',')]
     pub advertised_ips: Option<Vec<IpAddr>>,
@@ -395,6 +409,12 @@ impl Config {
         }
         if let Some(v) = o.udp_port {
             c.udp_port = v;
+        }
+        if let Some(v) = o.ice_tcp {
+            c.ice_tcp = v;
+        }
+        if let Some(v) = o.tcp_port {
+            c.tcp_port = Some(v);
         }
         if let Some(v) = &o.advertised_ips {
             c.advertised_ips = v.clone();
@@ -593,7 +613,19 @@ impl Config {
                 self.shard_count()
             )));
         }
+        let tcp = self.ice_tcp_port();
+        if self.ice_tcp && tcp != 0 && (tcp as usize + self.shard_count()) > 65536 {
+            return Err(ConfigError::Invalid(format!(
+                "tcp_port {tcp} + {} shards runs past port 65535",
+                self.shard_count()
+            )));
+        }
         Ok(())
+    }
+
+    /// The first ICE-TCP port (0: free ports): `tcp_port`, else `udp_port`.
+    pub fn ice_tcp_port(&self) -> u16 {
+        self.tcp_port.unwrap_or(self.udp_port)
     }
 
     /// The signing secrets as strings.

@@ -144,6 +144,8 @@ pub struct ShardStats {
     /// Pairs the server nominated on a client's first DTLS handshake record
     /// (connection setup without the client's nomination wait).
     pub forced_nominations: u64,
+    /// ICE-TCP connections (`media/ice_tcp.rs`).
+    pub ice_tcp: crate::media::ice_tcp::TcpStats,
     pub participants_joined: u64,
     /// WHEP viewers whose broadcast ended (no publisher within
     /// `broadcast_grace`).
@@ -207,6 +209,7 @@ impl Default for ShardStats {
             ice_failures: 0,
             dtls_failures: 0,
             forced_nominations: 0,
+            ice_tcp: Default::default(),
             participants_joined: 0,
             broadcasts_ended: 0,
             dead_publishers: 0,
@@ -275,6 +278,7 @@ impl ShardStats {
         for (a, b) in self.subscriptions.iter_mut().zip(o.subscriptions) {
             *a += b;
         }
+        self.ice_tcp.add(&o.ice_tcp);
         self.drops.add(&o.drops);
         self.keyframe_cache_refusals.add(&o.keyframe_cache_refusals);
         self.datagram_drops.add(&o.datagram_drops);
@@ -471,6 +475,10 @@ impl Collector for ShardCollector {
             family("prism_packets_lost_total", "Packets lost between publishers and Prism (before retransmission), as the receive statistics count them.", COUNTER, vec![counter(t.packets_lost, &[])]),
             family("prism_remb_sent_total", "REMB bandwidth messages sent to publishers.", COUNTER, vec![counter(t.rembs_sent, &[])]),
             family("prism_ice_failures_total", "Peer connections that failed before ICE connected.", COUNTER, vec![counter(t.ice_failures, &[])]),
+            family("prism_ice_tcp_connections", "ICE-TCP connections open (RFC 6544 passive candidates).", GAUGE, vec![gauge(t.ice_tcp.open, &[])]),
+            family("prism_ice_tcp_connections_total", "ICE-TCP connections by what became of them when accepted: accepted, or refused at the shard's limit.", COUNTER, vec![counter(t.ice_tcp.accepted, &[("result", "accepted")]), counter(t.ice_tcp.refused, &[("result", "refused")])]),
+            family("prism_ice_tcp_unbound_closed_total", "ICE-TCP connections closed because no authentic binding request arrived on them within 10 s.", COUNTER, vec![counter(t.ice_tcp.unbound_closed, &[])]),
+            family("prism_ice_tcp_send_drops_total", "Datagrams not sent on an ICE-TCP connection because its send queue was full (a slow or stalled client).", COUNTER, vec![counter(t.ice_tcp.send_drops, &[])]),
             family("prism_ice_forced_nominations_total", "ICE pairs Prism nominated on a client's first DTLS handshake record, before the client's own nomination arrived.", COUNTER, vec![counter(t.forced_nominations, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),

@@ -14,7 +14,9 @@
 //! [`ShardHandle`] is dropped (its command channel closes).
 
 pub mod engine_log;
+pub mod ice_tcp;
 pub mod peer;
+pub mod remote;
 pub mod sdp;
 pub mod sdp_dd;
 pub mod shard;
@@ -353,6 +355,17 @@ pub fn start_shards(
         let socket = shard::bind_udp(bind)
             .map_err(|e| anyhow::anyhow!("cannot bind media UDP socket {bind}: {e}"))?;
         let local = socket.local_addr()?;
+        let tcp = if cfg.ice_tcp {
+            let first = cfg.ice_tcp_port();
+            let port = if first == 0 { 0 } else { first + index as u16 };
+            let bind = SocketAddr::new(cfg.media_ip, port);
+            Some(
+                std::net::TcpListener::bind(bind)
+                    .map_err(|e| anyhow::anyhow!("cannot bind ICE-TCP listener {bind}: {e}"))?,
+            )
+        } else {
+            None
+        };
         let (tx, rx) = mpsc::channel(4096);
         let handle = ShardHandle {
             index,
@@ -373,7 +386,7 @@ pub fn start_shards(
                     .build()
                     .expect("a current-thread runtime builds with the default settings");
                 rt.block_on(async move {
-                    match shard::Shard::new(index, socket, cfg, dir, rx, &shared) {
+                    match shard::Shard::new(index, socket, tcp, cfg, dir, rx, &shared) {
                         Ok(s) => s.run().await,
                         Err(e) => tracing::error!(shard = index, "shard failed to start: {e}"),
                     }

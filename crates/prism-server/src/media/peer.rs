@@ -1,6 +1,8 @@
 //! One `rtc` peer connection on a shard's socket, and what Prism knows about it.
 
 use std::net::SocketAddr;
+
+use super::remote::Remote;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -122,8 +124,11 @@ pub struct Peer {
     /// The server's ICE password for this peer, keyed for the shard's
     /// MESSAGE-INTEGRITY checks (`super::stun`).
     pub ice_pwd: super::stun::IcePassword,
-    /// Remote addresses routed to this peer.
+    /// Remote UDP addresses routed to this peer.
     pub addrs: Vec<SocketAddr>,
+    /// ICE-TCP connections bound to this peer: (client address, connection
+    /// key), where the engine's TCP datagrams for that address go.
+    pub tcp: Vec<(SocketAddr, usize)>,
     pub created_at: Instant,
     pub last_rx_at: Instant,
     pub connected: bool,
@@ -177,6 +182,8 @@ pub const PACE_WINDOW: Duration = Duration::from_millis(5);
 pub struct PeerSettings {
     /// The address put in candidates and given to the engine as the local address.
     pub advertised: Vec<SocketAddr>,
+    /// The ICE-TCP passive candidates' addresses (empty: no ICE-TCP).
+    pub advertised_tcp: Vec<SocketAddr>,
     pub ice_disconnected: Duration,
     pub ice_failed: Duration,
     /// Bounds of each subscribe leg's bandwidth estimate.
@@ -187,7 +194,7 @@ pub struct PeerSettings {
 #[derive(Debug, PartialEq, Eq)]
 pub enum SetupAction {
     /// Hand these to the engine now, in order.
-    Feed(Vec<(SocketAddr, BytesMut)>),
+    Feed(Vec<(Remote, BytesMut)>),
     /// Held for later (a DTLS/SRTP datagram before ICE connected).
     Held,
     /// Dropped: the hold is full (count it).
@@ -196,7 +203,7 @@ pub enum SetupAction {
     /// came on: nominate it on the client's behalf. The shard signs a copy
     /// of this check with USE-CANDIDATE ([`super::stun::nominating_copy`]),
     /// gives it back through [`SetupHold::nominated`] and feeds it.
-    HeldNominate(SocketAddr, BytesMut),
+    HeldNominate(Remote, BytesMut),
 }
 
 /// Connection setup without the engine's retransmission waits. The engine
@@ -222,10 +229,10 @@ pub enum SetupAction {
 /// valid one). Sans-I/O: the shard feeds what this returns.
 #[derive(Debug, Default)]
 pub struct SetupHold {
-    early: Vec<(SocketAddr, BytesMut)>,
-    nomination: Option<(SocketAddr, BytesMut)>,
+    early: Vec<(Remote, BytesMut)>,
+    nomination: Option<(Remote, BytesMut)>,
     /// The client's last authentic check (without USE-CANDIDATE).
-    last_check: Option<(SocketAddr, BytesMut)>,
+    last_check: Option<(Remote, BytesMut)>,
 }
 
 /// The DTLS record content type of a handshake (ClientHello, …).
@@ -236,7 +243,7 @@ impl SetupHold {
     /// demultiplexer (which authenticated it, if STUN) found it to be.
     pub fn on_datagram(
         &mut self,
-        from: SocketAddr,
+        from: Remote,
         kind: super::stun::Kind,
         data: BytesMut,
     ) -> SetupAction {
@@ -277,12 +284,12 @@ impl SetupHold {
 
     /// The nomination the shard made for [`SetupAction::HeldNominate`]: it
     /// is handed again after a success response like the client's own.
-    pub fn nominated(&mut self, from: SocketAddr, request: BytesMut) {
+    pub fn nominated(&mut self, from: Remote, request: BytesMut) {
         self.nomination = Some((from, request));
     }
 
     /// ICE connected: what was held, in arrival order, for the engine now.
-    pub fn on_ice_connected(&mut self) -> Vec<(SocketAddr, BytesMut)> {
+    pub fn on_ice_connected(&mut self) -> Vec<(Remote, BytesMut)> {
         self.nomination = None;
         self.last_check = None;
         std::mem::take(&mut self.early)
@@ -312,6 +319,7 @@ impl PeerSettings {
     pub fn new(advertised: Vec<SocketAddr>, peer_timeout: Duration) -> Self {
         PeerSettings {
             advertised,
+            advertised_tcp: Vec::new(),
             ice_disconnected: peer_timeout.max(CONSENT_DISCONNECTED),
             ice_failed: peer_timeout.max(CONSENT_EXPIRED),
             estimate_bounds: prism_rtc::EstimateBounds {
@@ -382,6 +390,23 @@ impl Peer {
             candidates.push(init.candidate.clone());
             pc.add_local_candidate(init)?;
         }
+        // ICE-TCP passive candidates (RFC 6544): the engine must know them
+        // to answer checks that arrive on the shard's TCP connections.
+        for (i, addr) in settings.advertised_tcp.iter().enumerate() {
+            let host = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "tcp".to_owned(),
+                    address: addr.ip().to_string(),
+                    port: addr.port(),
+                    component: 1,
+                    foundation: format!("{}", settings.advertised.len() + i + 1),
+                    ..Default::default()
+                },
+                tcp_type: rtc::ice::tcp_type::TcpType::Passive,
+            }
+            .new_candidate_host()?;
+            pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
+        }
         Ok((
             Peer {
                 pc,
@@ -391,6 +416,7 @@ impl Peer {
                 ufrag,
                 ice_pwd,
                 addrs: Vec::new(),
+                tcp: Vec::new(),
                 created_at: now,
                 last_rx_at: now,
                 connected: false,
@@ -503,8 +529,8 @@ mod tests {
         BytesMut::from(&[22u8, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, n, 0, 40, 1][..])
     }
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> Remote {
+        Remote::Udp(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     /// Regression: the first ClientHello, sent by a browser as soon as one

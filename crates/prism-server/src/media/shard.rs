@@ -20,11 +20,14 @@ use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::state::{RTCIceConnectionState, RTCPeerConnectionState};
 use rtc::rtp;
 use rtc::sansio::Protocol;
+use rtc::shared::TransportProtocol;
 use slab::Slab;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use super::ice_tcp::{IceTcp, TcpEvent, TcpInput};
 use super::peer::{Peer, PeerSettings};
+use super::remote::Remote;
 use super::{Directory, Outbound, SessionTx, ShardCommand};
 use crate::config::Config;
 use crate::metrics::ShardStats;
@@ -151,6 +154,8 @@ pub struct Shard {
     trim_due: bool,
     last_trim: Instant,
     socket: UdpSocket,
+    /// ICE-TCP: the listener and its connections (`ice_tcp.rs`), if enabled.
+    tcp: Option<IceTcp>,
     /// The address given to the engine as the local side of every datagram:
     /// it must equal the advertised candidate.
     local_addr: SocketAddr,
@@ -198,6 +203,7 @@ impl Shard {
     pub fn new(
         index: usize,
         socket: std::net::UdpSocket,
+        tcp: Option<std::net::TcpListener>,
         cfg: Arc<Config>,
         directory: Arc<Directory>,
         commands: mpsc::Receiver<ShardCommand>,
@@ -214,10 +220,23 @@ impl Shard {
             .into_iter()
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
-        let settings = PeerSettings::new(advertised.clone(), cfg.peer_timeout);
+        let mut settings = PeerSettings::new(advertised.clone(), cfg.peer_timeout);
+        let tcp = match tcp {
+            Some(listener) => {
+                let port = listener.local_addr()?.port();
+                settings.advertised_tcp = cfg
+                    .candidate_ips()
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect();
+                Some(IceTcp::new(listener, settings.advertised_tcp[0])?)
+            }
+            None => None,
+        };
         Ok(Shard {
             index,
             socket,
+            tcp,
             local_addr: advertised[0],
             settings,
             cfg,
@@ -274,6 +293,14 @@ impl Shard {
                         self.on_readable();
                     }
                 }
+                input = tcp_next(&mut self.tcp) => match input {
+                    TcpInput::Accepted(stream, remote) => {
+                        if let Some(tcp) = self.tcp.as_mut() {
+                            tcp.admit(Instant::now(), stream, remote);
+                        }
+                    }
+                    TcpInput::Event(ev) => self.on_tcp_events(ev),
+                },
                 // The tick before the deadline: a deadline that keeps
                 // coming due must not starve housekeeping.
                 _ = tick.tick() => self.housekeeping(),
@@ -365,6 +392,12 @@ impl Shard {
     /// Once a second: remove silent peers' participants and close expired rooms.
     fn housekeeping(&mut self) {
         let now = Instant::now();
+        if let Some(tcp) = self.tcp.as_mut() {
+            for conn in tcp.unbound_expired(now) {
+                tcp.close(conn);
+                tcp.stats.unbound_closed += 1;
+            }
+        }
         let timeout = self.cfg.peer_timeout;
         let silent: Vec<(usize, ParticipantId)> = self
             .peers
@@ -495,6 +528,17 @@ impl Shard {
             };
             peer.dirty = false;
             while let Some(out) = peer.pc.poll_write() {
+                if out.transport.transport_protocol == TransportProtocol::TCP {
+                    // The connection the peer's checks came on (a peer has
+                    // one per advertised address at most: a short scan).
+                    let to = out.transport.peer_addr;
+                    if let (Some(&(_, conn)), Some(tcp)) =
+                        (peer.tcp.iter().find(|(a, _)| *a == to), self.tcp.as_mut())
+                    {
+                        tcp.send(conn, out.message.freeze());
+                    }
+                    continue;
+                }
                 match self
                     .socket
                     .try_send_to(&out.message, out.transport.peer_addr)
@@ -669,7 +713,71 @@ impl Shard {
                     a.port()
                 )
             })
+            .chain(
+                self.settings
+                    .advertised_tcp
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        // RFC 6544 §4.2: local preference (2^13 × direction
+                        // preference (passive: 4) + other preference), below every
+                        // UDP candidate's, so a client that can use UDP does.
+                        let local = (4u32 << 13) | (8191 - i as u32);
+                        let prio: u32 = (126 << 24) | (local << 8) | 255;
+                        format!(
+                            "candidate:{} 1 tcp {} {} {} typ host tcptype passive",
+                            self.settings.advertised.len() + i + 1,
+                            prio,
+                            a.ip(),
+                            a.port()
+                        )
+                    }),
+            )
             .collect()
+    }
+
+    /// Sends one datagram the shard made itself (not the engine's).
+    pub(super) fn send_datagram(&mut self, to: Remote, data: bytes::Bytes) {
+        match to {
+            Remote::Udp(addr) => {
+                let _ = self.socket.try_send_to(&data, addr);
+            }
+            Remote::Tcp { conn, .. } => {
+                if let Some(tcp) = self.tcp.as_mut() {
+                    tcp.send(conn, data);
+                }
+            }
+        }
+    }
+
+    /// Frames and closes from ICE-TCP connections: this one and whatever
+    /// else is ready (a bounded batch, like UDP reads).
+    fn on_tcp_events(&mut self, first: TcpEvent) {
+        let now = Instant::now();
+        self.turn_at = now;
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(ev) = next.take() {
+            match ev {
+                TcpEvent::Frame { conn, data } => self.on_tcp_frame(now, conn, data),
+                TcpEvent::Closed { conn } => self.close_tcp(conn),
+            }
+            n += 1;
+            if n < RECV_BATCH {
+                next = self.tcp.as_mut().and_then(|t| t.try_event());
+            }
+        }
+    }
+
+    /// A connection ended or is closed: the peer forgets it. The peer's ICE
+    /// notices if that was its path (consent), like a UDP path gone quiet.
+    fn close_tcp(&mut self, conn: usize) {
+        let Some(c) = self.tcp.as_mut().and_then(|t| t.close(conn)) else {
+            return;
+        };
+        if let Some(p) = c.peer.and_then(|k| self.peers.get_mut(k)) {
+            p.tcp.retain(|(_, k)| *k != conn);
+        }
     }
 
     fn new_peer(
@@ -700,9 +808,22 @@ impl Shard {
         let _ = peer.pc.close();
         // Send what closing queued (DTLS close_notify) while we still can.
         while let Some(out) = peer.pc.poll_write() {
-            let _ = self
-                .socket
-                .try_send_to(&out.message, out.transport.peer_addr);
+            let to = out.transport.peer_addr;
+            match peer.tcp.iter().find(|(a, _)| *a == to) {
+                Some(&(addr, conn)) => {
+                    self.send_datagram(Remote::Tcp { addr, conn }, out.message.freeze())
+                }
+                None => {
+                    let _ = self.socket.try_send_to(&out.message, to);
+                }
+            }
+        }
+        // Its ICE-TCP connections served only it; the writer sends what is
+        // queued before the socket closes only if it gets there first.
+        if let Some(tcp) = self.tcp.as_mut() {
+            for (_, conn) in &peer.tcp {
+                tcp.close(*conn);
+            }
         }
         self.by_ufrag.remove(&peer.ufrag);
         for a in &peer.addrs {
@@ -727,6 +848,14 @@ impl Shard {
 
 /// Moves `key`'s entry in a deadline set from `armed` to `next` (the set
 /// holds one (deadline, key) per peer, room or pacer; `armed` remembers it).
+/// The next ICE-TCP connection, frame or close; never without ICE-TCP.
+async fn tcp_next(tcp: &mut Option<IceTcp>) -> TcpInput {
+    match tcp {
+        Some(t) => t.next_input().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(super) fn rearm(
     set: &mut BTreeSet<(Instant, usize)>,
     armed: &mut Option<Instant>,

@@ -69,6 +69,9 @@ prism_core::labelled_enum! {
         /// DTLS/SRTP that arrived before ICE selected a pair and did not fit the
         /// peer's small hold ([`super::peer::SetupHold`]).
         BeforeIce => "before_ice",
+        /// An authentic check on an ICE-TCP connection already bound to
+        /// another peer (a connection serves the peer it first proved).
+        TcpOtherPeer => "tcp_other_peer",
     }
 }
 

@@ -1,54 +1,94 @@
 //! The socket side of a shard: a datagram to the peer it is for. STUN is
 //! authenticated here before any engine sees it (see `media/stun.rs`); DTLS
-//! and SRTP go by the source address an authentic check proved; before ICE
+//! and SRTP go by the source address (UDP) or the connection (ICE-TCP) an
+//! authentic check proved; before ICE
 //! connects, the peer's setup hold decides (`media/peer.rs`, `SetupHold`).
 //! Every datagram dropped is counted under a `DatagramDrop` reason.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use rtc::sansio::Protocol;
-use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::shared::{TaggedBytesMut, TransportContext};
 
 use super::super::peer::SetupAction;
+use super::super::remote::Remote;
 use super::super::stun::{self, DatagramDrop};
 use super::Shard;
 
 impl Shard {
+    /// A datagram read from the UDP socket into `recv_buf[..n]`.
     pub(super) fn on_datagram(&mut self, now: Instant, from: SocketAddr, n: usize) {
-        let routed = match stun::classify(&self.recv_buf[..n]) {
+        let buf = std::mem::take(&mut self.recv_buf);
+        let routed = self.route(Remote::Udp(from), &buf[..n]);
+        if let Some((key, kind)) = routed {
+            self.deliver(now, key, Remote::Udp(from), kind, BytesMut::from(&buf[..n]));
+        }
+        self.recv_buf = buf;
+    }
+
+    /// A frame from ICE-TCP connection `conn`.
+    pub(super) fn on_tcp_frame(&mut self, now: Instant, conn: usize, data: BytesMut) {
+        let Some(remote) = self.tcp.as_ref().and_then(|t| t.remote(conn)) else {
+            return; // closed meanwhile
+        };
+        if let Some((key, kind)) = self.route(remote, &data) {
+            self.deliver(now, key, remote, kind, data);
+        }
+    }
+
+    /// The peer a datagram is for, or `None` (counted under its reason).
+    fn route(&mut self, remote: Remote, data: &[u8]) -> Option<(usize, stun::Kind)> {
+        let routed = match stun::classify(data) {
             // DTLS and SRTP authenticate themselves inside the engine; they
-            // only reach a peer from an address an authentic check proved.
+            // only reach a peer from an address (UDP) or a connection (TCP)
+            // an authentic check proved.
             stun::Class::Dtls | stun::Class::Rtp => self
-                .by_addr
-                .get(&from)
-                .map(|k| (*k, stun::Kind::NotStun))
+                .proven_peer(remote)
+                .map(|k| (k, stun::Kind::NotStun))
                 .ok_or(DatagramDrop::UnknownAddress),
             stun::Class::Empty => Err(DatagramDrop::Empty),
             // Whatever the engine would parse as STUN must be an authentic
             // binding request: the engine acts on a request's role
             // attributes before it checks integrity (see `stun`).
-            stun::Class::Stun => self.authenticate_stun(from, n),
+            stun::Class::Stun => self.authenticate_stun(remote, data),
         };
-        let (key, kind) = match routed {
-            Ok(r) => r,
+        match routed {
+            Ok(r) => Some(r),
             Err(reason) => {
                 // Counted, never logged: a flood must not reach the log.
                 self.stats.datagram_drops.inc(reason);
-                return;
+                None
             }
-        };
+        }
+    }
+
+    /// The peer an authentic check proved `remote` belongs to.
+    fn proven_peer(&self, remote: Remote) -> Option<usize> {
+        match remote {
+            Remote::Udp(addr) => self.by_addr.get(&addr).copied(),
+            Remote::Tcp { conn, .. } => self.tcp.as_ref()?.conns.get(conn)?.peer,
+        }
+    }
+
+    fn deliver(
+        &mut self,
+        now: Instant,
+        key: usize,
+        remote: Remote,
+        kind: stun::Kind,
+        data: BytesMut,
+    ) {
         let Some(peer) = self.peers.get_mut(key) else {
             self.stats.datagram_drops.inc(DatagramDrop::UnknownAddress);
             return;
         };
         peer.last_rx_at = now;
-        let data = BytesMut::from(&self.recv_buf[..n]);
         if !peer.ice_connected {
-            self.on_setup_datagram(now, key, from, kind, data);
+            self.on_setup_datagram(now, key, remote, kind, data);
         } else {
-            self.feed(now, key, from, data);
+            self.feed(now, key, remote, data);
         }
         self.mark(key);
     }
@@ -59,7 +99,7 @@ impl Shard {
         &mut self,
         now: Instant,
         key: usize,
-        from: SocketAddr,
+        from: Remote,
         kind: stun::Kind,
         data: BytesMut,
     ) {
@@ -92,8 +132,14 @@ impl Shard {
     }
 
     /// Hands one datagram to a peer's engine.
-    pub(super) fn feed(&mut self, now: Instant, key: usize, from: SocketAddr, data: BytesMut) {
-        let local_addr = self.local_addr;
+    pub(super) fn feed(&mut self, now: Instant, key: usize, from: Remote, data: BytesMut) {
+        let local_addr = match from {
+            Remote::Udp(_) => self.local_addr,
+            Remote::Tcp { .. } => match &self.tcp {
+                Some(t) => t.local_addr,
+                None => return,
+            },
+        };
         let Some(peer) = self.peers.get_mut(key) else {
             return;
         };
@@ -101,9 +147,9 @@ impl Shard {
             now,
             transport: TransportContext {
                 local_addr,
-                peer_addr: from,
+                peer_addr: from.addr(),
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: from.protocol(),
             },
             message: data,
         };
@@ -113,17 +159,16 @@ impl Shard {
         }
     }
 
-    /// The peer a STUN message in `recv_buf[..n]` is for. An authentic
+    /// The peer a STUN message is for. An authentic
     /// binding request names it by ufrag, and its
     /// source address is routed to that peer only once it proved to know
     /// the peer's ICE password. Anything else is a drop reason: forged or
     /// stray STUN never reaches an engine and never moves a route.
     pub(super) fn authenticate_stun(
         &mut self,
-        from: SocketAddr,
-        n: usize,
+        from: Remote,
+        data: &[u8],
     ) -> Result<(usize, stun::Kind), DatagramDrop> {
-        let data = &self.recv_buf[..n];
         let req = match stun::parse(data)? {
             stun::Stun::Request(req) => req,
             // The engine checks a response's integrity (with the client's
@@ -131,9 +176,8 @@ impl Shard {
             // address an authentic request already proved.
             stun::Stun::SuccessResponse => {
                 return self
-                    .by_addr
-                    .get(&from)
-                    .map(|k| (*k, stun::Kind::BindingSuccess))
+                    .proven_peer(from)
+                    .map(|k| (k, stun::Kind::BindingSuccess))
                     .ok_or(DatagramDrop::UnknownAddress)
             }
         };
@@ -152,15 +196,42 @@ impl Shard {
             // 487 and keeps its checks coming as controlling (§7.2.5.1).
             // The engine would instead switch itself to controlling.
             if let Ok(resp) = stun::role_conflict_response(req.transaction_id, &peer.ice_pwd) {
-                let _ = self.socket.try_send_to(&resp, from);
+                self.send_datagram(from, Bytes::from(resp));
             }
             return Err(DatagramDrop::StunRoleControlled);
         }
         let nominates = req.use_candidate;
-        if self.by_addr.get(&from) != Some(&key) {
-            self.route_addr(from, key);
+        match from {
+            Remote::Udp(addr) => {
+                if self.by_addr.get(&addr) != Some(&key) {
+                    self.route_addr(addr, key);
+                }
+            }
+            Remote::Tcp { addr, conn } => self.bind_tcp(addr, conn, key)?,
         }
         Ok((key, stun::Kind::BindingRequest { nominates }))
+    }
+
+    /// An authentic check on an ICE-TCP connection binds it to its peer; a
+    /// connection stays with the first peer it proved (another peer's check
+    /// on it is dropped).
+    fn bind_tcp(&mut self, addr: SocketAddr, conn: usize, key: usize) -> Result<(), DatagramDrop> {
+        let c = self
+            .tcp
+            .as_mut()
+            .and_then(|t| t.conns.get_mut(conn))
+            .ok_or(DatagramDrop::UnknownAddress)?;
+        match c.peer {
+            Some(k) if k == key => Ok(()),
+            Some(_) => Err(DatagramDrop::TcpOtherPeer),
+            None => {
+                c.peer = Some(key);
+                if let Some(p) = self.peers.get_mut(key) {
+                    p.tcp.push((addr, conn));
+                }
+                Ok(())
+            }
+        }
     }
 
     pub(super) fn route_addr(&mut self, addr: SocketAddr, key: usize) {

@@ -126,6 +126,9 @@ impl Shard {
     /// ones), then the copy the exporter reads.
     pub(super) fn publish_stats(&mut self) {
         let s = &mut self.stats;
+        if let Some(tcp) = &self.tcp {
+            s.ice_tcp = tcp.stats;
+        }
         s.rooms = self.rooms.len() as u64;
         s.peers = self.peers.len() as u64;
         s.participants = [0; 3];
