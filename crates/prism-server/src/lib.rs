@@ -25,6 +25,8 @@ use config::Config;
 pub struct Running {
     pub http_addr: SocketAddr,
     pub media_addrs: Vec<SocketAddr>,
+    /// Each shard's ICE-TCP listener (empty when ICE-TCP is off).
+    pub tcp_addrs: Vec<SocketAddr>,
     pub serve: tokio::task::JoinHandle<std::io::Result<()>>,
     pub directory: Arc<media::Directory>,
     pub metrics: Arc<metrics::Metrics>,
@@ -74,6 +76,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     let directory = media::Directory::new();
     let shards = media::start_shards(cfg.clone(), directory.clone())?;
     let media_addrs = shards.iter().map(|s| s.media_addr).collect();
+    let tcp_addrs = shards.iter().filter_map(|s| s.tcp_addr).collect();
     let metrics = metrics::Metrics::new(
         shards.iter().map(|s| s.stats.clone()).collect(),
         directory.limit_hits.clone(),
@@ -114,6 +117,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Running> {
     Ok(Running {
         http_addr,
         media_addrs,
+        tcp_addrs,
         serve,
         directory,
         metrics,

@@ -85,10 +85,16 @@ async fn main() -> anyhow::Result<()> {
     let media: Vec<String> = running.media_addrs.iter().map(|a| a.to_string()).collect();
     tracing::info!(http = %running.http_addr, media = %media.join(","), "prism ready: open http://{}", running.http_addr);
     // A machine-readable line for scripts and tests that start prism on port 0.
+    let tcp: Vec<String> = running.tcp_addrs.iter().map(|a| a.to_string()).collect();
     println!(
-        "PRISM_READY http={} media={}",
+        "PRISM_READY http={} media={}{}",
         running.http_addr,
-        media.join(",")
+        media.join(","),
+        if tcp.is_empty() {
+            String::new()
+        } else {
+            format!(" tcp={}", tcp.join(","))
+        }
     );
     let drain_timeout = running_drain_timeout;
     tokio::select! {

@@ -422,7 +422,7 @@ impl Collector for ShardCollector {
             ),
             family(
                 "prism_dropped_datagrams_total",
-                "UDP datagrams dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
+                "Datagrams (UDP, or frames on ICE-TCP connections) dropped by a media shard before any peer connection saw them, by reason (forged or stray STUN, unknown source address, empty).",
                 COUNTER,
                 t.datagram_drops.iter().map(|(r, n)| counter(n, &[("reason", r.as_str())])).collect(),
             ),

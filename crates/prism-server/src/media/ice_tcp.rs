@@ -232,9 +232,6 @@ async fn run_connection(
             if rd.read_exact(&mut data).await.is_err() {
                 return;
             }
-            if len == 0 {
-                continue;
-            }
             if events.send(TcpEvent::Frame { conn, data }).await.is_err() {
                 return; // the shard is gone
             }

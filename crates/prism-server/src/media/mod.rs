@@ -204,6 +204,8 @@ pub struct HttpSessionEntry {
 pub struct ShardHandle {
     pub index: usize,
     pub media_addr: SocketAddr,
+    /// The ICE-TCP listener's address, when ICE-TCP is on.
+    pub tcp_addr: Option<SocketAddr>,
     tx: mpsc::Sender<ShardCommand>,
     /// Rooms on this shard, for placing new rooms on the least loaded one.
     pub rooms: Arc<AtomicUsize>,
@@ -370,6 +372,7 @@ pub fn start_shards(
         let handle = ShardHandle {
             index,
             media_addr: local,
+            tcp_addr: tcp.as_ref().and_then(|l| l.local_addr().ok()),
             tx,
             rooms: Default::default(),
             stats: Default::default(),
@@ -419,6 +422,7 @@ mod tests {
         ShardHandle {
             index,
             media_addr: SocketAddr::from(([127, 0, 0, 1], 50000 + index as u16)),
+            tcp_addr: None,
             tx,
             rooms: Arc::new(AtomicUsize::new(0)),
             stats: Default::default(),

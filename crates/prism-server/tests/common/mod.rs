@@ -15,6 +15,8 @@ pub struct TestServer {
     child: Child,
     pub http: String,
     pub media: Vec<String>,
+    /// Each shard's ICE-TCP address (empty with `--ice-tcp false`).
+    pub tcp: Vec<String>,
     pub log_path: std::path::PathBuf,
 }
 
@@ -78,17 +80,21 @@ impl TestServer {
             .unwrap_or_else(|_| panic!("prism did not report ready; log: {}", log_path.display()));
         let mut http = String::new();
         let mut media = Vec::new();
+        let mut tcp = Vec::new();
         for kv in ready.split_whitespace() {
             if let Some(v) = kv.strip_prefix("http=") {
                 http = v.to_owned();
             } else if let Some(v) = kv.strip_prefix("media=") {
                 media = v.split(',').map(str::to_owned).collect();
+            } else if let Some(v) = kv.strip_prefix("tcp=") {
+                tcp = v.split(',').map(str::to_owned).collect();
             }
         }
         TestServer {
             child,
             http,
             media,
+            tcp,
             log_path,
         }
     }
