@@ -73,6 +73,21 @@ if [ ! -x /usr/bin/firefox-esr ] || ! need ip; then
     exit 1
   fi
 fi
+# Reach tests (issue 14): nftables drops UDP in a test namespace
+# (web/tests/reach.test.js); coturn is the external TURN server both the Rust
+# client's tests and the browser tests relay through.
+if ! need nft || ! need turnserver; then
+  if [ "$(id -u)" = 0 ] && need apt-get; then
+    echo "== installing nftables and coturn (Debian packages)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nftables coturn >/dev/null
+    # The package starts nothing by default (TURNSERVER_ENABLED); tests run
+    # their own turnserver with their own config and stop it by PID.
+  else
+    echo "nft or turnserver is missing: install Debian's nftables and coturn packages (or run as root)" >&2
+    exit 1
+  fi
+fi
 if ! need node || ! need npm; then
   if [ "$(id -u)" = 0 ] && need apt-get; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null

@@ -145,10 +145,15 @@ async fn whip_created_session_headers_and_answer() {
     let answer = r.text().await.unwrap();
     let sections = answer.matches("\r\nm=").count();
     assert_eq!(sections, 2);
-    // A UDP host candidate in every m-section, ended: clients that never
-    // trickle (FFmpeg) use the first one.
-    assert_eq!(answer.matches("a=candidate:").count(), sections);
-    assert!(answer.contains(" udp ") && answer.contains("typ host"));
+    // A UDP host candidate in every m-section, first, and the ICE-TCP
+    // passive one after it, ended: clients that never trickle (FFmpeg) use
+    // the first candidate of the answer.
+    assert_eq!(answer.matches("a=candidate:").count(), 2 * sections);
+    assert_eq!(answer.matches(" tcptype passive").count(), sections);
+    for m in answer.split("\r\nm=").skip(1) {
+        let first = m.lines().find(|l| l.starts_with("a=candidate:")).unwrap();
+        assert!(first.contains(" udp ") && first.ends_with("typ host"), "{first}");
+    }
     assert_eq!(answer.matches("a=end-of-candidates").count(), sections);
     assert!(answer.contains("a=recvonly"));
     // Two sessions never share an id.
