@@ -25,7 +25,9 @@ impl std::fmt::Debug for RestSecret {
 /// A username and password a client gives its TURN server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RestCredentials {
+    /// `<expiry unix seconds>:<identity>`.
     pub username: String,
+    /// base64(HMAC-SHA1(secret, username)).
     pub password: String,
     /// When they stop being accepted.
     pub expires: SystemTime,
