@@ -478,7 +478,7 @@ impl Collector for ShardCollector {
             family("prism_ice_tcp_connections", "ICE-TCP connections open (RFC 6544 passive candidates).", GAUGE, vec![gauge(t.ice_tcp.open, &[])]),
             family("prism_ice_tcp_connections_total", "ICE-TCP connections by what became of them when accepted: accepted, or refused at the shard's limit.", COUNTER, vec![counter(t.ice_tcp.accepted, &[("result", "accepted")]), counter(t.ice_tcp.refused, &[("result", "refused")])]),
             family("prism_ice_tcp_unbound_closed_total", "ICE-TCP connections closed because no authentic binding request arrived on them within 10 s.", COUNTER, vec![counter(t.ice_tcp.unbound_closed, &[])]),
-            family("prism_ice_tcp_send_drops_total", "Datagrams not sent on an ICE-TCP connection because its send queue was full (a slow or stalled client).", COUNTER, vec![counter(t.ice_tcp.send_drops, &[])]),
+            family("prism_ice_tcp_send_drops_total", "Datagrams not sent on an ICE-TCP connection because its send queue was full (a slow or stalled client) or it had closed.", COUNTER, vec![counter(t.ice_tcp.send_drops, &[])]),
             family("prism_ice_forced_nominations_total", "ICE pairs Prism nominated on a client's first DTLS handshake record, before the client's own nomination arrived.", COUNTER, vec![counter(t.forced_nominations, &[])]),
             family("prism_dtls_failures_total", "Peer connections whose ICE connected but that failed before DTLS completed.", COUNTER, vec![counter(t.dtls_failures, &[])]),
             family("prism_participants_joined_total", "Participants that joined (any transport).", COUNTER, vec![counter(t.participants_joined, &[])]),

@@ -152,7 +152,10 @@ async fn whip_created_session_headers_and_answer() {
     assert_eq!(answer.matches(" tcptype passive").count(), sections);
     for m in answer.split("\r\nm=").skip(1) {
         let first = m.lines().find(|l| l.starts_with("a=candidate:")).unwrap();
-        assert!(first.contains(" udp ") && first.ends_with("typ host"), "{first}");
+        assert!(
+            first.contains(" udp ") && first.ends_with("typ host"),
+            "{first}"
+        );
     }
     assert_eq!(answer.matches("a=end-of-candidates").count(), sections);
     assert!(answer.contains("a=recvonly"));

@@ -72,7 +72,8 @@ pub struct TcpStats {
     pub refused: u64,
     /// Closed for not proving a peer within [`UNBOUND_TIMEOUT`].
     pub unbound_closed: u64,
-    /// Frames dropped because the connection's queue was full.
+    /// Datagrams not sent: the connection's queue was full, or the
+    /// connection had closed.
     pub send_drops: u64,
     /// Open now.
     pub open: u64,

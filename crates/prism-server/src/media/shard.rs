@@ -532,10 +532,12 @@ impl Shard {
                     // The connection the peer's checks came on (a peer has
                     // one per advertised address at most: a short scan).
                     let to = out.transport.peer_addr;
-                    if let (Some(&(_, conn)), Some(tcp)) =
-                        (peer.tcp.iter().find(|(a, _)| *a == to), self.tcp.as_mut())
-                    {
-                        tcp.send(conn, out.message.freeze());
+                    if let Some(tcp) = self.tcp.as_mut() {
+                        match peer.tcp.iter().find(|(a, _)| *a == to) {
+                            Some(&(_, conn)) => tcp.send(conn, out.message.freeze()),
+                            // The connection closed under the engine's feet.
+                            None => tcp.stats.send_drops += 1,
+                        }
                     }
                     continue;
                 }
