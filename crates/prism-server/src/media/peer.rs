@@ -372,40 +372,35 @@ impl Peer {
             .with_media_engine(media_engine)
             .with_interceptor_registry(registry)
             .build(now)?;
+        // One host candidate per advertised address on the shard's UDP
+        // port, then the ICE-TCP passive ones (RFC 6544): the engine must
+        // know each to answer the checks that arrive on it.
+        use rtc::ice::tcp_type::TcpType;
+        let udp = settings
+            .advertised
+            .iter()
+            .map(|a| ("udp", a, TcpType::Unspecified));
+        let tcp = settings
+            .advertised_tcp
+            .iter()
+            .map(|a| ("tcp", a, TcpType::Passive));
         let mut candidates = Vec::new();
-        for (i, addr) in settings.advertised.iter().enumerate() {
+        for (i, (network, addr, tcp_type)) in udp.chain(tcp).enumerate() {
             let host = CandidateHostConfig {
                 base_config: CandidateConfig {
-                    network: "udp".to_owned(),
+                    network: network.to_owned(),
                     address: addr.ip().to_string(),
                     port: addr.port(),
                     component: 1,
                     foundation: format!("{}", i + 1),
                     ..Default::default()
                 },
-                ..Default::default()
+                tcp_type,
             }
             .new_candidate_host()?;
             let init = RTCIceCandidate::from(&host).to_json()?;
             candidates.push(init.candidate.clone());
             pc.add_local_candidate(init)?;
-        }
-        // ICE-TCP passive candidates (RFC 6544): the engine must know them
-        // to answer checks that arrive on the shard's TCP connections.
-        for (i, addr) in settings.advertised_tcp.iter().enumerate() {
-            let host = CandidateHostConfig {
-                base_config: CandidateConfig {
-                    network: "tcp".to_owned(),
-                    address: addr.ip().to_string(),
-                    port: addr.port(),
-                    component: 1,
-                    foundation: format!("{}", settings.advertised.len() + i + 1),
-                    ..Default::default()
-                },
-                tcp_type: rtc::ice::tcp_type::TcpType::Passive,
-            }
-            .new_candidate_host()?;
-            pc.add_local_candidate(RTCIceCandidate::from(&host).to_json()?)?;
         }
         Ok((
             Peer {

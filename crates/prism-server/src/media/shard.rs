@@ -811,14 +811,11 @@ impl Shard {
         // Send what closing queued (DTLS close_notify) while we still can.
         while let Some(out) = peer.pc.poll_write() {
             let to = out.transport.peer_addr;
-            match peer.tcp.iter().find(|(a, _)| *a == to) {
-                Some(&(addr, conn)) => {
-                    self.send_datagram(Remote::Tcp { addr, conn }, out.message.freeze())
-                }
-                None => {
-                    let _ = self.socket.try_send_to(&out.message, to);
-                }
-            }
+            let remote = match peer.tcp.iter().find(|(a, _)| *a == to) {
+                Some(&(addr, conn)) => Remote::Tcp { addr, conn },
+                None => Remote::Udp(to),
+            };
+            self.send_datagram(remote, out.message.freeze());
         }
         // Its ICE-TCP connections served only it; the writer sends what is
         // queued before the socket closes only if it gets there first.
